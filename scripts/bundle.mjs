@@ -1,0 +1,28 @@
+// Bundles the CLI into one executable file, dist/rc.libvirt, that needs no node_modules.
+import { build } from 'esbuild';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+
+const out = 'dist/rc.libvirt';
+mkdirSync('dist', { recursive: true });
+await build({
+  entryPoints: ['src/cli/bin.ts'],
+  outfile: out,
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  // CommonJS: node runs a file without a .js suffix as CommonJS wherever it is installed.
+  format: 'cjs',
+  minify: false,
+  sourcemap: false,
+  legalComments: 'none',
+  banner: {
+    // Libraries written as ES modules ask for import.meta.url; give them this file's URL.
+    js: "#!/usr/bin/env node\nconst __rclImportMetaUrl = require('node:url').pathToFileURL(__filename).href;",
+  },
+  define: { 'import.meta.url': '__rclImportMetaUrl' },
+  logLevel: 'warning',
+});
+chmodSync(out, 0o755);
+// Inside this repository package.json says "type": "module"; dist/ holds CommonJS.
+writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
+console.log(`built ${out}`);

@@ -1,0 +1,8 @@
+// rc.libvirt guests_reboot
+import type { CommandContext } from '../context.js';
+import { NotImplementedError } from '../errors.js';
+
+/** Runs `rc.libvirt guests_reboot`. */
+export async function run(_ctx: CommandContext): Promise<number> {
+  throw new NotImplementedError('guests_reboot');
+}

@@ -1,0 +1,121 @@
+// The rc.libvirt entry point: parses the command line, runs one command,
+// prints errors and sets the exit code. The only place that does either.
+import yargs from 'yargs';
+import { COMMANDS } from './commands.js';
+import type { CliOptions, CommandContext } from './context.js';
+import { ExitError, UsageError } from './errors.js';
+import { EXIT } from './exit-codes.js';
+import { VERSION } from '../version.js';
+
+const USAGE = `Usage: rc.libvirt [options] COMMAND\n\nCOMMAND: ${COMMANDS.map((c) => c.name).join(' | ')}`;
+
+/** Parse `args` (without node and the script) and run the command; resolves to the exit code. */
+export async function main(args: string[], io: Pick<CommandContext, 'env' | 'stdout' | 'stderr'> = {
+  env: process.env,
+  stdout: process.stdout,
+  stderr: process.stderr,
+}): Promise<number> {
+  let parsed: Record<string, unknown>;
+  let helpShown = false;
+  try {
+    const parser = yargs(args)
+      .scriptName('rc.libvirt')
+      .usage(USAGE)
+      .version(VERSION)
+      .help('help')
+      .alias('h', 'help')
+      .option('config', { type: 'string', describe: 'settings file (default /etc/default/libvirt)', requiresArg: true })
+      .option('timeout', { type: 'string', describe: 'seconds before still-active guests are destroyed (default 300)', requiresArg: true })
+      .option('parallel', { type: 'string', describe: 'guests handled at once; 0 = all (default 0)', requiresArg: true })
+      .option('on-shutdown', { type: 'string', describe: 'managedsave | shutdown | destroy: what stop does to a guest', requiresArg: true })
+      .option('on-boot', { type: 'string', describe: 'restore | ignore: what start does with the guests stop handled', requiresArg: true })
+      .option('start-delay', { type: 'string', describe: 'seconds between guest starts at boot (default 0)', requiresArg: true })
+      .option('driver', { type: 'string', describe: 'libvirt (virsh) | qmp (QEMU directly, no libvirt daemons)', requiresArg: true })
+      .option('uri', { type: 'string', array: true, describe: 'libvirt connection to act on (repeatable; default qemu:///system)', requiresArg: true })
+      .option('guests-dir', { type: 'string', describe: 'qmp driver: guest definitions (default /etc/qemu/guests)', requiresArg: true })
+      .option('dry-run', { type: 'boolean', default: false, describe: 'print the actions, change nothing' })
+      .option('json', { type: 'boolean', default: false, describe: 'machine-readable output (status, plan)' })
+      .option('quiet', { alias: 'q', type: 'count', describe: 'quieter' })
+      .option('verbose', { alias: 'v', type: 'count', describe: 'more detail' })
+      .strict()
+      .wrap(Math.min(100, process.stdout.columns ?? 100))
+      .exitProcess(false)
+      .fail((msg, err) => {
+        throw err ?? new UsageError(msg);
+      })
+      .epilogue('Exit codes: 0 done cleanly, 1 a failure or a guest had to be destroyed, 2 bad usage, 3 status: not running, 4 not root, 5 a program is missing, 6 bad configuration.');
+    for (const c of COMMANDS) parser.command(c.name, c.describe);
+    parser.showHelpOnFail(false);
+    const out: string[] = [];
+    parsed = await parser.parseAsync(args, {}, (err, _argv, output) => {
+      if (!err && output) {
+        helpShown = true;
+        out.push(output);
+      }
+    });
+    if (helpShown) {
+      io.stdout.write(`${out.join('\n')}\n`);
+      return EXIT.ok;
+    }
+  } catch (err) {
+    return reportError(err, io.stderr);
+  }
+  const positional = (parsed._ as unknown[]).map(String);
+  const name = positional[0];
+  const spec = COMMANDS.find((c) => c.name === name);
+  if (!spec || positional.length !== 1) {
+    const what = name === undefined ? 'no command given' : positional.length > 1 ? `one command at a time, got: ${positional.join(' ')}` : `unknown command: ${name}`;
+    return reportError(new UsageError(what), io.stderr);
+  }
+  const options: CliOptions = {
+    dryRun: parsed['dry-run'] === true,
+    json: parsed.json === true,
+    verbosity: Number(parsed.verbose ?? 0) - Number(parsed.quiet ?? 0),
+  };
+  const str = (k: string): string | undefined => (typeof parsed[k] === 'string' ? (parsed[k] as string) : undefined);
+  const set = <K extends keyof CliOptions>(key: K, value: CliOptions[K] | undefined): void => {
+    if (value !== undefined) options[key] = value;
+  };
+  set('config', str('config'));
+  set('timeout', str('timeout'));
+  set('parallel', str('parallel'));
+  set('onShutdown', str('on-shutdown'));
+  set('onBoot', str('on-boot'));
+  set('startDelay', str('start-delay'));
+  set('driver', str('driver'));
+  set('guestsDir', str('guests-dir'));
+  if (Array.isArray(parsed.uri)) set('uri', (parsed.uri as unknown[]).map(String));
+
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    io.stderr.write(`rc.libvirt: ${sig} received: no new work starts; bringing what runs to a safe state\n`);
+    if (!ac.signal.aborted) ac.abort(new Error(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const runner = await spec.load();
+    return await runner({ command: spec.name, options, env: io.env, signal: ac.signal, stdout: io.stdout, stderr: io.stderr });
+  } catch (err) {
+    return reportError(err, io.stderr);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function reportError(err: unknown, stderr: NodeJS.WritableStream): number {
+  // yargs reports its own usage errors (missing option values...) as YError.
+  if (err instanceof Error && err.name === 'YError') err = new UsageError(err.message);
+  if (err instanceof UsageError) {
+    stderr.write(`rc.libvirt: ${err.message}\n${USAGE}\nTry 'rc.libvirt --help' for the options.\n`);
+    return err.exitCode;
+  }
+  if (err instanceof ExitError) {
+    stderr.write(`rc.libvirt: ${err.message}\n`);
+    return err.exitCode;
+  }
+  const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
+  stderr.write(`rc.libvirt: internal error: ${msg}\n`);
+  return EXIT.failure;
+}

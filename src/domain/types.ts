@@ -1,0 +1,109 @@
+// The domain-control contract: what a driver (libvirt through virsh, or QEMU
+// through QMP) offers to the orchestration. Both drivers implement it alike.
+
+/** A guest's state, reduced to what the orchestration acts on. */
+export type GuestState = 'running' | 'paused' | 'shutoff' | 'other';
+
+/** What `stop` does to a guest. */
+export type ShutdownAction = 'managedsave' | 'shutdown' | 'destroy';
+
+/** What `start` does with the guests the last `stop` handled. */
+export type BootAction = 'restore' | 'ignore';
+
+/** A guest's own policy (libvirt metadata `urn:rc-libvirt:policy:1`, or the qmp definition's `policy`); absent keys fall back to the settings. */
+export interface GuestPolicy {
+  order?: number;
+  onShutdown?: ShutdownAction;
+  /** Seconds before the guest is destroyed. */
+  timeout?: number;
+  onBoot?: BootAction;
+}
+
+/** One guest as a driver lists it. */
+export interface Guest {
+  /** Stable identity: the libvirt UUID, or the qmp definition's name. */
+  id: string;
+  name: string;
+  /** The connection the guest lives on (a libvirt URI, or `qmp://` + guests dir). */
+  uri: string;
+  state: GuestState;
+  /** The driver's own word for the state and its reason, e.g. `paused (user)`. */
+  stateDetail: string;
+  /** Maximum memory in KiB (the size of a save, at worst). */
+  memoryKiB: number;
+  persistent: boolean;
+  autostart: boolean;
+  hasSavedImage: boolean;
+  policy: GuestPolicy;
+  /** Why a save would fail (host devices, shares, transient, invtsc...); empty when none is known. */
+  saveBlockers: string[];
+}
+
+/** Progress of a save. */
+export interface SaveProgress {
+  /** 0..1 */
+  fraction: number;
+  processedBytes?: number;
+  totalBytes?: number;
+}
+
+/** Options every operation takes. */
+export interface OpOptions {
+  /** Aborting it cuts the operation off; drivers leave the guest in a safe state. */
+  signal: AbortSignal;
+}
+
+/** Options of a save. */
+export interface SaveOptions extends OpOptions {
+  onProgress?: (progress: SaveProgress) => void;
+}
+
+/** Options of a start. */
+export interface StartOptions extends OpOptions {
+  /** Start (or restore) paused; default: as the saved image says, else running. */
+  paused?: boolean;
+}
+
+/** A lifecycle change seen by a driver (from events or polls). */
+export interface LifecycleEvent {
+  guestId: string;
+  name: string;
+  /** e.g. `Stopped`, `Started`, `Suspended`, `Resumed`, `Shutdown`, `Rebooted` */
+  event: string;
+  detail: string;
+  /** performance.now() when we saw it */
+  seenAt: number;
+  /** The event's own wall-clock timestamp (ms since epoch), when the source gives one. */
+  sourceTime?: number;
+}
+
+/** The operations a driver offers. Every one takes an AbortSignal; none waits without a deadline. */
+export interface DomainDriver {
+  readonly kind: 'libvirt' | 'qmp';
+  /** The connection this driver acts on. */
+  readonly uri: string;
+  /** Where saved images go (for the free-space check of a plan). */
+  readonly saveDirectory: string;
+  /** Every guest, active or not. */
+  listGuests(opts: OpOptions): Promise<Guest[]>;
+  /** One guest by id (throws GuestNotFoundError). */
+  getGuest(id: string, opts: OpOptions): Promise<Guest>;
+  /** Save the guest's RAM to disk and stop it (libvirt managedsave); resolves when the image is complete and the guest is off. On failure or abort the guest is left as it was (resumed if it ran). */
+  save(id: string, opts: SaveOptions): Promise<void>;
+  /** Abort an operation in flight on the guest (a save job), leaving the guest as it was. */
+  abort(id: string, opts: OpOptions): Promise<void>;
+  /** Start the guest, restoring its saved image when it has one. */
+  start(id: string, opts: StartOptions): Promise<void>;
+  /** Ask the guest to shut down (ACPI); resolves once the request is accepted, not when it is off. */
+  shutdown(id: string, opts: OpOptions): Promise<void>;
+  /** Reboot the guest; resolves once it has been reset and runs again (the driver watches for the reset). */
+  reboot(id: string, opts: OpOptions): Promise<void>;
+  /** Power the guest off at once (data in it may be lost). */
+  destroy(id: string, opts: OpOptions): Promise<void>;
+  /** Resolve with the state once the guest is in one of `states`; rejects when the signal aborts. */
+  waitForState(id: string, states: readonly GuestState[], opts: OpOptions): Promise<GuestState>;
+  /** Subscribe to lifecycle events; returns the unsubscribe function. */
+  onLifecycle(listener: (event: LifecycleEvent) => void): () => void;
+  /** Release connections, event streams and sockets. */
+  close(): Promise<void>;
+}

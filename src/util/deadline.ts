@@ -1,0 +1,73 @@
+// Deadlines as AbortSignals, built on AbortController and the global
+// setTimeout (so fake timers in tests control them), measured on the
+// monotonic clock.
+
+/** The reason a deadline signal carries when it fires. */
+export class DeadlineError extends Error {
+  constructor(readonly ms: number, what = 'deadline') {
+    super(`${what} of ${formatMs(ms)} passed`);
+    this.name = 'DeadlineError';
+  }
+}
+
+/** A signal that aborts after `ms` or when any parent aborts; `clear()` stops the timer. */
+export function deadline(ms: number, ...parents: (AbortSignal | undefined)[]): { signal: AbortSignal; clear: () => void } {
+  const ac = new AbortController();
+  const cleanups: (() => void)[] = [];
+  const clear = (): void => {
+    for (const c of cleanups.splice(0)) c();
+  };
+  const abort = (reason: unknown): void => {
+    clear();
+    if (!ac.signal.aborted) ac.abort(reason);
+  };
+  for (const p of parents) {
+    if (!p) continue;
+    if (p.aborted) {
+      abort(p.reason);
+      return { signal: ac.signal, clear };
+    }
+    const onAbort = (): void => abort(p.reason);
+    p.addEventListener('abort', onAbort, { once: true });
+    cleanups.push(() => p.removeEventListener('abort', onAbort));
+  }
+  if (Number.isFinite(ms)) {
+    const t = setTimeout(() => abort(new DeadlineError(ms)), Math.max(0, ms));
+    cleanups.push(() => clearTimeout(t));
+  }
+  return { signal: ac.signal, clear };
+}
+
+/** A signal that aborts when any of the given ones does. */
+export function anySignal(...signals: (AbortSignal | undefined)[]): { signal: AbortSignal; clear: () => void } {
+  return deadline(Infinity, ...signals);
+}
+
+/** Resolve after `ms`, or reject with the signal's reason when it aborts first. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal?.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Milliseconds on the monotonic clock. */
+export function now(): number {
+  return performance.now();
+}
+
+/** `1.2 s` / `350 ms` */
+export function formatMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+}

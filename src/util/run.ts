@@ -1,0 +1,138 @@
+// Running a program: argv arrays only (never a shell), a deadline on every
+// call, and the escalation deadline -> SIGTERM -> SIGKILL in this one place.
+import { spawn } from 'node:child_process';
+
+/** What a finished (or killed) program left behind. */
+export interface RunResult {
+  argv: readonly string[];
+  exitCode: number | null;
+  /** The signal that ended it, if any. */
+  killedBy: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Killed because its deadline passed. */
+  timedOut: boolean;
+  /** Killed because the caller's signal aborted. */
+  aborted: boolean;
+  /** It ignored SIGTERM and had to be SIGKILLed. */
+  forced: boolean;
+  /** The program could not be started at all (ENOENT, EACCES...). */
+  spawnError?: NodeJS.ErrnoException;
+  ms: number;
+}
+
+/** Options of runProcess. */
+export interface RunOptions {
+  /** Kill the program after this many ms (required: nothing runs without a deadline). */
+  timeoutMs: number;
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+  input?: string;
+  /** ms between SIGTERM and SIGKILL */
+  killGraceMs?: number;
+  /** Cap on captured output per stream (bytes); the rest is dropped. */
+  maxOutput?: number;
+  /** Called with each stdout chunk as it arrives. */
+  onStdout?: (chunk: string) => void;
+  onStderr?: (chunk: string) => void;
+}
+
+/** Run `argv` to its end or its deadline; never rejects, never hangs past timeoutMs + killGraceMs. */
+export function runProcess(argv: readonly string[], opts: RunOptions): Promise<RunResult> {
+  const started = performance.now();
+  const [file, ...args] = argv;
+  if (file === undefined) throw new TypeError('runProcess: empty argv');
+  const maxOutput = opts.maxOutput ?? 16 * 1024 * 1024;
+  const grace = opts.killGraceMs ?? 2000;
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    let aborted = false;
+    let forced = false;
+    let spawnError: NodeJS.ErrnoException | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    let settled = false;
+    const child = spawn(file, args, {
+      env: opts.env ?? process.env,
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      // Own process group, so a killed program's children go with it.
+      detached: true,
+    });
+    const terminate = (): void => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      killGroup(child.pid, 'SIGTERM');
+      killTimer = setTimeout(() => {
+        if (child.exitCode === null && child.signalCode === null) {
+          forced = true;
+          killGroup(child.pid, 'SIGKILL');
+        }
+      }, grace);
+    };
+    const deadlineTimer = setTimeout(() => {
+      timedOut = true;
+      terminate();
+    }, Math.max(0, opts.timeoutMs));
+    const onAbort = (): void => {
+      aborted = true;
+      terminate();
+    };
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.stdout?.setEncoding('utf8').on('data', (c: string) => {
+      if (stdout.length < maxOutput) stdout += c;
+      opts.onStdout?.(c);
+    });
+    child.stderr?.setEncoding('utf8').on('data', (c: string) => {
+      if (stderr.length < maxOutput) stderr += c;
+      opts.onStderr?.(c);
+    });
+    if (opts.input !== undefined && child.stdin) {
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(opts.input);
+    }
+    const finish = (exitCode: number | null, killedBy: NodeJS.Signals | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadlineTimer);
+      if (killTimer) clearTimeout(killTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      const result: RunResult = {
+        argv, exitCode, killedBy, stdout, stderr, timedOut, aborted, forced,
+        ms: performance.now() - started,
+      };
+      if (spawnError) result.spawnError = spawnError;
+      resolve(result);
+    };
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      spawnError = err;
+      if (child.pid === undefined) finish(null, null);
+    });
+    child.on('close', (code, sig) => finish(code, sig));
+  });
+}
+
+function killGroup(pid: number | undefined, sig: NodeJS.Signals): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, sig);
+  } catch {
+    try {
+      process.kill(pid, sig);
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+/** One line describing how a run ended, for error messages. */
+export function describeRun(r: RunResult): string {
+  const cmd = r.argv.join(' ');
+  if (r.spawnError) return `${cmd}: cannot run (${r.spawnError.code ?? r.spawnError.message})`;
+  if (r.timedOut) return `${cmd}: no answer within its deadline (killed${r.forced ? ' with SIGKILL' : ''})`;
+  if (r.aborted) return `${cmd}: interrupted`;
+  const tail = (r.stderr.trim() || r.stdout.trim()).split('\n').slice(-3).join(' / ');
+  if (r.killedBy) return `${cmd}: killed by ${r.killedBy}${tail ? `: ${tail}` : ''}`;
+  return `${cmd}: exit ${r.exitCode}${tail ? `: ${tail}` : ''}`;
+}
