@@ -35,8 +35,8 @@ export interface JournalRead {
   damaged?: string;
 }
 
-/** Read and validate the journal; a damaged one is moved aside (`journal.json.damaged-TIME`) and reported. */
-export async function readJournal(stateDir: string): Promise<JournalRead> {
+/** Read and validate the journal; a damaged one is moved aside (`journal.json.damaged-TIME`, unless `keepDamaged`) and reported. */
+export async function readJournal(stateDir: string, opts: { keepDamaged?: boolean } = {}): Promise<JournalRead> {
   const path = join(stateDir, JOURNAL_FILE);
   let text: string;
   try {
@@ -48,6 +48,7 @@ export async function readJournal(stateDir: string): Promise<JournalRead> {
   try {
     return { entries: parseJournal(text) };
   } catch (err) {
+    if (opts.keepDamaged) return { entries: [], damaged: `journal ${path} is damaged (${errorMessage(err)})` };
     const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
     let kept = `kept as ${aside}`;
     try {

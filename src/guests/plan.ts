@@ -4,6 +4,7 @@
 import type { Settings } from '../config/settings.js';
 import type { DomainDriver, Guest, ShutdownAction } from '../domain/types.js';
 import { errorMessage } from '../domain/errors.js';
+import { deadline } from '../util/deadline.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
 
 /** What the ladder starts with for a guest. */
@@ -51,6 +52,9 @@ export interface StopPlan {
   /** Connections that could not be listed, with why. */
   unreachable: { uri: string; error: string }[];
 }
+
+/** How long listing one connection's guests may take before it counts as not reachable. */
+export const LIST_TIMEOUT_MS = 15_000;
 
 /** Always kept free in a save directory, on top of 2 % of its file system. */
 export const MARGIN_BYTES = 64 * 1024 * 1024;
@@ -115,11 +119,14 @@ export async function buildStopPlan(
   const items: DriverGuest[] = [];
   const unreachable: { uri: string; error: string }[] = [];
   await Promise.all(drivers.map(async (driver) => {
+    const dl = deadline(LIST_TIMEOUT_MS, signal);
     try {
-      for (const guest of await driver.listGuests({ signal })) items.push({ guest, driver });
+      for (const guest of await driver.listGuests({ signal: dl.signal })) items.push({ guest, driver });
     } catch (err) {
       if (signal.aborted) throw err;
-      unreachable.push({ uri: driver.uri, error: errorMessage(err) });
+      unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no answer within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err) });
+    } finally {
+      dl.clear();
     }
   }));
   const space = new Map<string, FreeSpace>();
