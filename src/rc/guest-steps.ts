@@ -42,7 +42,7 @@ export interface GuestStepOutcome {
 
 /** Injection points (tests): where the drivers come from. */
 export interface GuestStepDeps {
-  openDrivers?: (settings: Settings, signal: AbortSignal) => Promise<DomainDriver[]>;
+  openDrivers?: (settings: Settings, signal: AbortSignal, log?: Log) => Promise<DomainDriver[]>;
 }
 
 const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcomes: [] };
@@ -50,7 +50,7 @@ const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcom
 /** Bring every active guest down at `stop` (per policy) or `shutdown` (ACPI for all). */
 export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
   const t0 = now();
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal);
+  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
     const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
     const showUri = drivers.length > 1;
@@ -96,7 +96,7 @@ function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutco
 
 /** The plan `stop` (or `shutdown`) would carry out, printed as a table or JSON; changes nothing. */
 export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: boolean, deps: GuestStepDeps = {}): Promise<StopPlan> {
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal);
+  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
     const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
     ctx.stdout.write(json ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : `${formatPlan(plan, drivers.length > 1)}\n`);
@@ -111,7 +111,7 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
   const t0 = now();
   const read = await readJournal(ctx.settings.stateDir);
   if (read.damaged) ctx.log.error(`${read.damaged}; restoring every guest that has a saved image instead`);
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal);
+  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
     const tasks: RestoreTask[] = read.entries.map((entry) => ({ entry }));
     const known = new Set(read.entries.map((e) => `${e.uri}\u0000${e.id}`));
@@ -167,7 +167,7 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
 /** guests_reboot: every running guest at once, each waited for until it runs again or its timeout. */
 export async function rebootGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
   const t0 = now();
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal);
+  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
     const items: { guest: import('../domain/types.js').Guest; driver: DomainDriver }[] = [];
     let unreachable = false;
