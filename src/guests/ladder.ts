@@ -4,7 +4,7 @@
 // again), never destroy.
 import { errorMessage, isDomainError } from '../domain/errors.js';
 import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
-import { anySignal, deadline, now } from '../util/deadline.js';
+import { anySignal, deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { GuestObserver } from './observer.js';
 import type { GuestOutcome } from './outcome.js';
@@ -133,7 +133,7 @@ export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<S
       reasons.push(`shutdown request failed: ${errorMessage(err)}`);
       obs.step(guest, action, `shutdown request failed (${errorMessage(err)}): waiting for its deadline`);
     }
-    await driver.waitForState(guest.id, ['shutoff'], { signal: op.signal });
+    await waitOff(driver, guest.id, op.signal);
     return done('shutdown', action);
   } catch (err) {
     if (interrupt.aborted) {
@@ -144,7 +144,7 @@ export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<S
     // Failed at once with time left, and nothing further to fall back to but the deadline.
     reasons.push(`${action}: ${errorMessage(err)}`);
     try {
-      await driver.waitForState(guest.id, ['shutoff'], { signal: op.signal });
+      await waitOff(driver, guest.id, op.signal);
       return done('shutdown', action);
     } catch {
       if (interrupt.aborted) return done('failed', action, 'interrupted: not destroyed');
@@ -240,6 +240,24 @@ async function afterInterruptedSave(task: StopTask, saving: Promise<void>, reaso
     return done('failed', 'save', `interrupted: ${errorMessage(err)}`);
   } finally {
     g.clear();
+  }
+}
+
+/** How long to wait before asking again when a wait for the guest to go off failed (the daemon hiccuped). */
+export const WAIT_RETRY_MS = 1000;
+
+// Wait until the guest is off; a failing wait is retried until the signal aborts,
+// so a daemon's hiccup never turns into a destroy before the deadline.
+async function waitOff(driver: DomainDriver, id: string, signal: AbortSignal): Promise<void> {
+  for (;;) {
+    try {
+      await driver.waitForState(id, ['shutoff'], { signal });
+      return;
+    } catch (err) {
+      if (signal.aborted) throw err;
+      if (isDomainError(err, 'not-found')) return;
+      await sleep(WAIT_RETRY_MS, signal);
+    }
   }
 }
 

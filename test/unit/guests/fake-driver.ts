@@ -1,7 +1,7 @@
 // A scripted DomainDriver for unit tests: guests whose save, shutdown, start
 // and reboot take a given time (on the fake clock) or fail, and a log of every
 // call with its time, so tests can check the order of events.
-import { GuestNotFoundError, InterruptedError, OperationRefusedError } from '../../../src/domain/errors.js';
+import { GuestNotFoundError, InterruptedError, NotReachableError, OperationRefusedError } from '../../../src/domain/errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../../../src/domain/types.js';
 import { now, sleep } from '../../../src/util/deadline.js';
 
@@ -20,6 +20,8 @@ export interface FakeScript {
   startFails?: string;
   /** ms a reboot takes (default 500); `never` hangs. */
   rebootMs?: number | 'never';
+  /** Every wait for a state fails at once (the daemon does not answer). */
+  waitFails?: boolean;
   /** Any operation on this guest throws this (a bug, not a domain error). */
   explodes?: string;
 }
@@ -171,6 +173,7 @@ export function createFakeDriver(list: FakeGuest[], opts: { uri?: string; saveDi
       setState(id, 'shutoff');
     },
     async waitForState(id, states, o: OpOptions) {
+      if (script(id).waitFails) throw new NotReachableError('libvirtd does not answer');
       return new Promise<GuestState>((resolve, reject) => {
         const check = (): boolean => {
           const st = get(id).state;

@@ -96,6 +96,17 @@ describe('stop ladder', () => {
     expect(at(d, 'destroy', 'stubborn') - t0).toBe(5000);
   });
 
+  it('never destroys before the deadline when waits fail at once (daemon hiccup)', async () => {
+    const d = createFakeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    const [o] = await p;
+    expect(o!.result).toBe('destroyed');
+    expect(at(d, 'destroy', 'h') - t0).toBe(10_000);
+  });
+
   it('uses a guest policy timeout over the setting', async () => {
     const d = createFakeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
     const p = run(await tasksFor([d], 'shutdown', 100));
