@@ -34,14 +34,23 @@ const parser = new XMLParser({
 
 /** Parse a domain XML; `where` names its source in errors (e.g. `dumpxml of 'web server'`). */
 export function parseDomainXml(xml: string, where: string): DomainXmlFacts {
-  let doc: Node;
+  const doc = parseXmlDocument(xml, where);
+  const dom = asNode(doc.domain);
+  if (!dom) throw new ProtocolError(`${where}: no <domain> element`);
+  return readDomainFacts(dom, where);
+}
+
+/** Parse any XML document with the parser the domain XML uses (attributes as `@name`). */
+export function parseXmlDocument(xml: string, where: string): Record<string, unknown> {
   try {
-    doc = parser.parse(xml, true) as Node;
+    return parser.parse(xml, true) as Node;
   } catch (err) {
     throw new ProtocolError(`${where}: not XML: ${(err as Error).message}`, { cause: err });
   }
-  const dom = asNode(doc.domain);
-  if (!dom) throw new ProtocolError(`${where}: no <domain> element`);
+}
+
+/** The facts of a parsed `<domain>` element (also the one inside libvirt's status XML). */
+export function readDomainFacts(dom: Record<string, unknown>, where: string): DomainXmlFacts {
   const memory = asNode(dom.memory) ?? { '#text': dom.memory };
   const memoryKiB = toKiB(String(memory['#text'] ?? ''), String(memory['@unit'] ?? 'KiB'));
   if (memoryKiB === undefined) throw new ProtocolError(`${where}: cannot read <memory> ${JSON.stringify(dom.memory)}`);

@@ -63,6 +63,8 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
   }
+  await abortDone;
+  if (abortRequested) deps.log?.info(`save of ${id} completed before its abort reached libvirt: the guest is saved`);
 }
 
 /** `virsh domjobabort`, with a deadline of its own (the caller's signal has fired already). */
