@@ -53,7 +53,9 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
     return tail ? `; ${logFile} says: ${tail}` : '';
   };
   if (r.exitCode !== 0) {
-    return { name: spec.name, action: 'failed', error: `${spec.name} did not start: ${describeRun(r)}${await ownWords()}` };
+    const said = daemonWords(r.stderr) || daemonWords(r.stdout);
+    const how = said ? `${spec.startArgv.join(' ')}: exit ${r.exitCode ?? r.killedBy}: ${said}` : describeRun(r);
+    return { name: spec.name, action: 'failed', error: `${spec.name} did not start: ${how}${said ? '' : await ownWords()}` };
   }
   const dl = deadline(Math.max(1000, timeoutMs - (now() - started)), ctx.signal);
   try {
@@ -182,7 +184,15 @@ async function newLogLines(path: string, from: number): Promise<string> {
   } catch {
     return '';
   }
-  const lines = text.slice(from).split('\n').filter((l) => l.trim() !== '');
-  const errors = lines.filter((l) => /error/i.test(l));
-  return (errors.length > 0 ? errors : lines).slice(-3).map((l) => l.replace(/^\S+ \S+: \d+: /, '')).join(' / ');
+  return daemonWords(text.slice(from));
+}
+
+/** The gist of a libvirt daemon's messages: its error lines (else its last lines), without the timestamp and thread prefix. */
+export function daemonWords(text: string): string {
+  const lines = text.split('\n').filter((l) => l.trim() !== '');
+  const errors = lines.filter((l) => /: error : /.test(l));
+  return (errors.length > 0 ? errors : lines)
+    .slice(-3)
+    .map((l) => l.replace(/^\d{4}-\d\d-\d\d [\d:.]+[+-]\d{4}: \d+: (\w+ : )?/, ''))
+    .join(' / ');
 }
