@@ -1,0 +1,5 @@
+// The QMP layer: the generic line runner, the QMP client and its events, the QMP driver.
+export { abortError, isDeadlineReason } from './abort.js';
+export { LineProtocol, DEFAULT_MAX_LINE_BYTES, type LineProtocolOptions, type RunnerState } from './line-protocol.js';
+export { QmpClient, QmpCommandError, connectQmp, withQmp, type QmpClientOptions, type QmpGreeting } from './qmp-client.js';
+export { type QmpEvent, type QmpEventListener } from './qmp-events.js';
