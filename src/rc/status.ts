@@ -5,7 +5,8 @@ import type { Settings } from '../config/settings.js';
 import { describeDaemons } from '../daemons/daemon-spec.js';
 import { describePidfileProblem, inspectPidfile } from '../daemons/pidfile.js';
 import { askLibvirtd } from '../daemons/readiness.js';
-import { describeRun, runProcess } from '../util/run.js';
+import { createLibvirtDriver } from '../domain/libvirt/driver.js';
+import type { GuestState } from '../domain/types.js';
 import { pendingGuests, type PendingGuest } from './guest-steps.js';
 
 /** One daemon in the status. */
@@ -21,8 +22,13 @@ export interface DaemonStatus {
 /** One guest in the status. */
 export interface GuestStatus {
   uri: string;
+  /** The libvirt UUID. */
+  id: string;
   name: string;
-  state: 'running' | 'paused' | 'shutoff' | 'other';
+  state: GuestState;
+  /** libvirt's own words for the state and its reason, e.g. `paused (user)`. */
+  stateDetail: string;
+  /** A managed save image waits for the guest's next start. */
   savedImage: boolean;
 }
 
@@ -86,28 +92,15 @@ export async function collectStatus(settings: Settings, signal: AbortSignal, isR
   return status;
 }
 
-// Names by state through virsh's list filters (one name per line, so names with spaces are safe).
+// Every guest of one URI through the libvirt driver (each virsh call with a deadline).
 async function listGuestsForStatus(settings: Settings, uri: string, signal: AbortSignal): Promise<GuestStatus[]> {
-  const names = async (...filters: string[]): Promise<string[]> => {
-    const r = await runProcess([settings.virsh, '-c', uri, 'list', '--name', ...filters], {
-      timeoutMs: CALL_MS,
-      signal,
-      env: { ...process.env, LC_ALL: 'C' },
-    });
-    if (r.exitCode !== 0) throw new Error(describeRun(r));
-    return r.stdout.split('\n').filter((l) => l !== '');
-  };
-  const all = await names('--all');
-  const runningSet = new Set(await names('--state-running'));
-  const pausedSet = new Set(await names('--state-paused'));
-  const offSet = new Set(await names('--all', '--state-shutoff'));
-  const savedSet = new Set(await names('--all', '--with-managed-save'));
-  return all.map((name) => ({
-    uri,
-    name,
-    state: runningSet.has(name) ? 'running' : pausedSet.has(name) ? 'paused' : offSet.has(name) ? 'shutoff' : 'other',
-    savedImage: savedSet.has(name),
-  }));
+  const driver = createLibvirtDriver({ uri, virsh: settings.virsh, callTimeoutMs: CALL_MS });
+  try {
+    const guests = await driver.listGuests({ signal });
+    return guests.map((g) => ({ uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));
+  } finally {
+    await driver.close();
+  }
 }
 
 /** The exit code of `status`: 0 libvirtd runs (and answers, where we may ask), 1 it runs but does not answer, 3 it does not run. */
@@ -127,7 +120,7 @@ export function formatStatus(s: Status): string {
   }
   if (s.libvirtd.answering) {
     out.push(s.guests.length === 0 ? 'guests: none' : 'guests:');
-    for (const g of s.guests) out.push(`  ${g.name}  ${g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
+    for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
   }
   for (const e of s.guestErrors) out.push(`guests: cannot list ${e}`);
   if (s.pending.length > 0) {

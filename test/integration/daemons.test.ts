@@ -187,6 +187,8 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(await domainState(guest.uuid)).toBe('running');
     expect(libvirtGuestPid(guest)).toBe(qemuPid);
     expect(isPidAlive(qemuPid as number)).toBe(true);
+    const status = JSON.parse((await cli(['status', '--json'])).stdout) as Status;
+    expect(status.guests.find((g) => g.id === guest.uuid)).toMatchObject({ name: guest.name, state: 'running', savedImage: false });
     await removeLibvirtGuests();
   });
 
