@@ -20,8 +20,8 @@ export type ProgramName = 'virsh' | 'libvirtd' | 'virtlogd' | 'virtlockd';
 export interface RunNeeds {
   /** Refuse to run unless root (exit 4). */
   root: boolean;
-  /** Programs that must exist (exit 5 otherwise). */
-  programs: readonly ProgramName[];
+  /** Programs that must exist (exit 5 otherwise); a function of the settings when that depends on them (DRIVER). */
+  programs: readonly ProgramName[] | ((settings: Settings) => readonly ProgramName[]);
   /** Take the one-run-at-a-time lock. */
   lock: boolean;
 }
@@ -66,7 +66,7 @@ export async function withRun(
     if (needs.root && !(deps.isRoot ?? isRoot)()) {
       throw new NotRootError(`${cmd.command}: rc.libvirt must run as root (it manages system daemons)`);
     }
-    await checkPrograms(settings, needs.programs, cmd.env, deps.findProgram ?? findProgram);
+    await checkPrograms(settings, typeof needs.programs === 'function' ? needs.programs(settings) : needs.programs, cmd.env, deps.findProgram ?? findProgram);
     const lock = needs.lock
       ? await acquireRunLock({
           runDir: settings.runDir,
