@@ -183,7 +183,7 @@ function settlePaused(plan: GuestPlan, driver: DomainDriver | undefined): void {
       plan.resumeFirst = true;
       plan.reasons.push('paused: resumed first so that it can shut down (ACPI)');
     } else {
-      plan.reasons.push('paused and the driver cannot resume it: it cannot act on the ACPI request and will be destroyed at its deadline');
+      plan.reasons.push('paused, and this driver cannot resume it: it may not act on the ACPI request (destroyed at its deadline if it does not)');
     }
   }
 }

@@ -12,6 +12,7 @@ import { stopAll } from '../guests/ladder.js';
 import { openJournal, readJournal, type JournalEntry } from '../guests/journal.js';
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
 import { rebootAll } from '../guests/reboot.js';
+import { rescueDrivers, type RescueDeps } from '../guests/rescue.js';
 import type { GuestOutcome } from '../guests/outcome.js';
 import { createProgress, guestLabel } from '../report/guest-progress.js';
 import { reportSummary } from '../report/summary.js';
@@ -40,8 +41,8 @@ export interface GuestStepOutcome {
   outcomes?: GuestOutcome[];
 }
 
-/** Injection points (tests): where the drivers come from. */
-export interface GuestStepDeps {
+/** Injection points (tests): where the drivers come from, how a hung libvirtd is handled. */
+export interface GuestStepDeps extends RescueDeps {
   openDrivers?: (settings: Settings, signal: AbortSignal, log?: Log) => Promise<DomainDriver[]>;
 }
 
@@ -52,8 +53,9 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
   const t0 = now();
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
     const showUri = drivers.length > 1;
+    if (plan.unreachable.length > 0 && !ctx.dryRun) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
     for (const u of plan.unreachable) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
     if (ctx.dryRun) {
       ctx.stdout.write(`${formatPlan(plan, showUri)}\n(dry run: nothing was changed)\n`);
@@ -88,6 +90,27 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
     await closeDrivers(drivers);
   }
 }
+
+/** The least time a rescued guest gets for a clean power-off, whatever the detection of the hung daemon took. */
+export const RESCUE_MIN_TIMEOUT_S = 5;
+
+// libvirtd did not answer: plan the guests of its status files on a rescue driver,
+// their timeouts shortened by the time the detection took, so stop still ends within TIMEOUT + STOP_MARGIN_MS.
+async function withRescue(plan: PlanWithItems, drivers: DomainDriver[], t0: number, ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps): Promise<PlanWithItems> {
+  const { drivers: rescue, lost } = await rescueDrivers(plan.unreachable, ctx.settings, ctx.log, ctx.signal, deps);
+  if (rescue.length === 0) return plan;
+  drivers.push(...rescue);
+  const rp = await buildStopPlan(rescue, ctx.settings, mode, ctx.signal);
+  const spent = (now() - t0) / 1000;
+  for (const g of rp.guests) {
+    const t = Math.max(RESCUE_MIN_TIMEOUT_S, Math.floor(g.timeout - spent));
+    if (t !== g.timeout) g.reasons.push(`timeout ${g.timeout} s shortened to ${t} s: ${spent.toFixed(0)} s went to finding libvirtd hung`);
+    g.timeout = t;
+  }
+  return { ...plan, guests: [...plan.guests, ...rp.guests], items: [...plan.items, ...rp.items], space: [...plan.space, ...rp.space], unreachable: [...lost, ...rp.unreachable] };
+}
+
+type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
 
 function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutcome {
   if (plan.unreachable.length === 0) return o;

@@ -69,6 +69,6 @@ describe('decidePlan', () => {
     expect(of(p, 'p').resumeFirst).toBe(false);
     expect(of(p, 'q').resumeFirst).toBe(true);
     const n = await plan([{ name: 'q', state: 'paused', policy: { onShutdown: 'shutdown' } }], { canResume: false });
-    expect(of(n, 'q').reasons.join()).toContain('destroyed at its deadline');
+    expect(of(n, 'q').reasons.join()).toContain('destroyed at its deadline if it does not');
   });
 });

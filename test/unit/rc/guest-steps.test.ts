@@ -8,6 +8,7 @@ import { JOURNAL_FILE } from '../../../src/guests/journal.js';
 import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../../src/report/log.js';
 import { createFakeDriver, type FakeDriver } from '../guests/fake-driver.js';
+import { NotReachableError } from '../../../src/domain/errors.js';
 
 const fast = { saveMs: 20, shutdownMs: 20, startMs: 5 };
 
@@ -103,5 +104,33 @@ describe('stopGuests and startGuests', () => {
     expect(r.clean).toBe(false);
     expect(r.destroyed).toEqual(['stubborn']);
     expect(out).toMatch(/stubborn +shutdown→destroy +destroyed/);
+  });
+
+  it('libvirtd not answering: the hung daemon is ended and its guests go down through the rescue driver', async () => {
+    const hung = createFakeDriver([], { uri: 'qemu:///system' });
+    hung.listGuests = async () => {
+      throw new NotReachableError('virsh did not answer within 15 s');
+    };
+    const rescued = createFakeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
+    const released: string[] = [];
+    const r = await stopGuests(ctx(), 'policy', {
+      openDrivers: async () => [hung],
+      releaseMonitors: async () => void released.push('libvirtd'),
+      createRescueDriver: () => rescued,
+    });
+    expect(released).toEqual(['libvirtd']);
+    expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}`).sort()).toEqual(['r 2:shutdown', 'r1:shutdown']);
+    expect(r.clean).toBe(true);
+    expect((await pendingGuests(settings)).map((p) => p.name).sort()).toEqual(['r 2', 'r1']);
+  });
+
+  it('a connection that cannot be rescued makes the step unclean, naming it', async () => {
+    const hung = createFakeDriver([], { uri: 'qemu+ssh://far/system' });
+    hung.listGuests = async () => {
+      throw new NotReachableError('no answer');
+    };
+    const r = await stopGuests(ctx(), 'policy', { openDrivers: async () => [hung] });
+    expect(r.clean).toBe(false);
+    expect(r.failed.join()).toContain('qemu+ssh://far/system');
   });
 });
