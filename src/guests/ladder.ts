@@ -73,7 +73,8 @@ export function skipped(guest: Guest, action: string, reason: string): GuestOutc
 export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<StopOptions, 'signal' | 'observer'>): Promise<GuestOutcome> {
   const { plan, driver } = task;
   const { guest } = plan;
-  const started = now();
+  // Seconds count from its group's start, like its timeout (waiting for a slot is part of it).
+  const started = Math.min(now(), deadlineAt - plan.timeout * 1000);
   const obs = opts.observer;
   const interrupt = opts.signal;
   const reasons = [...plan.reasons.filter((r) => !r.startsWith('paused: saved as paused'))];
