@@ -92,7 +92,7 @@ describe('rc.libvirt with the qmp driver', () => {
     await waitFor('q first to be ready after its fresh start', () => bed.bootId('q first') !== firstBootBefore, { timeoutMs: 150_000, intervalMs: 250 });
     const r = await runRc(['guests_shutdown', '--timeout', '20'], bed.env());
     expect(r.code, r.stdout + r.stderr).toBe(1);
-    const m = /^'q stubborn' +shutdown→destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
+    const m = /^'q stubborn' +shutdown->destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThanOrEqual(20);
     for (const n of ['q one', '-q dash', 'q paused', 'q first']) expect(r.stdout).toMatch(new RegExp(`^'${n}' +shutdown +shutdown`, 'm'));

@@ -107,7 +107,7 @@ describe('the ladder on real QEMU guests', () => {
     const r = await stopGuests(run.ctx, 'policy', { openDrivers: async () => [onlyGuests(slow, () => new Set(['e a']))] });
     const o = r.outcomes![0]!;
     expect(o.result, run.output()).toBe('destroyed');
-    expect(o.action).toBe('save→destroy');
+    expect(o.action).toBe('save->destroy');
     expect(o.reason).toMatch(/still saving at its deadline \(6 s\); save job aborted/);
     expect(o.ms).toBeGreaterThanOrEqual(6000);
     const mine = events.filter((e) => e.name === 'e a').map((e) => e.event);
@@ -147,7 +147,7 @@ describe('the ladder on real QEMU guests', () => {
     expect(r.destroyed, run.output()).toEqual([]);
     expect(r.failed).toEqual([]);
     const results = r.outcomes!.map((o) => `${o.action}:${o.result}`);
-    expect(results, run.output()).toContain('save→shutdown:shutdown');
+    expect(results, run.output()).toContain('save->shutdown:shutdown');
     for (const o of r.outcomes!) expect(['saved', 'shutdown']).toContain(o.result);
     for (const n of NAMES) expect(await state(n)).toBe('shutoff');
   });

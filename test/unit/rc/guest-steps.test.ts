@@ -103,7 +103,7 @@ describe('stopGuests and startGuests', () => {
     const r = await stopGuests(ctx(), 'shutdown', deps(d));
     expect(r.clean).toBe(false);
     expect(r.destroyed).toEqual(['stubborn']);
-    expect(out).toMatch(/stubborn +shutdown→destroy +destroyed/);
+    expect(out).toMatch(/stubborn +shutdown->destroy +destroyed/);
   });
 
   it('libvirtd not answering: the hung daemon is ended and its guests go down through the rescue driver', async () => {
