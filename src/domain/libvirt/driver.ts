@@ -64,6 +64,8 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       guest: o.guest,
       timeoutMs: o.long ? longMs : o.timeoutMs,
       onDeadline: o.long ? 'timed-out' : 'not-reachable',
+      // A call that may rightly take long still fails fast when libvirtd stops answering.
+      watchdog: o.long === true || (o.timeoutMs ?? 0) > virsh.callTimeoutMs,
     });
 
   const domstate = async (id: string, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> =>
