@@ -37,6 +37,8 @@ export interface LibvirtDriver extends DomainDriver {
   readonly eventsAlive: boolean;
   /** Resolves when libvirtd answers (`virsh version`); NotReachableError when it does not within the call deadline. */
   ping(opts: OpOptions & { timeoutMs?: number }): Promise<void>;
+  /** Resume a paused guest (`virsh resume`). */
+  resume(id: string, opts: OpOptions): Promise<void>;
   /** Names of the active virtual networks. */
   listActiveNetworks(opts: OpOptions): Promise<string[]>;
   /** Stop an active virtual network. */
@@ -209,6 +211,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
 
     async shutdown(id, o) {
       await run(['shutdown', dom(id)], { ...o, guest: id });
+    },
+
+    async resume(id, o) {
+      await run(['resume', dom(id)], { ...o, guest: id });
     },
 
     async reboot(id, o) {

@@ -27,8 +27,11 @@ export interface LibvirtRescueDriverOptions {
 
 const QEMU_STATES: Record<string, GuestState> = { running: 'running', paused: 'paused', shutdown: 'shutoff', shutoff: 'shutoff' };
 
+/** The rescue driver: the contract, plus `resume` (QMP `cont`). */
+export type LibvirtRescueDriver = DomainDriver & { resume(id: string, opts: OpOptions): Promise<void> };
+
 /** The rescue driver over status files and QMP. */
-export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): DomainDriver {
+export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): LibvirtRescueDriver {
   const statusDir = opts.statusDir ?? DEFAULT_STATUS_DIR;
   const clients = new Map<string, QmpClient>();
   const listeners = new Set<(ev: LifecycleEvent) => void>();
@@ -110,6 +113,10 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Dom
         await c.execute('cont', undefined, o);
       }
       await c.execute('system_powerdown', undefined, o);
+    },
+    async resume(id, o) {
+      const g = await find(id);
+      await (await monitor(g, o.signal)).execute('cont', undefined, o);
     },
     async reboot(id) {
       throw new OperationRefusedError(`libvirtd not answering: cannot reboot guest ${id}`, { guest: id });
