@@ -121,10 +121,12 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Lib
     async reboot(id) {
       throw new OperationRefusedError(`libvirtd not answering: cannot reboot guest ${id}`, { guest: id });
     },
-    async destroy(id, _o: OpOptions) {
+    async destroy(id, o: OpOptions) {
       const g = await find(id);
       if (!isGuestQemu(g)) return;
-      const r = await quitOrKill(g, clients.get(g.uuid), opts.quitWaitMs ?? 3000);
+      // QMP quit when the monitor answers; else straight to the checked SIGKILL.
+      const c = clients.get(g.uuid) ?? (await monitor(g, o.signal).catch(() => undefined));
+      const r = await quitOrKill(g, c, opts.quitWaitMs ?? 3000);
       clients.get(g.uuid)?.close().catch(() => undefined);
       clients.delete(g.uuid);
       if (r.result === 'failed') throw new OperationRefusedError(`destroy of ${g.name}: ${r.reason}`, { guest: id });
