@@ -148,7 +148,7 @@ describe('libvirt driver on a real libvirtd', () => {
     const from = consoleOffset(g.consolePath);
     await driver.start(g.uuid, op());
     expect(await driver.getGuest(g.uuid, op())).toMatchObject({ state: 'paused' });
-    await virsh(['resume', `--domain=${g.uuid}`]);
+    await driver.resume(g.uuid, op());
     expect(await driver.waitForState(g.uuid, ['running'], op())).toBe('running');
     expect(readyLines(g, from)).toBe(0);
   });

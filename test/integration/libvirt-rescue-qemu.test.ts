@@ -69,6 +69,10 @@ describe('QMP rescue of libvirt guests', () => {
     expect(readConsole(g.consolePath)).toContain(`RCL-POWEROFF boot=${g.bootId}`);
     // -no-shutdown: QEMU stays, powered off, as libvirt wants to find it.
     expect(g.isRunning()).toBe(true);
+    // destroy: QMP quit, the QEMU exits.
+    await driver.destroy(uuid, op());
+    expect(await g.exited).toEqual({ code: 0, signal: null });
+    expect((await driver.listGuests(op())).map((x) => x.name)).not.toContain('-dash');
     await driver.close();
   });
 

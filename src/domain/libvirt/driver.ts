@@ -37,6 +37,8 @@ export interface LibvirtDriver extends DomainDriver {
   readonly eventsAlive: boolean;
   /** Resolves when libvirtd answers (`virsh version`); NotReachableError when it does not within the call deadline. */
   ping(opts: OpOptions & { timeoutMs?: number }): Promise<void>;
+  /** Resume a paused guest (`virsh resume`). */
+  resume(id: string, opts: OpOptions): Promise<void>;
   /** Names of the active virtual networks. */
   listActiveNetworks(opts: OpOptions): Promise<string[]>;
   /** Stop an active virtual network. */
@@ -64,6 +66,8 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       guest: o.guest,
       timeoutMs: o.long ? longMs : o.timeoutMs,
       onDeadline: o.long ? 'timed-out' : 'not-reachable',
+      // A call that may rightly take long still fails fast when libvirtd stops answering.
+      watchdog: o.long === true || (o.timeoutMs ?? 0) > virsh.callTimeoutMs,
     });
 
   const domstate = async (id: string, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> =>

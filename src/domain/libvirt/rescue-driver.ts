@@ -27,8 +27,11 @@ export interface LibvirtRescueDriverOptions {
 
 const QEMU_STATES: Record<string, GuestState> = { running: 'running', paused: 'paused', shutdown: 'shutoff', shutoff: 'shutoff' };
 
+/** The rescue driver: the contract, plus `resume` (QMP `cont`). */
+export type LibvirtRescueDriver = DomainDriver & { resume(id: string, opts: OpOptions): Promise<void> };
+
 /** The rescue driver over status files and QMP. */
-export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): DomainDriver {
+export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): LibvirtRescueDriver {
   const statusDir = opts.statusDir ?? DEFAULT_STATUS_DIR;
   const clients = new Map<string, QmpClient>();
   const listeners = new Set<(ev: LifecycleEvent) => void>();
@@ -111,13 +114,19 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Dom
       }
       await c.execute('system_powerdown', undefined, o);
     },
+    async resume(id, o) {
+      const g = await find(id);
+      await (await monitor(g, o.signal)).execute('cont', undefined, o);
+    },
     async reboot(id) {
       throw new OperationRefusedError(`libvirtd not answering: cannot reboot guest ${id}`, { guest: id });
     },
-    async destroy(id, _o: OpOptions) {
+    async destroy(id, o: OpOptions) {
       const g = await find(id);
       if (!isGuestQemu(g)) return;
-      const r = await quitOrKill(g, clients.get(g.uuid), opts.quitWaitMs ?? 3000);
+      // QMP quit when the monitor answers; else straight to the checked SIGKILL.
+      const c = clients.get(g.uuid) ?? (await monitor(g, o.signal).catch(() => undefined));
+      const r = await quitOrKill(g, c, opts.quitWaitMs ?? 3000);
       clients.get(g.uuid)?.close().catch(() => undefined);
       clients.delete(g.uuid);
       if (r.result === 'failed') throw new OperationRefusedError(`destroy of ${g.name}: ${r.reason}`, { guest: id });

@@ -52,6 +52,7 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
       timeoutMs: deps.longMs,
       onDeadline: 'timed-out',
       onStderr,
+      watchdog: true,
     });
   } catch (err) {
     await abortDone;

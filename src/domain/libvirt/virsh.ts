@@ -3,7 +3,7 @@
 // message kept). A hung libvirtd never hangs us: the call is killed at its
 // deadline and reported as "not reachable".
 import { runProcess, describeRun, type RunResult } from '../../util/run.js';
-import { formatMs } from '../../util/deadline.js';
+import { anySignal, formatMs, sleep } from '../../util/deadline.js';
 import {
   DomainError,
   GuestNotFoundError,
@@ -42,6 +42,11 @@ export interface VirshCall {
   guest?: string;
   onStdout?: (chunk: string) => void;
   onStderr?: (chunk: string) => void;
+  /**
+   * For long calls: while it runs, ask `virsh version` every callTimeoutMs;
+   * when libvirtd stops answering, kill the call and fail it "not reachable".
+   */
+  watchdog?: boolean;
 }
 
 /** A virsh runner bound to one URI. */
@@ -66,7 +71,7 @@ export function createVirsh(cfg: VirshConfig): Virsh {
   const callTimeoutMs = cfg.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   const argv = (args: readonly string[]): string[] => [program, '-q', '-c', cfg.uri, ...args];
   const env = (): NodeJS.ProcessEnv => ({ ...process.env, LC_ALL: 'C', LANG: 'C', LANGUAGE: 'C' });
-  return {
+  const self: Virsh = {
     uri: cfg.uri,
     program,
     callTimeoutMs,
@@ -79,18 +84,53 @@ export function createVirsh(cfg: VirshConfig): Virsh {
       const timeoutMs = call.timeoutMs ?? callTimeoutMs;
       const full = argv(args);
       cfg.log?.debug(`run: ${full.join(' ')}`);
-      const r = await runProcess(full, {
-        timeoutMs,
-        signal: call.signal,
-        env: env(),
-        killGraceMs: cfg.killGraceMs ?? 1000,
-        onStdout: call.onStdout,
-        onStderr: call.onStderr,
-      });
-      if (!r.timedOut && !r.aborted && !r.spawnError && r.exitCode === 0) return r.stdout;
-      throw classifyVirshFailure(r, { uri: cfg.uri, timeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
+      const stop = new AbortController();
+      const both = anySignal(call.signal, stop.signal);
+      let silent: DomainError | undefined;
+      const watching = call.watchdog
+        ? watch(self, callTimeoutMs, stop.signal, (err) => {
+            silent = err;
+            stop.abort(err);
+          })
+        : Promise.resolve();
+      try {
+        const r = await runProcess(full, {
+          timeoutMs,
+          signal: both.signal,
+          env: env(),
+          killGraceMs: cfg.killGraceMs ?? 1000,
+          onStdout: call.onStdout,
+          onStderr: call.onStderr,
+        });
+        if (!r.timedOut && !r.aborted && !r.spawnError && r.exitCode === 0) return r.stdout;
+        if (silent && !call.signal.aborted) {
+          throw new NotReachableError(`libvirt (${cfg.uri}) stopped answering during ${args.join(' ')}: ${silent.message}`, { guest: call.guest, cause: silent });
+        }
+        throw classifyVirshFailure(r, { uri: cfg.uri, timeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
+      } finally {
+        both.clear();
+        if (!stop.signal.aborted) stop.abort();
+        await watching;
+      }
     },
   };
+  return self;
+}
+
+/** Every `everyMs`, check that libvirtd answers `virsh version`; call `onSilent` (once) when it does not. */
+async function watch(v: Virsh, everyMs: number, stop: AbortSignal, onSilent: (err: DomainError) => void): Promise<void> {
+  while (!stop.aborted) {
+    try {
+      await sleep(everyMs, stop);
+      await v.run(['version'], { signal: stop });
+    } catch (err) {
+      if (stop.aborted) return;
+      if (err instanceof NotReachableError) {
+        onSilent(err);
+        return;
+      }
+    }
+  }
 }
 
 // libvirt's messages (virerror.c) that say which kind of failure it was.

@@ -75,6 +75,23 @@ describe('virsh runner', () => {
     expect(err).toBeInstanceOf(TimedOutError);
   });
 
+  it('fails a long call "not reachable" once libvirtd stops answering, long before its own deadline', async () => {
+    // `start` runs long; `version` (the watchdog's question) hangs like a frozen libvirtd.
+    const v = runner('exec sleep 600', 200);
+    const err = (await v
+      .run(['start', '--domain=x'], { signal, timeoutMs: 600_000, onDeadline: 'timed-out', watchdog: true })
+      .catch((e: unknown) => e)) as Error;
+    expect(err).toBeInstanceOf(NotReachableError);
+    expect(err.message).toMatch(/stopped answering during start --domain=x: .*did not answer within 200 ms/);
+  });
+
+  it('lets a long call run on while libvirtd answers', async () => {
+    const v = runner('if [ "$4" = version ]; then echo ok; else sleep 1; echo done; fi', 150);
+    expect(await v.run(['start', '--domain=x'], { signal, timeoutMs: 600_000, watchdog: true })).toBe('done\n');
+    const calls = readFileSync(fake!.callsFile, 'utf8');
+    expect(calls.match(/\|version\|/g)?.length).toBeGreaterThanOrEqual(2);
+  });
+
   it('kills a virsh that ignores SIGTERM too', async () => {
     const v = runner("trap '' TERM; while :; do sleep 1; done", 200);
     await expect(v.run(['list'], { signal })).rejects.toBeInstanceOf(NotReachableError);
