@@ -2,12 +2,12 @@
 // restore continuing the same boot, paused guests restored paused, an
 // interrupted save, a stubborn guest, concurrent saves.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InterruptedError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
+import { DomainError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
 import { createQmpDriver } from '../../src/domain/qmp/qmp-driver.js';
-import { withQmp } from '../../src/domain/qmp/qmp-client.js';
+import { connectQmp, withQmp } from '../../src/domain/qmp/qmp-client.js';
 import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domain/types.js';
 import { createMemoryLog } from '../../src/report/log.js';
 import { deadline } from '../../src/util/deadline.js';
@@ -203,7 +203,22 @@ describe('QMP driver on real QEMU', () => {
     const d = deadline(3000);
     await expect(driver.waitForState('mule', ['shutoff'], { signal: d.signal })).rejects.toBeInstanceOf(TimedOutError);
     expect((await driver.getGuest('mule', { signal: sig() })).state).toBe('running');
-    await driver.destroy('mule', { signal: sig() });
+    // Another client holds the monitor (as libvirtd would): QEMU never greets us.
+    const holder = await connectQmp(join(runDir, 'mule.qmp'), { signal: sig() });
+    try {
+      const quick = createQmpDriver({ guestsDir, runDir, saveDir, qemuTimeoutMs: 1500 });
+      const held = await quick.getGuest('mule', { signal: sig() });
+      await quick.close();
+      expect(held.state).toBe('other');
+      expect(held.stateDetail).toMatch(/no QMP greeting/);
+      await expect(connectQmp(join(runDir, 'mule.qmp'), { signal: deadline(1000).signal })).rejects.toBeInstanceOf(NotReachableError);
+      // destroy cannot send quit through the held monitor: it signals the checked pid.
+      const pid = pidOf('mule');
+      await driver.destroy('mule', { signal: sig() });
+      expect(pid && identifyPid(pid)).toBeFalsy();
+    } finally {
+      await holder.close();
+    }
     expect((await driver.getGuest('mule', { signal: sig() })).state).toBe('shutoff');
     await expect(driver.shutdown('mule', { signal: sig() })).rejects.toBeInstanceOf(OperationRefusedError);
     await driver.destroy('mule', { signal: sig() }); // nothing left to destroy: no error
@@ -221,6 +236,19 @@ describe('QMP driver on real QEMU', () => {
       expect(await driver.getGuest(g, { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
       expect(readyIds(g).at(-1)).toBe(boots[g]);
     }
+  });
+
+  it('a truncated image fails the restore, keeps the image, and leaves no QEMU behind', async () => {
+    await driver.save('gamma', { signal: sig() });
+    const image = join(saveDir, 'gamma.save');
+    const whole = join(root, 'gamma.whole');
+    await copyFile(image, whole);
+    await truncate(image, Math.floor(statSync(image).size / 2));
+    await expect(driver.start('gamma', { signal: sig() })).rejects.toBeInstanceOf(DomainError);
+    expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'shutoff', hasSavedImage: true });
+    await copyFile(whole, image);
+    await driver.start('gamma', { signal: sig() });
+    expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
   });
 
   it('refuses a symlink in place of its save directory', async () => {

@@ -103,11 +103,11 @@ export async function waitForExit(pid: number, qmpPath: string, ms: number, sign
   }
 }
 
-/** SIGKILL `pid`, only when it is still our QEMU. */
-export async function killQemu(pid: number, qmpPath: string): Promise<boolean> {
+/** Send `sig` to `pid`, only when it is still our QEMU; false when it was not (or is gone). */
+export async function signalQemu(pid: number, qmpPath: string, sig: NodeJS.Signals): Promise<boolean> {
   if (!(await checkPid(pid, qmpPath)).alive) return false;
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, sig);
     return true;
   } catch {
     return false;

@@ -13,7 +13,7 @@ import { receiveMigration } from './migration-stream.js';
 import { createExclusive, fsyncDir } from './private-dir.js';
 import type { QmpClient } from './qmp-client.js';
 import type { QmpEventListener } from './qmp-events.js';
-import { killQemu, waitForExit } from './qemu-process.js';
+import { signalQemu, waitForExit } from './qemu-process.js';
 import { hasImage, removeIfExists, writeSidecar } from './saved-image.js';
 
 /** Bandwidth for a save: the default 128 MiB/s would throttle even a stopped guest. */
@@ -132,18 +132,26 @@ async function rollBack(ctx: DriverContext, qmp: QmpClient, name: string, s: { w
   }
 }
 
-/** `quit` QEMU and wait for the process to go; SIGKILL the checked pid when it does not. */
+/** `quit` QEMU (SIGTERM, QEMU's own clean quit, when the monitor is not usable) and wait for the process to go; SIGKILL the checked pid when it does not. */
 export async function quitAndReap(ctx: DriverContext, qmp: QmpClient | undefined, name: string, pid: number, qmpPath: string): Promise<void> {
-  const d = deadline(ctx.qemuTimeoutMs);
-  try {
-    if (qmp && qmp.state === 'running') await qmp.execute('quit', undefined, { signal: d.signal }).catch((err: unknown) => ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`));
-  } finally {
-    d.clear();
+  let asked = false;
+  if (qmp && qmp.state === 'running') {
+    const d = deadline(ctx.qemuTimeoutMs);
+    try {
+      await qmp.execute('quit', undefined, { signal: d.signal });
+      asked = true;
+    } catch (err) {
+      ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`);
+    } finally {
+      d.clear();
+    }
   }
+  if (!asked) asked = await signalQemu(pid, qmpPath, 'SIGTERM');
   const never = new AbortController().signal;
-  if (await waitForExit(pid, qmpPath, ctx.qemuTimeoutMs, never)) return;
-  ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit after quit; killing it`);
-  await killQemu(pid, qmpPath);
+  const grace = asked ? ctx.qemuTimeoutMs : Math.min(ctx.qemuTimeoutMs, 3000);
+  if (await waitForExit(pid, qmpPath, grace, never)) return;
+  ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit when asked to; killing it`);
+  await signalQemu(pid, qmpPath, 'SIGKILL');
   if (!(await waitForExit(pid, qmpPath, ctx.qemuTimeoutMs, never))) {
     throw new OperationRefusedError(`${name}: QEMU (pid ${pid}) survived SIGKILL`, { guest: name });
   }
