@@ -84,7 +84,12 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   /** The guest's process (pid when alive) and QEMU's run state. */
   const probe = async (g: GuestFiles, signal: AbortSignal): Promise<{ pid: number | undefined; state: GuestState; detail: string }> => {
-    const proc = await checkProcess(g.run);
+    let proc: Awaited<ReturnType<typeof checkProcess>>;
+    try {
+      proc = await checkProcess(g.run);
+    } catch (err) {
+      return { pid: undefined, state: 'other', detail: `cannot check the process: ${errorMessage(err)}` };
+    }
     if (!proc.alive || proc.pid === undefined) return { pid: undefined, state: 'shutoff', detail: `shut off (${proc.detail})` };
     try {
       const st = await pool.with(g.def.name, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }, (qmp) => qmpCommand<QmpStatus>(ctx, qmp, 'query-status', undefined, signal));
@@ -99,6 +104,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   const describe = async (g: GuestFiles, signal: AbortSignal): Promise<Guest> => {
     const p = await probe(g, signal);
+    let hasSavedImage = false;
+    const saveBlockers = [...g.def.saveBlockers];
+    try {
+      hasSavedImage = await hasImage(g.saved);
+    } catch (err) {
+      saveBlockers.push(`unusable save path: ${errorMessage(err)}`);
+    }
     return {
       id: g.def.name,
       name: g.def.name,
@@ -108,9 +120,9 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       memoryKiB: g.def.memoryKiB,
       persistent: true,
       autostart: g.def.autostart,
-      hasSavedImage: await hasImage(g.saved),
+      hasSavedImage,
       policy: g.def.policy,
-      saveBlockers: g.def.saveBlockers,
+      saveBlockers,
     };
   };
 
@@ -156,19 +168,21 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         throw new OperationRefusedError(`cannot save ${id}: ${g.def.saveBlockers.join(', ')}`, { guest: id });
       }
       if (saves.has(id)) throw new OperationRefusedError(`cannot save ${id}: a save is already running`, { guest: id });
-      const pid = await requireActive(g, sopts.signal, 'save');
+      // Registered before the first await, so a second save or an abort sees it at once.
       const ac = new AbortController();
+      let settle: () => void = () => undefined;
+      const entry = { ac, done: new Promise<void>((resolve) => (settle = resolve)) };
+      saves.set(id, entry);
       const onAbort = (): void => ac.abort(sopts.signal.reason);
       if (sopts.signal.aborted) onAbort();
       else sopts.signal.addEventListener('abort', onAbort, { once: true });
-      const done = saveGuest(ctx, g, pid, { ...sopts, signal: ac.signal });
-      const entry = { ac, done: done.then(() => undefined, () => undefined) };
-      saves.set(id, entry);
       try {
-        await done;
+        const pid = await requireActive(g, ac.signal, 'save');
+        await saveGuest(ctx, g, pid, { ...sopts, signal: ac.signal });
       } finally {
         sopts.signal.removeEventListener('abort', onAbort);
         if (saves.get(id) === entry) saves.delete(id);
+        settle();
       }
     },
 

@@ -14,7 +14,7 @@ import { createExclusive, fsyncDir } from './private-dir.js';
 import type { QmpClient } from './qmp-client.js';
 import type { QmpEventListener } from './qmp-events.js';
 import { signalQemu, waitForExit } from './qemu-process.js';
-import { hasImage, removeIfExists, writeSidecar } from './saved-image.js';
+import { hasImage, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
 
 /** Bandwidth for a save: the default 128 MiB/s would throttle even a stopped guest. */
 export const SAVE_MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024;
@@ -46,6 +46,7 @@ export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, 
     }
     await qmpCommand(ctx, qmp, 'migrate-set-parameters', { 'max-bandwidth': ctx.saveBandwidth }, signal);
     await qmpCommand(ctx, qmp, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }, signal);
+    await removeStalePartials(g.saved);
     temp = g.saved.temp();
     const fh = await createExclusive(temp);
     try {
