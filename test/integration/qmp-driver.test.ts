@@ -12,7 +12,7 @@ import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domai
 import { createMemoryLog } from '../../src/report/log.js';
 import { deadline } from '../../src/util/deadline.js';
 import { consoleOffset, readConsole, waitForConsoleLine, waitForGuestReady } from '../helpers/console.js';
-import { identifyPid, makeTempDir, terminateProcess } from '../helpers/process.js';
+import { identifyPid, makeTempDir, runChecked, terminateProcess } from '../helpers/process.js';
 import { initrdPath, kernelPath, requireTestbed } from '../helpers/testbed.js';
 
 const READY_MS = 150_000;
@@ -183,6 +183,23 @@ describe('QMP driver on real QEMU', () => {
       expect(readdirSync(saveDir).filter((f) => f.includes('beta'))).toEqual([]);
     } finally {
       await slow.close();
+    }
+  });
+
+  it('a save that fails mid-stream (disk full) resumes the guest and leaves no partial file', async () => {
+    const small = join(root, 'small');
+    await mkdir(small);
+    await runChecked('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', small]);
+    const full = createQmpDriver({ guestsDir, runDir, saveDir: small, qemuTimeoutMs: 20_000 });
+    try {
+      const err = await full.save('beta', { signal: sig() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationRefusedError);
+      expect((err as Error).message).toMatch(/ENOSPC|failed/);
+      expect(await full.getGuest('beta', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      await full.close();
+      await runChecked('umount', [small]);
     }
   });
 

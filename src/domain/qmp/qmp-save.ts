@@ -4,7 +4,7 @@
 // cancelled, the guest resumed if it ran, and the partial file removed.
 import { rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { deadline } from '../../util/deadline.js';
+import { anySignal, deadline } from '../../util/deadline.js';
 import { errorMessage, InterruptedError, OperationRefusedError } from '../errors.js';
 import type { SaveOptions } from '../types.js';
 import { abortError } from './abort.js';
@@ -53,7 +53,18 @@ export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, 
       receiver = await receiveMigration(g.run.saveSocket, fh, signal);
       migration = qmp.listen('MIGRATION');
       await qmpCommand(ctx, qmp, 'migrate', { uri: `unix:${g.run.saveSocket}` }, signal);
-      await waitForMigration(ctx, qmp, migration, name, signal, opts.onProgress);
+      // A broken stream (disk full...) ends the wait at once, with its own error.
+      const broken = new AbortController();
+      receiver.done.catch((err: unknown) => broken.abort(err));
+      const both = anySignal(signal, broken.signal);
+      try {
+        await waitForMigration(ctx, qmp, migration, name, both.signal, opts.onProgress);
+      } catch (err) {
+        if (broken.signal.aborted && !signal.aborted) throw broken.signal.reason;
+        throw err;
+      } finally {
+        both.clear();
+      }
       await receiver.done;
     } finally {
       await fh.close();
