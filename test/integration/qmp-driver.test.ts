@@ -109,6 +109,27 @@ describe('QMP driver on real QEMU', () => {
     await expect(driver.getGuest('nosuch', { signal: sig() })).rejects.toMatchObject({ code: 'not-found' });
   });
 
+  it('names what is wrong with a definition; QEMU refusing its argv is a clear error and leaves nothing running', async () => {
+    const invalid = join(guestsDir, 'invalid.json');
+    const broken = join(guestsDir, 'broken.json');
+    await writeFile(invalid, JSON.stringify({ argv: ['qemu-system-x86_64'], policy: { on_shutdown: 'nap' } }));
+    await writeFile(broken, JSON.stringify({ argv: ['qemu-system-x86_64', '-machine', 'none', '-bogus-option'] }));
+    try {
+      await expect(driver.getGuest('invalid', { signal: sig() })).rejects.toThrow(`${invalid}: policy.on_shutdown: must be one of`);
+      const ids = (await driver.listGuests({ signal: sig() })).map((g) => g.id);
+      expect(ids).not.toContain('invalid');
+      expect(ids).toContain('broken');
+      expect(log.lines.some((l) => l.level === 'error' && l.msg.includes('invalid.json'))).toBe(true);
+      const err = await driver.start('broken', { signal: sig() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationRefusedError);
+      expect((err as Error).message).toMatch(/cannot start broken:.*bogus-option/);
+      expect((await driver.getGuest('broken', { signal: sig() })).state).toBe('shutoff');
+    } finally {
+      await rm(invalid, { force: true });
+      await rm(broken, { force: true });
+    }
+  });
+
   it('saves with progress, then restores the same boot (no second ready line)', async () => {
     const bootId = readyIds('alpha').at(-1);
     const progress: SaveProgress[] = [];

@@ -58,6 +58,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   const ctx: DriverContext = { pool, qemuTimeoutMs: opts.qemuTimeoutMs ?? 10_000, saveBandwidth: opts.saveBandwidth ?? SAVE_MAX_BANDWIDTH, log: opts.log, emit };
   const uri = `qmp://${opts.guestsDir}`;
   const saves = new Map<string, { ac: AbortController; done: Promise<void> }>();
+  const starting = new Set<string>();
   let dirsReady: Promise<void> | undefined;
 
   const ensureDirs = (): Promise<void> => {
@@ -199,10 +200,16 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     },
 
     async start(id: string, stopts: StartOptions): Promise<void> {
-      const g = await load(id);
-      const p = await checkProcess(g.run);
-      if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
-      await startGuest(ctx, g, stopts);
+      if (starting.has(id)) throw new OperationRefusedError(`cannot start ${id}: it is being started already`, { guest: id });
+      starting.add(id);
+      try {
+        const g = await load(id);
+        const p = await checkProcess(g.run);
+        if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
+        await startGuest(ctx, g, stopts);
+      } finally {
+        starting.delete(id);
+      }
     },
 
     async shutdown(id: string, { signal }: OpOptions): Promise<void> {
