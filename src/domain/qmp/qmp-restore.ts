@@ -66,8 +66,9 @@ async function restoreGuest(ctx: DriverContext, g: GuestFiles, opts: StartOption
   }
   if (ok) {
     // It runs again (or is paused as saved): the image has served.
-    await removeIfExists(g.saved.image);
-    await removeIfExists(g.saved.sidecar);
+    for (const f of [g.saved.image, g.saved.sidecar]) {
+      await removeIfExists(f).catch((err: unknown) => ctx.log?.warn(`${name}: runs again, but ${f} could not be removed: ${errorMessage(err)}`));
+    }
     ctx.emit(name, 'Started', run ? 'Restored' : 'Restored paused');
   }
 }
