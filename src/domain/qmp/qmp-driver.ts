@@ -144,19 +144,17 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
     async listGuests({ signal }: OpOptions): Promise<Guest[]> {
       await ensureDirs();
-      const out: Guest[] = [];
+      const defs: QmpGuestDefinition[] = [];
       for (const file of await listDefinitionFiles(opts.guestsDir)) {
-        if (signal.aborted) throw abortError(signal, 'listing qmp guests');
-        let def: QmpGuestDefinition;
         try {
-          def = await loadDefinition(file);
+          defs.push(await loadDefinition(file));
         } catch (err) {
           opts.log?.error(`${errorMessage(err)} (guest left out)`);
-          continue;
         }
-        out.push(await describe(filesOf(def), signal));
       }
-      return out;
+      if (signal.aborted) throw abortError(signal, 'listing qmp guests');
+      // In parallel: a monitor held by another client costs its connect deadline once, not once per guest.
+      return Promise.all(defs.map((def) => describe(filesOf(def), signal)));
     },
 
     async getGuest(id: string, { signal }: OpOptions): Promise<Guest> {

@@ -42,7 +42,6 @@ export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, 
     if (!hadImage) await writeSidecar(g.saved, { version: 1, name, wasRunning, savedAt: Date.now() });
     if (wasRunning) {
       await qmpCommand(ctx, qmp, 'stop', undefined, signal);
-      ctx.emit(name, 'Suspended', 'save');
     }
     await qmpCommand(ctx, qmp, 'migrate-set-parameters', { 'max-bandwidth': ctx.saveBandwidth }, signal);
     await qmpCommand(ctx, qmp, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }, signal);
@@ -135,7 +134,6 @@ async function rollBack(ctx: DriverContext, qmp: QmpClient, name: string, s: { w
     }
     if (s.wasRunning) {
       await qmp.execute('cont', undefined, { signal: d.signal });
-      ctx.emit(name, 'Resumed', 'save failed');
     }
   } catch (err) {
     if (s.wasRunning) throw new OperationRefusedError(`saving ${name} failed, and resuming it failed too (it may be left paused): ${errorMessage(err)}`, { cause: err, guest: name });
