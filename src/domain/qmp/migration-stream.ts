@@ -94,12 +94,15 @@ export async function feedMigration(socketPath: string, imagePath: string, opts:
         if (!socket.write(chunk)) await waitDrain(socket);
         bytes += chunk.length;
       }
-      check();
-      await new Promise<void>((resolve) => {
-        socket.once('close', () => resolve());
-        socket.end(() => resolve());
-      });
-      check();
+      // All sent. QEMU may already have read it all and closed its end: from here
+      // on only its MIGRATION status tells whether the restore worked.
+      if (opts.signal.aborted) throw abortError(opts.signal, `${socketPath}: feeding ${imagePath}`);
+      if (!socket.destroyed) {
+        await new Promise<void>((resolve) => {
+          socket.once('close', () => resolve());
+          socket.end(() => resolve());
+        });
+      }
     } finally {
       opts.signal.removeEventListener('abort', onAbort);
       socket.destroy();

@@ -46,7 +46,8 @@ async function restoreGuest(ctx: DriverContext, g: GuestFiles, opts: StartOption
           throw new OperationRefusedError(`restoring ${name} from ${g.saved.image}: migration ${status}`, { guest: name });
         }
       }
-      await fed;
+      // Completed: QEMU has the whole state; how our end of the socket closed no longer matters.
+      await fed.catch((err: unknown) => ctx.log?.debug(`${name}: after the restore completed: ${errorMessage(err)}`));
     } finally {
       migration.unsubscribe();
     }
