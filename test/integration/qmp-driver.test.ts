@@ -2,17 +2,17 @@
 // restore continuing the same boot, paused guests restored paused, an
 // interrupted save, a stubborn guest, concurrent saves.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InterruptedError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
+import { DomainError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
 import { createQmpDriver } from '../../src/domain/qmp/qmp-driver.js';
-import { withQmp } from '../../src/domain/qmp/qmp-client.js';
+import { connectQmp, withQmp } from '../../src/domain/qmp/qmp-client.js';
 import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domain/types.js';
 import { createMemoryLog } from '../../src/report/log.js';
 import { deadline } from '../../src/util/deadline.js';
 import { consoleOffset, readConsole, waitForConsoleLine, waitForGuestReady } from '../helpers/console.js';
-import { identifyPid, makeTempDir, terminateProcess } from '../helpers/process.js';
+import { identifyPid, makeTempDir, runChecked, terminateProcess } from '../helpers/process.js';
 import { initrdPath, kernelPath, requireTestbed } from '../helpers/testbed.js';
 
 const READY_MS = 150_000;
@@ -109,6 +109,27 @@ describe('QMP driver on real QEMU', () => {
     await expect(driver.getGuest('nosuch', { signal: sig() })).rejects.toMatchObject({ code: 'not-found' });
   });
 
+  it('names what is wrong with a definition; QEMU refusing its argv is a clear error and leaves nothing running', async () => {
+    const invalid = join(guestsDir, 'invalid.json');
+    const broken = join(guestsDir, 'broken.json');
+    await writeFile(invalid, JSON.stringify({ argv: ['qemu-system-x86_64'], policy: { on_shutdown: 'nap' } }));
+    await writeFile(broken, JSON.stringify({ argv: ['qemu-system-x86_64', '-machine', 'none', '-bogus-option'] }));
+    try {
+      await expect(driver.getGuest('invalid', { signal: sig() })).rejects.toThrow(`${invalid}: policy.on_shutdown: must be one of`);
+      const ids = (await driver.listGuests({ signal: sig() })).map((g) => g.id);
+      expect(ids).not.toContain('invalid');
+      expect(ids).toContain('broken');
+      expect(log.lines.some((l) => l.level === 'error' && l.msg.includes('invalid.json'))).toBe(true);
+      const err = await driver.start('broken', { signal: sig() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationRefusedError);
+      expect((err as Error).message).toMatch(/cannot start broken:.*bogus-option/);
+      expect((await driver.getGuest('broken', { signal: sig() })).state).toBe('shutoff');
+    } finally {
+      await rm(invalid, { force: true });
+      await rm(broken, { force: true });
+    }
+  });
+
   it('saves with progress, then restores the same boot (no second ready line)', async () => {
     const bootId = readyIds('alpha').at(-1);
     const progress: SaveProgress[] = [];
@@ -186,6 +207,23 @@ describe('QMP driver on real QEMU', () => {
     }
   });
 
+  it('a save that fails mid-stream (disk full) resumes the guest and leaves no partial file', async () => {
+    const small = join(root, 'small');
+    await mkdir(small);
+    await runChecked('mount', ['-t', 'tmpfs', '-o', 'size=16m,mode=0700', 'tmpfs', small]);
+    const full = createQmpDriver({ guestsDir, runDir, saveDir: small, qemuTimeoutMs: 20_000 });
+    try {
+      const err = await full.save('beta', { signal: sig() }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationRefusedError);
+      expect((err as Error).message).toMatch(/ENOSPC|failed/);
+      expect(await full.getGuest('beta', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
+      expect(readdirSync(small)).toEqual([]);
+    } finally {
+      await full.close();
+      await runChecked('umount', [small]);
+    }
+  });
+
   it('reboots: a reset and a new boot of the same QEMU', async () => {
     const before = readyIds('beta').at(-1);
     const from = consoleOffset(consoleOf('beta'));
@@ -203,7 +241,22 @@ describe('QMP driver on real QEMU', () => {
     const d = deadline(3000);
     await expect(driver.waitForState('mule', ['shutoff'], { signal: d.signal })).rejects.toBeInstanceOf(TimedOutError);
     expect((await driver.getGuest('mule', { signal: sig() })).state).toBe('running');
-    await driver.destroy('mule', { signal: sig() });
+    // Another client holds the monitor (as libvirtd would): QEMU never greets us.
+    const holder = await connectQmp(join(runDir, 'mule.qmp'), { signal: sig() });
+    try {
+      const quick = createQmpDriver({ guestsDir, runDir, saveDir, qemuTimeoutMs: 1500 });
+      const held = await quick.getGuest('mule', { signal: sig() });
+      await quick.close();
+      expect(held.state).toBe('other');
+      expect(held.stateDetail).toMatch(/no QMP greeting/);
+      await expect(connectQmp(join(runDir, 'mule.qmp'), { signal: deadline(1000).signal })).rejects.toBeInstanceOf(NotReachableError);
+      // destroy cannot send quit through the held monitor: it signals the checked pid.
+      const pid = pidOf('mule');
+      await driver.destroy('mule', { signal: sig() });
+      expect(pid && identifyPid(pid)).toBeFalsy();
+    } finally {
+      await holder.close();
+    }
     expect((await driver.getGuest('mule', { signal: sig() })).state).toBe('shutoff');
     await expect(driver.shutdown('mule', { signal: sig() })).rejects.toBeInstanceOf(OperationRefusedError);
     await driver.destroy('mule', { signal: sig() }); // nothing left to destroy: no error
@@ -221,6 +274,19 @@ describe('QMP driver on real QEMU', () => {
       expect(await driver.getGuest(g, { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
       expect(readyIds(g).at(-1)).toBe(boots[g]);
     }
+  });
+
+  it('a truncated image fails the restore, keeps the image, and leaves no QEMU behind', async () => {
+    await driver.save('gamma', { signal: sig() });
+    const image = join(saveDir, 'gamma.save');
+    const whole = join(root, 'gamma.whole');
+    await copyFile(image, whole);
+    await truncate(image, Math.floor(statSync(image).size / 2));
+    await expect(driver.start('gamma', { signal: sig() })).rejects.toBeInstanceOf(DomainError);
+    expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'shutoff', hasSavedImage: true });
+    await copyFile(whole, image);
+    await driver.start('gamma', { signal: sig() });
+    expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
   });
 
   it('refuses a symlink in place of its save directory', async () => {

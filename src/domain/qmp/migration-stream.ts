@@ -6,7 +6,7 @@
 import { createConnection, createServer, type Socket } from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
 import { sleep } from '../../util/deadline.js';
-import { InterruptedError, NotReachableError } from '../errors.js';
+import { errorMessage, InterruptedError, NotReachableError, OperationRefusedError } from '../errors.js';
 import { abortError } from './abort.js';
 import { openNoFollow, removeStale } from './private-dir.js';
 
@@ -41,7 +41,12 @@ export async function receiveMigration(socketPath: string, file: FileHandle, sig
         }
         await file.sync();
         return bytes;
-      })().then(resolve, (err: unknown) => reject(new InterruptedError(`${socketPath}: the migration stream failed: ${String(err)}`, { cause: err })));
+      })().then(resolve, (err: unknown) => {
+        // Close our end too, so QEMU's migration fails instead of blocking on a full socket.
+        socket.destroy();
+        const code = (err as NodeJS.ErrnoException).code;
+        reject(new OperationRefusedError(`writing the migration stream from ${socketPath} failed: ${code ?? errorMessage(err)}`, { cause: err }));
+      });
     });
     server.on('error', (err) => reject(new InterruptedError(`${socketPath}: ${err.message}`, { cause: err })));
   });
@@ -89,12 +94,15 @@ export async function feedMigration(socketPath: string, imagePath: string, opts:
         if (!socket.write(chunk)) await waitDrain(socket);
         bytes += chunk.length;
       }
-      check();
-      await new Promise<void>((resolve) => {
-        socket.once('close', () => resolve());
-        socket.end(() => resolve());
-      });
-      check();
+      // All sent. QEMU may already have read it all and closed its end: from here
+      // on only its MIGRATION status tells whether the restore worked.
+      if (opts.signal.aborted) throw abortError(opts.signal, `${socketPath}: feeding ${imagePath}`);
+      if (!socket.destroyed) {
+        await new Promise<void>((resolve) => {
+          socket.once('close', () => resolve());
+          socket.end(() => resolve());
+        });
+      }
     } finally {
       opts.signal.removeEventListener('abort', onAbort);
       socket.destroy();

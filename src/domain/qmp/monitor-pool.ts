@@ -3,6 +3,7 @@
 // guest share one connection. It is closed when its last user releases it,
 // and every one is closed by closeAll().
 import { deadline } from '../../util/deadline.js';
+import { abortError } from './abort.js';
 import { QmpClient } from './qmp-client.js';
 import type { QmpEvent } from './qmp-events.js';
 
@@ -48,9 +49,13 @@ export class MonitorPool {
     entry.users++;
     const e = entry;
     try {
-      await e.ready;
+      await untilAborted(e.ready, opts.signal);
     } catch (err) {
       e.users--;
+      // Nobody else waits: close the connection if it still comes up.
+      if (e.users === 0) {
+        e.ready.then(() => (e.users === 0 ? this.#drop(path, e) : undefined), () => undefined);
+      }
       throw err;
     }
     let released = false;
@@ -60,10 +65,7 @@ export class MonitorPool {
         if (released) return;
         released = true;
         e.users--;
-        if (e.users === 0) {
-          if (this.#entries.get(path) === e) this.#entries.delete(path);
-          await e.client.close();
-        }
+        if (e.users === 0) await this.#drop(path, e);
       },
     };
   }
@@ -78,10 +80,25 @@ export class MonitorPool {
     }
   }
 
+  async #drop(path: string, e: Entry): Promise<void> {
+    if (this.#entries.get(path) === e) this.#entries.delete(path);
+    await e.client.close();
+  }
+
   /** Close every connection. */
   async closeAll(): Promise<void> {
     const entries = [...this.#entries.values()];
     this.#entries.clear();
     await Promise.all(entries.map((e) => e.client.close()));
   }
+}
+
+/** `p`, or the signal's reason if it aborts first (a shared connect keeps its own deadline). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(abortError(signal, 'connecting to the monitor'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortError(signal, 'connecting to the monitor'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }

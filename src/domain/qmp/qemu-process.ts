@@ -86,8 +86,13 @@ export async function launchQemu(argv: readonly string[], name: string, paths: G
   await removeStale(paths.qmp);
   const full = launchArgv(argv, name, paths, opts);
   const r = await runProcess(full, { timeoutMs: opts.timeoutMs, signal: opts.signal });
-  if (r.aborted) throw abortError(opts.signal, `launching ${name}`, name);
-  if (r.exitCode !== 0) throw new OperationRefusedError(`cannot start ${name}: ${describeRun(r)}`, { guest: name });
+  if (r.aborted || r.exitCode !== 0) {
+    // A daemonized child leaves the process group runProcess kills: end it by its checked pid.
+    const orphan = await checkProcess(paths).catch(() => undefined);
+    if (orphan?.alive && orphan.pid !== undefined) await signalQemu(orphan.pid, paths.qmp, 'SIGKILL');
+    if (r.aborted) throw abortError(opts.signal, `launching ${name}`, name);
+    throw new OperationRefusedError(`cannot start ${name}: ${describeRun(r)}`, { guest: name });
+  }
   const check = await checkProcess(paths);
   if (!check.alive || check.pid === undefined) throw new OperationRefusedError(`started ${name}, but it is not running: ${check.detail}`, { guest: name });
   return check.pid;
@@ -103,11 +108,11 @@ export async function waitForExit(pid: number, qmpPath: string, ms: number, sign
   }
 }
 
-/** SIGKILL `pid`, only when it is still our QEMU. */
-export async function killQemu(pid: number, qmpPath: string): Promise<boolean> {
+/** Send `sig` to `pid`, only when it is still our QEMU; false when it was not (or is gone). */
+export async function signalQemu(pid: number, qmpPath: string, sig: NodeJS.Signals): Promise<boolean> {
   if (!(await checkPid(pid, qmpPath)).alive) return false;
   try {
-    process.kill(pid, 'SIGKILL');
+    process.kill(pid, sig);
     return true;
   } catch {
     return false;

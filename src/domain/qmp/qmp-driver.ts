@@ -58,6 +58,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   const ctx: DriverContext = { pool, qemuTimeoutMs: opts.qemuTimeoutMs ?? 10_000, saveBandwidth: opts.saveBandwidth ?? SAVE_MAX_BANDWIDTH, log: opts.log, emit };
   const uri = `qmp://${opts.guestsDir}`;
   const saves = new Map<string, { ac: AbortController; done: Promise<void> }>();
+  const starting = new Set<string>();
   let dirsReady: Promise<void> | undefined;
 
   const ensureDirs = (): Promise<void> => {
@@ -84,7 +85,12 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   /** The guest's process (pid when alive) and QEMU's run state. */
   const probe = async (g: GuestFiles, signal: AbortSignal): Promise<{ pid: number | undefined; state: GuestState; detail: string }> => {
-    const proc = await checkProcess(g.run);
+    let proc: Awaited<ReturnType<typeof checkProcess>>;
+    try {
+      proc = await checkProcess(g.run);
+    } catch (err) {
+      return { pid: undefined, state: 'other', detail: `cannot check the process: ${errorMessage(err)}` };
+    }
     if (!proc.alive || proc.pid === undefined) return { pid: undefined, state: 'shutoff', detail: `shut off (${proc.detail})` };
     try {
       const st = await pool.with(g.def.name, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }, (qmp) => qmpCommand<QmpStatus>(ctx, qmp, 'query-status', undefined, signal));
@@ -99,6 +105,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   const describe = async (g: GuestFiles, signal: AbortSignal): Promise<Guest> => {
     const p = await probe(g, signal);
+    let hasSavedImage = false;
+    const saveBlockers = [...g.def.saveBlockers];
+    try {
+      hasSavedImage = await hasImage(g.saved);
+    } catch (err) {
+      saveBlockers.push(`unusable save path: ${errorMessage(err)}`);
+    }
     return {
       id: g.def.name,
       name: g.def.name,
@@ -108,9 +121,9 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       memoryKiB: g.def.memoryKiB,
       persistent: true,
       autostart: g.def.autostart,
-      hasSavedImage: await hasImage(g.saved),
+      hasSavedImage,
       policy: g.def.policy,
-      saveBlockers: g.def.saveBlockers,
+      saveBlockers,
     };
   };
 
@@ -131,19 +144,17 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
     async listGuests({ signal }: OpOptions): Promise<Guest[]> {
       await ensureDirs();
-      const out: Guest[] = [];
+      const defs: QmpGuestDefinition[] = [];
       for (const file of await listDefinitionFiles(opts.guestsDir)) {
-        if (signal.aborted) throw abortError(signal, 'listing qmp guests');
-        let def: QmpGuestDefinition;
         try {
-          def = await loadDefinition(file);
+          defs.push(await loadDefinition(file));
         } catch (err) {
           opts.log?.error(`${errorMessage(err)} (guest left out)`);
-          continue;
         }
-        out.push(await describe(filesOf(def), signal));
       }
-      return out;
+      if (signal.aborted) throw abortError(signal, 'listing qmp guests');
+      // In parallel: a monitor held by another client costs its connect deadline once, not once per guest.
+      return Promise.all(defs.map((def) => describe(filesOf(def), signal)));
     },
 
     async getGuest(id: string, { signal }: OpOptions): Promise<Guest> {
@@ -156,19 +167,21 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         throw new OperationRefusedError(`cannot save ${id}: ${g.def.saveBlockers.join(', ')}`, { guest: id });
       }
       if (saves.has(id)) throw new OperationRefusedError(`cannot save ${id}: a save is already running`, { guest: id });
-      const pid = await requireActive(g, sopts.signal, 'save');
+      // Registered before the first await, so a second save or an abort sees it at once.
       const ac = new AbortController();
+      let settle: () => void = () => undefined;
+      const entry = { ac, done: new Promise<void>((resolve) => (settle = resolve)) };
+      saves.set(id, entry);
       const onAbort = (): void => ac.abort(sopts.signal.reason);
       if (sopts.signal.aborted) onAbort();
       else sopts.signal.addEventListener('abort', onAbort, { once: true });
-      const done = saveGuest(ctx, g, pid, { ...sopts, signal: ac.signal });
-      const entry = { ac, done: done.then(() => undefined, () => undefined) };
-      saves.set(id, entry);
       try {
-        await done;
+        const pid = await requireActive(g, ac.signal, 'save');
+        await saveGuest(ctx, g, pid, { ...sopts, signal: ac.signal });
       } finally {
         sopts.signal.removeEventListener('abort', onAbort);
         if (saves.get(id) === entry) saves.delete(id);
+        settle();
       }
     },
 
@@ -185,10 +198,16 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     },
 
     async start(id: string, stopts: StartOptions): Promise<void> {
-      const g = await load(id);
-      const p = await checkProcess(g.run);
-      if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
-      await startGuest(ctx, g, stopts);
+      if (starting.has(id)) throw new OperationRefusedError(`cannot start ${id}: it is being started already`, { guest: id });
+      starting.add(id);
+      try {
+        const g = await load(id);
+        const p = await checkProcess(g.run);
+        if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
+        await startGuest(ctx, g, stopts);
+      } finally {
+        starting.delete(id);
+      }
     },
 
     async shutdown(id: string, { signal }: OpOptions): Promise<void> {

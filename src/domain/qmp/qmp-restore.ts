@@ -46,7 +46,8 @@ async function restoreGuest(ctx: DriverContext, g: GuestFiles, opts: StartOption
           throw new OperationRefusedError(`restoring ${name} from ${g.saved.image}: migration ${status}`, { guest: name });
         }
       }
-      await fed;
+      // Completed: QEMU has the whole state; how our end of the socket closed no longer matters.
+      await fed.catch((err: unknown) => ctx.log?.debug(`${name}: after the restore completed: ${errorMessage(err)}`));
     } finally {
       migration.unsubscribe();
     }
@@ -66,8 +67,9 @@ async function restoreGuest(ctx: DriverContext, g: GuestFiles, opts: StartOption
   }
   if (ok) {
     // It runs again (or is paused as saved): the image has served.
-    await removeIfExists(g.saved.image);
-    await removeIfExists(g.saved.sidecar);
+    for (const f of [g.saved.image, g.saved.sidecar]) {
+      await removeIfExists(f).catch((err: unknown) => ctx.log?.warn(`${name}: runs again, but ${f} could not be removed: ${errorMessage(err)}`));
+    }
     ctx.emit(name, 'Started', run ? 'Restored' : 'Restored paused');
   }
 }

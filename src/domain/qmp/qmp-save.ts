@@ -4,7 +4,7 @@
 // cancelled, the guest resumed if it ran, and the partial file removed.
 import { rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { deadline } from '../../util/deadline.js';
+import { anySignal, deadline } from '../../util/deadline.js';
 import { errorMessage, InterruptedError, OperationRefusedError } from '../errors.js';
 import type { SaveOptions } from '../types.js';
 import { abortError } from './abort.js';
@@ -13,8 +13,8 @@ import { receiveMigration } from './migration-stream.js';
 import { createExclusive, fsyncDir } from './private-dir.js';
 import type { QmpClient } from './qmp-client.js';
 import type { QmpEventListener } from './qmp-events.js';
-import { killQemu, waitForExit } from './qemu-process.js';
-import { hasImage, removeIfExists, writeSidecar } from './saved-image.js';
+import { signalQemu, waitForExit } from './qemu-process.js';
+import { hasImage, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
 
 /** Bandwidth for a save: the default 128 MiB/s would throttle even a stopped guest. */
 export const SAVE_MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024;
@@ -42,17 +42,28 @@ export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, 
     if (!hadImage) await writeSidecar(g.saved, { version: 1, name, wasRunning, savedAt: Date.now() });
     if (wasRunning) {
       await qmpCommand(ctx, qmp, 'stop', undefined, signal);
-      ctx.emit(name, 'Suspended', 'save');
     }
     await qmpCommand(ctx, qmp, 'migrate-set-parameters', { 'max-bandwidth': ctx.saveBandwidth }, signal);
     await qmpCommand(ctx, qmp, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }, signal);
+    await removeStalePartials(g.saved);
     temp = g.saved.temp();
     const fh = await createExclusive(temp);
     try {
       receiver = await receiveMigration(g.run.saveSocket, fh, signal);
       migration = qmp.listen('MIGRATION');
       await qmpCommand(ctx, qmp, 'migrate', { uri: `unix:${g.run.saveSocket}` }, signal);
-      await waitForMigration(ctx, qmp, migration, name, signal, opts.onProgress);
+      // A broken stream (disk full...) ends the wait at once, with its own error.
+      const broken = new AbortController();
+      receiver.done.catch((err: unknown) => broken.abort(err));
+      const both = anySignal(signal, broken.signal);
+      try {
+        await waitForMigration(ctx, qmp, migration, name, both.signal, opts.onProgress);
+      } catch (err) {
+        if (broken.signal.aborted && !signal.aborted) throw broken.signal.reason;
+        throw err;
+      } finally {
+        both.clear();
+      }
       await receiver.done;
     } finally {
       await fh.close();
@@ -123,7 +134,6 @@ async function rollBack(ctx: DriverContext, qmp: QmpClient, name: string, s: { w
     }
     if (s.wasRunning) {
       await qmp.execute('cont', undefined, { signal: d.signal });
-      ctx.emit(name, 'Resumed', 'save failed');
     }
   } catch (err) {
     if (s.wasRunning) throw new OperationRefusedError(`saving ${name} failed, and resuming it failed too (it may be left paused): ${errorMessage(err)}`, { cause: err, guest: name });
@@ -132,18 +142,26 @@ async function rollBack(ctx: DriverContext, qmp: QmpClient, name: string, s: { w
   }
 }
 
-/** `quit` QEMU and wait for the process to go; SIGKILL the checked pid when it does not. */
+/** `quit` QEMU (SIGTERM, QEMU's own clean quit, when the monitor is not usable) and wait for the process to go; SIGKILL the checked pid when it does not. */
 export async function quitAndReap(ctx: DriverContext, qmp: QmpClient | undefined, name: string, pid: number, qmpPath: string): Promise<void> {
-  const d = deadline(ctx.qemuTimeoutMs);
-  try {
-    if (qmp && qmp.state === 'running') await qmp.execute('quit', undefined, { signal: d.signal }).catch((err: unknown) => ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`));
-  } finally {
-    d.clear();
+  let asked = false;
+  if (qmp && qmp.state === 'running') {
+    const d = deadline(ctx.qemuTimeoutMs);
+    try {
+      await qmp.execute('quit', undefined, { signal: d.signal });
+      asked = true;
+    } catch (err) {
+      ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`);
+    } finally {
+      d.clear();
+    }
   }
+  if (!asked) asked = await signalQemu(pid, qmpPath, 'SIGTERM');
   const never = new AbortController().signal;
-  if (await waitForExit(pid, qmpPath, ctx.qemuTimeoutMs, never)) return;
-  ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit after quit; killing it`);
-  await killQemu(pid, qmpPath);
+  const grace = asked ? ctx.qemuTimeoutMs : Math.min(ctx.qemuTimeoutMs, 3000);
+  if (await waitForExit(pid, qmpPath, grace, never)) return;
+  ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit when asked to; killing it`);
+  await signalQemu(pid, qmpPath, 'SIGKILL');
   if (!(await waitForExit(pid, qmpPath, ctx.qemuTimeoutMs, never))) {
     throw new OperationRefusedError(`${name}: QEMU (pid ${pid}) survived SIGKILL`, { guest: name });
   }

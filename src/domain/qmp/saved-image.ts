@@ -1,7 +1,7 @@
 // A guest's saved image in the save directory: NAME.save (complete images
 // only, renamed into place) and the sidecar NAME.json recording the guest's
 // state before the save (written atomically before the save starts).
-import { readFile, unlink } from 'node:fs/promises';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ProtocolError } from '../errors.js';
 import { isOwnRegularFile, writeFileAtomic } from './private-dir.js';
@@ -12,6 +12,9 @@ export interface SavedImagePaths {
   sidecar: string;
   /** A fresh temporary file name for an image being written. */
   temp(): string;
+  dir: string;
+  /** Temporary files of this guest start with this. */
+  partialPrefix: string;
 }
 
 /** What the sidecar records. */
@@ -30,6 +33,8 @@ export function savedImagePaths(saveDir: string, name: string): SavedImagePaths 
     image: join(saveDir, `${name}.save`),
     sidecar: join(saveDir, `${name}.json`),
     temp: () => join(saveDir, `.${name}.save.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`),
+    dir: saveDir,
+    partialPrefix: `.${name}.save.partial-`,
   };
 }
 
@@ -65,4 +70,11 @@ export async function removeIfExists(path: string): Promise<void> {
   await unlink(path).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw err;
   });
+}
+
+/** Remove temporary image files a crashed save of this guest left behind. */
+export async function removeStalePartials(paths: SavedImagePaths): Promise<void> {
+  for (const f of await readdir(paths.dir)) {
+    if (f.startsWith(paths.partialPrefix)) await removeIfExists(join(paths.dir, f));
+  }
 }
