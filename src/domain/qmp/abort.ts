@@ -25,14 +25,3 @@ export function abortError(signal: AbortSignal, what: string, guest?: string): D
 function describeReason(reason: unknown): string {
   return reason instanceof Error ? reason.message : 'deadline passed';
 }
-
-/** Run `body` with an abort listener on `signal` that calls `onAbort`; the listener is removed afterwards. */
-export async function withAbort<T>(signal: AbortSignal, onAbort: () => void, body: () => Promise<T>): Promise<T> {
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    return await body();
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}

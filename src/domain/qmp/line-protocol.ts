@@ -59,7 +59,7 @@ export abstract class LineProtocol {
     return this.#path;
   }
 
-  /** Why the last connection ended (undefined while it is up or after a clean close). */
+  /** Why the last connection ended (undefined while it is up). */
   get closedBy(): DomainError | undefined {
     return this.#closedBy;
   }

@@ -190,6 +190,16 @@ describe('QmpClient', () => {
     expect(performance.now() - started).toBeLessThan(4000);
   });
 
+  it('a peer that closes before greeting is NotReachableError', async () => {
+    server = await startFakeServer((c) => c.end(), { greet: false });
+    await expect(connectQmp(server.path, { signal: sig() })).rejects.toBeInstanceOf(NotReachableError);
+  });
+
+  it('a greeting that is not JSON is a protocol error', async () => {
+    server = await startFakeServer((c) => c.sendRaw('\x00\xffgarbage\n'), { greet: false });
+    await expect(connectQmp(server.path, { signal: sig() })).rejects.toBeInstanceOf(ProtocolError);
+  });
+
   it('a greeting that is not QMP is a protocol error', async () => {
     server = await startFakeServer((c) => c.send({ hello: 1 }), { greet: false });
     await expect(connectQmp(server.path, { signal: sig() })).rejects.toBeInstanceOf(ProtocolError);
