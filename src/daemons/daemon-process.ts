@@ -6,7 +6,16 @@ import type { Log } from '../report/log.js';
 import { deadline, formatMs, now, sleep } from '../util/deadline.js';
 import { describeRun, runProcess } from '../util/run.js';
 import type { DaemonSpec } from './daemon-spec.js';
-import { clearBadPidfile, inspectPidfile, isDaemonProgram, NODE_PROC_FS, processProgram, type ProcFs } from './pidfile.js';
+import {
+  clearBadPidfile,
+  describeStrays,
+  findStrayProcesses,
+  inspectPidfile,
+  isDaemonProgram,
+  NODE_PROC_FS,
+  processProgram,
+  type ProcFs,
+} from './pidfile.js';
 
 /** What daemon operations run with. */
 export interface DaemonOpContext {
@@ -40,6 +49,10 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
   if (running !== undefined) {
     ctx.log.info(`${spec.name} is already running (pid ${running})`);
     return { name: spec.name, action: 'already-running', pid: running };
+  }
+  const strays = await findStrayProcesses(spec, undefined, ctx.fs ?? NODE_PROC_FS);
+  if (strays.length > 0) {
+    return { name: spec.name, action: 'failed', error: `${describeStrays(spec, strays)}: not starting a second one; stop it, or point the -p option at its pidfile` };
   }
   await mkdir(dirname(spec.pidfile), { recursive: true, mode: 0o755 });
   const logFile = `/var/log/libvirt/${spec.name}.log`;
@@ -95,7 +108,9 @@ export async function stopDaemon(spec: DaemonSpec, ctx: DaemonOpContext, opts: S
   const fs = ctx.fs ?? NODE_PROC_FS;
   const pid = await runningPid(spec, ctx);
   if (pid === undefined) {
-    ctx.log.info(`${spec.name} is not running`);
+    const strays = await findStrayProcesses(spec, undefined, fs);
+    if (strays.length > 0) ctx.log.warn(`${describeStrays(spec, strays)}: left alone`);
+    else ctx.log.info(`${spec.name} is not running`);
     return { name: spec.name, action: 'not-running' };
   }
   let action: DaemonResult['action'] = 'stopped';

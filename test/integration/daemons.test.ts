@@ -33,6 +33,8 @@ let env: NodeJS.ProcessEnv;
 // Every daemon process rc.libvirt started in this file, so afterAll can stop them by identity.
 const seen = new Map<number, ProcessIdentity>();
 const ownChildren: ChildProcess[] = [];
+// Daemons the test itself started outside rc.libvirt.
+const strays: ProcessIdentity[] = [];
 
 function sink(): { stream: Writable; text: () => string } {
   let text = '';
@@ -131,7 +133,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
       try {
         await rc('stop');
       } finally {
-        for (const id of [...seen.values()].reverse()) await terminateProcess(id, 20_000);
+        for (const id of [...seen.values(), ...strays].reverse()) await terminateProcess(id, 20_000);
         for (const c of ownChildren) if (c.pid !== undefined && c.exitCode === null) c.kill('SIGKILL');
         releaseLibvirtLock();
         if (dir) rmSync(dir, { recursive: true, force: true });
@@ -287,6 +289,31 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(r.out).toContain("Can't load config file");
     expect(r.out).toContain('no-such-libvirtd.conf');
     expect(runningPid('libvirtd')).toBeUndefined();
+  });
+
+  it('does not start a second daemon beside one that runs under another pidfile, and never stops that one', async () => {
+    expect((await rc('stop')).code).toBe(0);
+    const strayPidfile = join(dir, 'stray-virtlogd.pid');
+    const r0 = await runCommand('/usr/sbin/virtlogd', ['-d', '-f', '/etc/libvirt/virtlogd.conf', '-p', strayPidfile], { timeoutMs: 30_000 });
+    expect(r0.code).toBe(0);
+    const strayPid = await waitFor('the stray virtlogd', () => {
+      const pid = existsSync(strayPidfile) ? Number(readFileSync(strayPidfile, 'utf8').trim()) : NaN;
+      return Number.isInteger(pid) && isPidAlive(pid) ? pid : undefined;
+    }, { timeoutMs: 30_000 });
+    const stray = identifyPid(strayPid) as ProcessIdentity;
+    strays.push(stray);
+    const start = await rc('start');
+    expect(start.code).toBe(1);
+    expect(start.out).toContain(`virtlogd also runs as pid ${strayPid}`);
+    expect(start.out).toContain('not starting a second one');
+    expect(findPidsByComm('virtlogd')).toEqual([strayPid]);
+    const status = JSON.parse((await cli(['status', '--json'])).stdout) as Status;
+    expect(status.daemons.find((d) => d.name === 'virtlogd')).toMatchObject({ running: false, otherPids: [strayPid] });
+    const stop = await rc('stop');
+    expect(stop.out).toContain(`virtlogd also runs as pid ${strayPid}`);
+    expect(stop.out).toContain('left alone');
+    expect(isPidAlive(strayPid)).toBe(true);
+    await terminateProcess(stray, 20_000);
   });
 
   it('refuses a settings file with errors, naming file, line and key (exit 6)', async () => {
