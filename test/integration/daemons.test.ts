@@ -316,6 +316,32 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     await terminateProcess(stray, 20_000);
   });
 
+  it('on SIGTERM starts nothing new, says so and releases the lock', async () => {
+    expect((await rc('stop')).code).toBe(0);
+    // A virsh that never answers keeps start waiting for libvirtd.
+    const fakeVirsh = join(dir, 'virsh-that-hangs');
+    writeFileSync(fakeVirsh, '#!/bin/sh\nexec sleep 300\n', { mode: 0o755 });
+    const child = spawn(process.execPath, [join(repoRoot, 'dist', 'rc.libvirt'), 'start'], {
+      env: { ...env, VIRSH: fakeVirsh, DAEMON_TIMEOUT: '600' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    ownChildren.push(child);
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await waitFor('start to wait for libvirtd', () => out.includes('libvirtd started'), { timeoutMs: 60_000 });
+    remember();
+    child.kill('SIGTERM');
+    // Well inside DAEMON_TIMEOUT (600 s): the interrupt ended the wait.
+    const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 120_000))]);
+    expect(code).toBe(1);
+    expect(out).toContain('SIGTERM received');
+    expect(out).toContain('interrupted');
+    expect(existsSync(join(dir, 'run', 'rc.libvirt.lock'))).toBe(false);
+    expect((await rc('stop')).code).toBe(0);
+  });
+
   it('refuses a settings file with errors, naming file, line and key (exit 6)', async () => {
     const bad = join(dir, 'bad.conf');
     writeFileSync(bad, '# ok\nTIMEOUT=300\nTIMEOUT=abc\n');
