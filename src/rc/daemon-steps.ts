@@ -139,10 +139,14 @@ async function dryRun(ctx: DaemonStepContext, specs: DaemonSpec[], what: 'start'
     const problem = describePidfileProblem(spec, st);
     if (problem) ctx.log.info(`${problem} (would be removed)`);
     const pid = st.state === 'running' ? st.pid : undefined;
-    const action = pid !== undefined
-      ? what === 'start' ? 'leave running' : what === 'stop' ? 'stop (SIGTERM)' : spec.name === 'libvirtd' ? 'restart' : 're-exec (SIGUSR1)'
-      : what === 'stop' ? 'nothing (not running)' : `start: ${spec.startArgv.join(' ')}`;
-    ctx.log.info(`would ${action.startsWith('nothing') ? 'do ' : ''}${action}: ${spec.name}${pid !== undefined ? ` (pid ${pid})` : ''}`);
+    let says: string;
+    if (pid !== undefined) {
+      const act = what === 'start' ? 'runs, would be left alone' : what === 'stop' ? 'would be stopped (SIGTERM)' : spec.name === 'libvirtd' ? 'would be restarted' : 'would be re-executed (SIGUSR1)';
+      says = `${spec.name} (pid ${pid}) ${act}`;
+    } else {
+      says = what === 'stop' ? `${spec.name} does not run: nothing to do` : `${spec.name} would be started: ${spec.startArgv.join(' ')}`;
+    }
+    ctx.log.info(`dry run: ${says}`);
     results.push(pid !== undefined ? { name: spec.name, action: what === 'stop' ? 'stopped' : 'already-running', pid } : { name: spec.name, action: 'not-running' });
   }
   return results;

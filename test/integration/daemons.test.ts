@@ -11,7 +11,7 @@ import type { CommandContext } from '../../src/cli/context.js';
 import { main } from '../../src/cli/main.js';
 import { runDaemonCommand, type DaemonCommand, type GuestSteps } from '../../src/rc/daemon-commands.js';
 import type { Status } from '../../src/rc/status.js';
-import { holdLibvirtLock, releaseLibvirtLock } from '../helpers/daemons.js';
+import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock } from '../helpers/daemons.js';
 import { defineLibvirtGuest, libvirtGuestPid, removeLibvirtGuests } from '../helpers/libvirt-guest.js';
 import { findPidsByComm, identifyPid, isPidAlive, makeTempDir, runCommand, terminateProcess, waitFor, type ProcessIdentity } from '../helpers/process.js';
 import { repoRoot, requireTestbed } from '../helpers/testbed.js';
@@ -31,7 +31,7 @@ let dir: string;
 let configPath: string;
 let env: NodeJS.ProcessEnv;
 // Every daemon process rc.libvirt started in this file, so afterAll can stop them by identity.
-const seen = new Map<number, ProcessIdentity>();
+const seen = new Map<number, { name: Name; id: ProcessIdentity }>();
 const ownChildren: ChildProcess[] = [];
 // Daemons the test itself started outside rc.libvirt.
 const strays: ProcessIdentity[] = [];
@@ -60,8 +60,9 @@ function remember(): void {
   for (const n of DAEMONS) {
     const pid = runningPid(n);
     const id = pid === undefined ? undefined : identifyPid(pid);
-    if (id) seen.set(id.pid, id);
+    if (id) seen.set(id.pid, { name: n, id });
   }
+  recordTestDaemons([...seen.values()]);
 }
 
 // One rc.libvirt daemon command, in this process, with the no-guests steps.
@@ -133,7 +134,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
       try {
         await rc('stop');
       } finally {
-        for (const id of [...seen.values(), ...strays].reverse()) await terminateProcess(id, 20_000);
+        for (const id of [...[...seen.values()].map((d) => d.id), ...strays].reverse()) await terminateProcess(id, 20_000);
         for (const c of ownChildren) if (c.pid !== undefined && c.exitCode === null) c.kill('SIGKILL');
         releaseLibvirtLock();
         if (dir) rmSync(dir, { recursive: true, force: true });
