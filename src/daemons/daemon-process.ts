@@ -75,6 +75,11 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
     for (;;) {
       const st = await inspectPidfile(spec, ctx.fs ?? NODE_PROC_FS);
       if (st.state === 'running') {
+        // A daemon that dies right after writing its pidfile (a bad socket, a config it rejects late) did not start.
+        await sleep(200);
+        if (!(await isAlive(spec, st.pid, ctx.fs ?? NODE_PROC_FS))) {
+          return { name: spec.name, action: 'failed', pid: st.pid, error: `${spec.name} (pid ${st.pid}) exited right after starting${await ownWords()}` };
+        }
         ctx.log.notice(`${spec.name} started (pid ${st.pid})`);
         return { name: spec.name, action: 'started', pid: st.pid };
       }
