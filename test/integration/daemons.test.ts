@@ -228,6 +228,21 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(runningPid('libvirtd')).toBeGreaterThan(0);
   });
 
+  it('sends SIGKILL, with a warning, only to a daemon that outlives the deadline after SIGTERM', async () => {
+    expect((await rc('start')).code).toBe(0);
+    const lockd = runningPid('virtlockd') as number;
+    process.kill(lockd, 'SIGSTOP'); // a stopped process does not act on SIGTERM
+    const r = await rc('stop', { DAEMON_TIMEOUT: '3' });
+    expect(r.out).toContain('libvirtd stopped');
+    expect(r.out).toContain('virtlogd stopped');
+    expect(r.out).toContain(`warning: virtlockd (pid ${lockd}) did not exit within 3.0 s of SIGTERM: sending SIGKILL`);
+    expect(r.out).toContain(`virtlockd killed (pid ${lockd})`);
+    expect(r.code).toBe(0);
+    expect(isPidAlive(lockd)).toBe(false);
+    expect(existsSync(pidfile('virtlockd'))).toBe(false);
+    expect((await rc('start')).code).toBe(0);
+  });
+
   it('stops virtlogd and virtlockd when libvirtd is already gone', async () => {
     const libvirtd = runningPid('libvirtd') as number;
     await terminateProcess(identifyPid(libvirtd) as ProcessIdentity, 30_000);
