@@ -4,6 +4,7 @@
 import { readdir, readFile, readlink, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { programName, type DaemonSpec } from './daemon-spec.js';
+import { hasEnded, parseProcStat } from './proc-stat.js';
 
 /** The file operations pidfile checks use (memfs in unit tests). */
 export interface ProcFs {
@@ -44,14 +45,14 @@ export function parsePidfile(text: string): { pid: number } | { error: string } 
 
 /** Who a live process is: its executable's base name (or its comm), or undefined when there is no such live process. */
 export async function processProgram(pid: number, fs: ProcFs = NODE_PROC_FS): Promise<{ exe?: string; comm?: string } | undefined> {
-  let stat: string;
+  let text: string;
   try {
-    stat = await fs.readFile(`/proc/${pid}/stat`);
+    text = await fs.readFile(`/proc/${pid}/stat`);
   } catch {
     return undefined;
   }
-  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-  if (state === 'Z' || state === 'X') return undefined;
+  const stat = parseProcStat(text);
+  if (!stat || hasEnded(stat)) return undefined;
   const who: { exe?: string; comm?: string } = {};
   try {
     who.exe = basename((await fs.readlink(`/proc/${pid}/exe`)).replace(/ \(deleted\)$/, ''));
@@ -141,8 +142,7 @@ export async function findStrayProcesses(spec: DaemonSpec, except: number | unde
 
 async function parentPid(pid: number, fs: ProcFs): Promise<number | undefined> {
   try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`);
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return parseProcStat(await fs.readFile(`/proc/${pid}/stat`))?.ppid;
   } catch {
     return undefined;
   }
