@@ -195,10 +195,17 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     await removeLibvirtGuests();
   });
 
-  it('stops libvirtd, virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
+  it('stops the active networks, then libvirtd, virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
+    // A network over a host bridge: libvirt starts it without dnsmasq, iptables or the bridge itself.
+    const netXml = join(dir, 'net.xml');
+    writeFileSync(netXml, "<network><name>rcl daemons net</name><forward mode='bridge'/><bridge name='rcltest0'/></network>\n");
+    const created = await runVirsh(['net-create', `--file=${netXml}`]);
+    expect(created.code, created.stderr).toBe(0);
     const pids = DAEMONS.map(runningPid) as number[];
     const r = await rc('stop');
     expect(r.code).toBe(0);
+    expect(r.out).toContain('network rcl daemons net stopped');
+    expect(r.out.indexOf('network rcl daemons net stopped')).toBeLessThan(r.out.indexOf('libvirtd stopped'));
     expect(r.out.indexOf('libvirtd stopped')).toBeLessThan(r.out.indexOf('virtlockd stopped'));
     for (const pid of pids) expect(isPidAlive(pid)).toBe(false);
     for (const n of DAEMONS) expect(existsSync(pidfile(n))).toBe(false);
