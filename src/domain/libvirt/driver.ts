@@ -209,6 +209,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       await run(['shutdown', dom(id)], { ...o, guest: id });
     },
 
+    async resume(id, o) {
+      await run(['resume', dom(id)], { ...o, guest: id });
+    },
+
     async reboot(id, o) {
       reboots.ensure();
       lifecycle.ensure();

@@ -116,24 +116,34 @@ async function forceDown(
   done: (r: RescueOutcome, reason: string) => RescueResult,
   opts: RescueOptions,
 ): Promise<RescueResult> {
-  const quitWait = opts.quitWaitMs ?? 3000;
-  const d = deadline(quitWait);
+  const r = await quitOrKill(g, client, opts.quitWaitMs ?? 3000);
+  return done(r.result, `${why}: ${r.reason}`);
+}
+
+/** `quit` the guest's QEMU; if it still runs after `quitWaitMs`, SIGKILL its pid (checked to be that QEMU). */
+export async function quitOrKill(
+  g: Pick<StatusGuest, 'pid' | 'uuid'>,
+  client: QmpClient | undefined,
+  quitWaitMs: number,
+): Promise<{ result: 'quit' | 'killed' | 'failed'; reason: string }> {
+  const d = deadline(quitWaitMs);
   try {
-    await client.execute('quit', undefined, { signal: d.signal }).catch(() => undefined);
-    while (!d.signal.aborted && isGuestQemu(g)) await sleep(50, d.signal).catch(() => undefined);
+    if (client) await client.execute('quit', undefined, { signal: d.signal }).catch(() => undefined);
+    while (client && !d.signal.aborted && isGuestQemu(g)) await sleep(50, d.signal).catch(() => undefined);
   } finally {
     d.clear();
   }
-  if (!isGuestQemu(g)) return done('quit', `${why}: QMP quit`);
+  if (!isGuestQemu(g)) return { result: 'quit', reason: 'QMP quit' };
   try {
     process.kill(g.pid, 'SIGKILL');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return done('failed', `${why}: quit ignored, SIGKILL of ${g.pid} failed: ${errorMessage(err)}`);
+    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return { result: 'failed', reason: `quit ignored, SIGKILL of ${g.pid} failed: ${errorMessage(err)}` };
   }
-  return done('killed', `${why}: quit ignored, SIGKILL of pid ${g.pid}`);
+  return { result: 'killed', reason: `${client ? 'quit ignored, ' : ''}SIGKILL of pid ${g.pid}` };
 }
 
-async function queryStatus(client: QmpClient, signal: AbortSignal): Promise<string> {
+/** QEMU's run state (`running`, `paused`, `shutdown`...) from `query-status`. */
+export async function queryStatus(client: QmpClient, signal: AbortSignal): Promise<string> {
   const r = await client.execute<{ status?: string }>('query-status', undefined, { signal });
   return String(r?.status ?? '');
 }
