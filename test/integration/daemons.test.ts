@@ -365,6 +365,27 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect((await rc('stop')).code).toBe(0);
   });
 
+  it('the bundled rc.libvirt: start brings all three up and returns when virsh answers, stop brings them down, status tells the truth', async () => {
+    const bin = join(repoRoot, 'dist', 'rc.libvirt');
+    const run = (...args: string[]) => runCommand(process.execPath, [bin, ...args], { timeoutMs: 170_000, env });
+    expect((await rc('stop')).code).toBe(0);
+    expect((await run('status')).code).toBe(3);
+    const start = await run('start');
+    remember();
+    expect(start.code, start.stdout + start.stderr).toBe(0);
+    expect((await runVirsh(['list', '--all'])).code).toBe(0);
+    const up = JSON.parse((await run('status', '--json')).stdout) as Status;
+    expect(up.daemons.map((d) => [d.name, d.pid])).toEqual(DAEMONS.map((n) => [n, runningPid(n) ?? null]));
+    expect(up.daemons.every((d) => d.running)).toBe(true);
+    expect((await run('status')).code).toBe(0);
+    const stop = await run('stop');
+    expect(stop.code, stop.stdout + stop.stderr).toBe(0);
+    expect(DAEMONS.map(runningPid)).toEqual([undefined, undefined, undefined]);
+    const down = await run('status', '--json');
+    expect(down.code).toBe(3);
+    expect((JSON.parse(down.stdout) as Status).daemons.every((d) => !d.running)).toBe(true);
+  });
+
   it('refuses a settings file with errors, naming file, line and key (exit 6)', async () => {
     const bad = join(dir, 'bad.conf');
     writeFileSync(bad, '# ok\nTIMEOUT=300\nTIMEOUT=abc\n');
