@@ -106,6 +106,13 @@ export async function softRestartDaemons(ctx: DaemonStepContext): Promise<Daemon
   for (const spec of specs) {
     if (spec.name === 'libvirtd') continue;
     const r = await reexecDaemon(spec, opContext(ctx));
+    if (r.action === 'failed' && r.pid !== undefined && !(await isAlive(spec, r.pid))) {
+      // It ended instead of re-executing: report that, and bring it back so guests get their locks and logs again.
+      results.push(r);
+      const again = await startDaemon(spec, opContext(ctx), timeoutMs(ctx));
+      if (again.action === 'failed') results.push(again);
+      continue;
+    }
     results.push(r.action === 'not-running' ? await startDaemon(spec, opContext(ctx), timeoutMs(ctx)) : r);
   }
   const libvirtd = specs[2] as DaemonSpec;
