@@ -216,6 +216,12 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       await withMonitor(g, signal, (qmp) => qmpCommand(ctx, qmp, 'system_powerdown', undefined, signal));
     },
 
+    async resume(id: string, { signal }: OpOptions): Promise<void> {
+      const g = await load(id);
+      await requireActive(g, signal, 'resume');
+      await withMonitor(g, signal, (qmp) => qmpCommand(ctx, qmp, 'cont', undefined, signal));
+    },
+
     async reboot(id: string, { signal }: OpOptions): Promise<void> {
       const g = await load(id);
       await requireActive(g, signal, 'reboot');
