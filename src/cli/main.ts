@@ -37,7 +37,7 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
       .option('json', { type: 'boolean', default: false, describe: 'machine-readable output (status, plan)' })
       .option('quiet', { alias: 'q', type: 'count', describe: 'quieter' })
       .option('verbose', { alias: 'v', type: 'count', describe: 'more detail' })
-      .strict()
+      .strictOptions()
       .wrap(Math.min(100, process.stdout.columns ?? 100))
       .exitProcess(false)
       .fail((msg, err) => {

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { main } from '../../../src/cli/main.js';
+import { COMMANDS } from '../../../src/cli/commands.js';
+import { VERSION } from '../../../src/version.js';
+
+function sink(): Writable & { text: () => string } {
+  const chunks: string[] = [];
+  const w = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk.toString());
+      cb();
+    },
+  }) as Writable & { text: () => string };
+  w.text = () => chunks.join('');
+  return w;
+}
+
+async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const stdout = sink();
+  const stderr = sink();
+  const code = await main(args, { env: {}, stdout, stderr });
+  return { code, out: stdout.text(), err: stderr.text() };
+}
+
+describe('rc.libvirt command line', () => {
+  it('lists every command of the contract in --help and exits 0', async () => {
+    const r = await run(['--help']);
+    expect(r.code).toBe(0);
+    for (const name of ['start', 'stop', 'restart', 'soft_restart', 'shutdown', 'status', 'guests_shutdown', 'guests_reboot', 'plan']) {
+      expect(r.out).toContain(`rc.libvirt ${name}`);
+    }
+    expect(COMMANDS.map((c) => c.name)).toHaveLength(9);
+  });
+
+  it('prints the package version', async () => {
+    const r = await run(['--version']);
+    expect(r.code).toBe(0);
+    expect(r.out.trim()).toBe(VERSION);
+  });
+
+  it('exits 2 with the usage on an unknown command (the original exits 0)', async () => {
+    const r = await run(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('unknown command: frobnicate');
+    expect(r.err).toContain('Usage: rc.libvirt');
+  });
+
+  it('exits 2 without a command, with two commands, and with an option missing its value', async () => {
+    expect((await run([])).code).toBe(2);
+    const two = await run(['start', 'stop']);
+    expect(two.code).toBe(2);
+    expect(two.err).toContain('one command at a time');
+    const missing = await run(['stop', '--timeout']);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('timeout');
+  });
+
+  it('exits 2 on an unknown option', async () => {
+    const r = await run(['--frob', 'status']);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/frob/);
+  });
+});
