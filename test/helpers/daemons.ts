@@ -8,6 +8,7 @@ import {
   findPidsByComm,
   findProgram,
   identifyPid,
+  isSameProcessAlive,
   runCommand,
   terminateProcess,
   waitFor,
@@ -60,31 +61,70 @@ function runFlock(fd: number, args: readonly string[]): Promise<number | null> {
   });
 }
 
-// Takes the host-wide test lock (waits up to timeoutMs). The lock belongs to our open file description, so it is released when we close it or when this process dies.
+/** What the lock file says while a test run holds it (JSON), read by the next holder. */
+interface LockRecord {
+  pid: number;
+  since: string;
+  cwd: string;
+  // The daemons the holder started and has not stopped yet.
+  daemons: { name: DaemonName; pid: number; startTime: string }[];
+}
+
+// Reads the lock file's record, or undefined when it is empty or not ours.
+function readLockRecord(): LockRecord | undefined {
+  try {
+    const rec = JSON.parse(readFileSync(LOCK_PATH, 'utf8')) as Partial<LockRecord>;
+    if (typeof rec.pid !== 'number' || !Array.isArray(rec.daemons)) return undefined;
+    return rec as LockRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+// Rewrites the lock file with our PID and the daemons we have started.
+function writeLockRecord(since: string): void {
+  if (lockFd === undefined) return;
+  const rec: LockRecord = {
+    pid: process.pid,
+    since,
+    cwd: process.cwd(),
+    daemons: started.map(({ name, id }) => ({ name, pid: id.pid, startTime: id.startTime })),
+  };
+  ftruncateSync(lockFd, 0);
+  writeSync(lockFd, `${JSON.stringify(rec)}\n`);
+}
+
+let lockSince = '';
+
+// Takes the host-wide test lock (waits up to timeoutMs). The lock belongs to our open file description, so it is released when we close it or when this process dies; daemons a dead holder left running are adopted (we stop them).
 async function acquireLock(timeoutMs: number): Promise<void> {
   if (lockFd !== undefined) return;
   const fd = openSync(LOCK_PATH, 'a+');
   try {
     if ((await runFlock(fd, ['--exclusive', '--nonblock'])) !== 0) {
-      let holder = '';
-      try {
-        holder = readFileSync(LOCK_PATH, 'utf8').trim();
-      } catch {
-        // only for the message
-      }
-      console.warn(`waiting up to ${Math.round(timeoutMs / 1000)} s for ${LOCK_PATH} (held by ${holder || 'another test run'})`);
+      const holder = readLockRecord();
+      const who = holder ? `pid ${holder.pid} since ${holder.since} in ${holder.cwd}` : 'another test run';
+      console.warn(`waiting up to ${Math.round(timeoutMs / 1000)} s for ${LOCK_PATH}, held by ${who}`);
       const code = await runFlock(fd, ['--exclusive', '--wait', String(Math.ceil(timeoutMs / 1000))]);
       if (code !== 0) {
-        throw new Error(`another test run has held ${LOCK_PATH} for ${Math.round(timeoutMs / 1000)} s (${holder || 'holder unknown'}); is a test stuck?`);
+        throw new Error(`${who} has held ${LOCK_PATH} for over ${Math.round(timeoutMs / 1000)} s; is a test stuck?`);
       }
     }
-    ftruncateSync(fd, 0);
-    writeSync(fd, `pid ${process.pid} since ${new Date().toISOString()} (${process.argv.slice(1).join(' ')})\n`);
   } catch (err) {
     closeSync(fd);
     throw err;
   }
   lockFd = fd;
+  lockSince = new Date().toISOString();
+  // A holder that released the lock emptied the file; a record left means it died holding it.
+  for (const d of readLockRecord()?.daemons ?? []) {
+    const id = { pid: d.pid, startTime: d.startTime };
+    if (isSameProcessAlive(id)) {
+      console.warn(`adopting ${d.name} (PID ${d.pid}), left running by a test run that died`);
+      started.push({ name: d.name, id });
+    }
+  }
+  writeLockRecord(lockSince);
 }
 
 // Releases the host-wide test lock if we hold it.
@@ -101,6 +141,8 @@ function releaseLock(): void {
 
 // Starts one daemon (unless one runs already) and returns its PID and whether we started it.
 async function startDaemon(name: DaemonName, timeoutMs: number): Promise<{ pid: number; ours: boolean }> {
+  const adopted = started.find((d) => d.name === name && isSameProcessAlive(d.id));
+  if (adopted) return { pid: adopted.id.pid, ours: true };
   const running = findPidsByComm(name);
   if (running.length > 0) return { pid: running[0] ?? -1, ours: false };
   const program = findProgram(name);
@@ -120,6 +162,7 @@ async function startDaemon(name: DaemonName, timeoutMs: number): Promise<{ pid: 
     return Number.isInteger(pid) && pid > 0 ? identifyPid(pid) : undefined;
   }, { timeoutMs, intervalMs: 50 });
   started.push({ name, id });
+  writeLockRecord(lockSince);
   return { pid: id.pid, ours: true };
 }
 

@@ -37,6 +37,9 @@ export interface LibvirtGuest {
   bootId(): string | undefined;
 }
 
+// Marks our domains, so a later run can tell a leftover test guest from a real one.
+const MARKER = 'rc-libvirt integration test guest';
+
 // Every domain defined here and not yet removed, by UUID.
 const registry = new Map<string, LibvirtGuest>();
 
@@ -53,7 +56,7 @@ export function libvirtGuestXml(opts: LibvirtGuestOptions & { uuid: string; cons
   return `<domain type='qemu'>
   <name>${xmlEscape(opts.name)}</name>
   <uuid>${opts.uuid}</uuid>
-  <description>rc-libvirt integration test guest</description>
+  <description>${MARKER}</description>
   <memory unit='MiB'>${opts.memMiB ?? 256}</memory>
   <vcpu>1</vcpu>
   <os>
@@ -90,6 +93,7 @@ export async function startLibvirtGuest(guest: LibvirtGuest, opts: { readyTimeou
 
 // Defines a test guest with `virsh define` (and by default starts it and waits for its ready line); removeLibvirtGuests() undoes it.
 export async function defineLibvirtGuest(opts: LibvirtGuestOptions): Promise<LibvirtGuest> {
+  await removeLeftoverGuest(opts.name);
   const uuid = randomUUID();
   const dir = await makeTempDir('rcl-libvirt-');
   const consolePath = join(dir, 'console.log');
@@ -110,7 +114,7 @@ export async function defineLibvirtGuest(opts: LibvirtGuestOptions): Promise<Lib
 }
 
 // The PID of a running domain's QEMU from libvirt's status XML, or undefined.
-export function libvirtGuestPid(guest: LibvirtGuest): number | undefined {
+export function libvirtGuestPid(guest: { name: string; uuid: string }): number | undefined {
   try {
     const status = readFileSync(`/run/libvirt/qemu/${guest.name}.xml`, 'utf8');
     const m = /<domstatus\b[^>]*\bpid='(\d+)'/.exec(status);
@@ -130,29 +134,55 @@ function readCmdline(pid: number): string {
   }
 }
 
+// Destroys and undefines one domain by UUID (ending its QEMU by PID if libvirt could not), removes its temp folder; returns a problem or undefined.
+async function removeGuest(guest: { name: string; uuid: string; dir?: string }): Promise<string | undefined> {
+  const pid = libvirtGuestPid(guest);
+  const domain = `--domain=${guest.uuid}`;
+  const state = await domainState(guest.uuid);
+  let problem: string | undefined;
+  if (state !== undefined && state !== 'shut off') {
+    await runVirsh(['destroy', domain], { timeoutMs: 60_000 });
+  }
+  if (state !== undefined) {
+    let r = await runVirsh(['undefine', domain, '--managed-save', '--snapshots-metadata', '--nvram']);
+    if (r.code !== 0 && (await domainState(guest.uuid)) !== undefined) {
+      r = await runVirsh(['undefine', domain, '--managed-save']);
+      if (r.code !== 0) problem = `${guest.name}: ${r.stderr.trim()}`;
+    }
+  }
+  // libvirtd unreachable or destroy failed: end its QEMU by PID.
+  const id = pid === undefined ? undefined : identifyPid(pid);
+  if (id && readCmdline(id.pid).includes(guest.uuid)) await terminateProcess(id, 10_000);
+  if (guest.dir) await rm(guest.dir, { recursive: true, force: true });
+  return problem;
+}
+
+// Removes a test guest of this name that a crashed run left defined (we hold the test lock, so no live run owns it); refuses to touch a domain that is not a test guest.
+async function removeLeftoverGuest(name: string): Promise<void> {
+  let xml: string;
+  try {
+    xml = readFileSync(`/etc/libvirt/qemu/${name}.xml`, 'utf8');
+  } catch {
+    return;
+  }
+  const uuid = /<uuid>([0-9a-f-]{36})<\/uuid>/.exec(xml)?.[1];
+  if (!uuid || !xml.includes(`<description>${MARKER}</description>`)) {
+    throw new Error(`a domain named ${JSON.stringify(name)} exists and is not a test guest; not touching it`);
+  }
+  const consoleDir = /<source path='([^']*\/rcl-libvirt-[^/']+)\/console\.log'/.exec(xml)?.[1];
+  console.warn(`removing test guest ${JSON.stringify(name)} (${uuid}), left defined by an earlier run`);
+  const problem = await removeGuest({ name, uuid, ...(consoleDir ? { dir: consoleDir } : {}) });
+  if (problem) throw new Error(`cannot remove the leftover test guest ${problem}`);
+}
+
 // Destroys and undefines (with managed save and NVRAM) every domain defined by these helpers, by UUID, ignoring ones already gone; removes their temp folders.
 export async function removeLibvirtGuests(): Promise<void> {
-  const entries = [...registry.values()];
+  const guests = [...registry.values()];
   registry.clear();
   const problems: string[] = [];
-  for (const guest of entries) {
-    const pid = libvirtGuestPid(guest);
-    const domain = `--domain=${guest.uuid}`;
-    const state = await domainState(guest.uuid);
-    if (state !== undefined && state !== 'shut off') {
-      await runVirsh(['destroy', domain], { timeoutMs: 60_000 });
-    }
-    if (state !== undefined) {
-      let r = await runVirsh(['undefine', domain, '--managed-save', '--snapshots-metadata', '--nvram']);
-      if (r.code !== 0 && (await domainState(guest.uuid)) !== undefined) {
-        r = await runVirsh(['undefine', domain, '--managed-save']);
-        if (r.code !== 0) problems.push(`${guest.name}: ${r.stderr.trim()}`);
-      }
-    }
-    // libvirtd unreachable or destroy failed: end its QEMU by PID.
-    const id = pid === undefined ? undefined : identifyPid(pid);
-    if (id && readCmdline(id.pid).includes(guest.uuid)) await terminateProcess(id, 10_000);
-    await rm(guest.dir, { recursive: true, force: true });
+  for (const guest of guests) {
+    const problem = await removeGuest(guest);
+    if (problem) problems.push(problem);
   }
   if (problems.length > 0) throw new Error(`could not undefine: ${problems.join('; ')}`);
 }
