@@ -203,3 +203,13 @@ export async function stopLibvirtDaemons(): Promise<void> {
     releaseLock();
   }
 }
+
+// Takes only the host-wide lock, for test files that start and stop the daemons themselves (through rc.libvirt); waits up to timeoutMs (default 20 min).
+export async function holdLibvirtLock(timeoutMs = 20 * 60_000): Promise<void> {
+  await acquireLock(timeoutMs);
+}
+
+// Releases the lock holdLibvirtLock took.
+export function releaseLibvirtLock(): void {
+  releaseLock();
+}
