@@ -3,10 +3,14 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { loadSettings } from '../../../src/config/load.js';
+import { SETTING_KEYS, type SettingKey } from '../../../src/config/setting-keys.js';
 import { DEFAULTS } from '../../../src/config/settings.js';
-import { SETTING_FIELDS, SETTING_NAMES } from '../../helpers/setting-names.js';
 
-const template = readFileSync(join(import.meta.dirname, '../../../etc/default-libvirt'), 'utf8');
+const path = join(import.meta.dirname, '../../../etc/default-libvirt');
+const template = readFileSync(path, 'utf8');
+// The file cannot name another settings file; LIBVIRT_OPTS is the old name of LIBVIRTD_OPTS.
+const FILE_SETTINGS = Object.keys(SETTING_KEYS).filter((k) => k !== 'RC_LIBVIRT_CONFIG' && k !== 'LIBVIRT_OPTS');
 
 // KEY=value with optional quotes, as the settings file format allows.
 function assignments(text: string, commented: boolean): Map<string, string> {
@@ -23,7 +27,7 @@ function assignments(text: string, commented: boolean): Map<string, string> {
 describe('the settings template', () => {
   it('lists every setting exactly once', () => {
     const all = new Map([...assignments(template, true), ...assignments(template, false)]);
-    expect([...all.keys()].sort()).toEqual([...SETTING_NAMES].sort());
+    expect([...all.keys()].sort()).toEqual([...FILE_SETTINGS].sort());
   });
 
   it('sets only VIRTUSER and VIRTGROUP, to the defaults', () => {
@@ -35,16 +39,24 @@ describe('the settings template', () => {
 
   it('shows the real default of every commented setting', () => {
     for (const [key, value] of assignments(template, true)) {
-      const field = SETTING_FIELDS[key as keyof typeof SETTING_FIELDS];
-      const def: unknown = DEFAULTS[field];
+      const def: unknown = DEFAULTS[SETTING_KEYS[key as SettingKey].field];
       const shown = Array.isArray(def) ? def.join(' ') : String(def);
       expect(value, key).toBe(shown);
     }
   });
 
-  it('has nothing but comments, blank lines and KEY=value lines', () => {
-    for (const line of template.split('\n')) {
-      expect(line === '' || line.startsWith('#') || /^[A-Z_]+=\S+$/.test(line), line).toBe(true);
-    }
+  it('is read by rc.libvirt as the defaults, unchanged', async () => {
+    const settings = await loadSettings({ options: { config: path, dryRun: false, json: false, verbosity: 0 }, env: {} });
+    expect(settings).toEqual({ ...DEFAULTS, configFile: path });
+  });
+
+  it('gives the defaults with every commented line uncommented', async () => {
+    const uncommented = template.replace(/^#([A-Z_]+=)/gm, '$1');
+    const settings = await loadSettings({
+      options: { config: '/etc/default/libvirt', dryRun: false, json: false, verbosity: 0 },
+      env: {},
+      readFile: async () => uncommented,
+    });
+    expect(settings).toEqual({ ...DEFAULTS, configFile: '/etc/default/libvirt' });
   });
 });
