@@ -24,6 +24,13 @@ die() { printf 'testbed/setup.sh: error: %s\n' "$*" >&2; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "run me as root (I install packages and write /etc/libvirt)"
 
+# One setup at a time on this host (apt and a shared .cache would clash).
+exec 9>/run/rc-libvirt-testbed-setup.lock
+if ! flock -n 9; then
+  say "waiting for another testbed/setup.sh to finish"
+  flock -w 1800 9 || die "another testbed/setup.sh has run for 30 minutes"
+fi
+
 APT_UPDATED=0
 apt_update_once() {
   ((APT_UPDATED)) && return 0
