@@ -70,10 +70,11 @@ function rcLibvirt(config, args) {
   });
 }
 
-// The console lines of kind KIND (RCL-READY, RCL-POWEROFF) with their boot ids.
+// The boot ids of the whole console lines of kind KIND (RCL-READY, RCL-POWEROFF); a line still
+// being written (no newline yet) does not count.
 function consoleLines(file, kind) {
   const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  return [...text.matchAll(new RegExp(`^${kind} boot=(\\S+)`, 'gm'))].map((m) => m[1]);
+  return [...text.matchAll(new RegExp(`^${kind} boot=(\\S+)[^\\n]*\\n`, 'gm'))].map((m) => m[1]);
 }
 
 async function waitForConsole(files, kind, timeoutMs) {
@@ -184,11 +185,11 @@ async function main() {
     for (const [n, id] of bootIds) {
       const off = consoleLines(consoles.get(n), 'RCL-POWEROFF').at(-1);
       const ready = consoleLines(consoles.get(n), 'RCL-READY').length;
-      const verdict = off === undefined ? 'no power-off line'
-        : off === id && ready === 1 ? 'the same boot as before stop: it was restored, not rebooted'
-          : `boot id ${off}, ${ready} boots: it was NOT restored`;
+      const verdict = off === undefined ? 'did not power off'
+        : off === id && ready === 1 ? 'powered off in the same boot as before stop: it was restored, not rebooted'
+          : `powered off in boot ${off} after ${ready} boot(s): it was NOT restored`;
       if (off !== id || ready !== 1) failed++;
-      process.stdout.write(`  ${n}: powered off, ${verdict}\n`);
+      process.stdout.write(`  ${n}: ${verdict}\n`);
     }
     await step(['status'], [0, 3]);
   } catch (err) {
