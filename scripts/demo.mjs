@@ -1,7 +1,8 @@
 // npm run demo: rc.libvirt on three real test guests under the qmp driver (plain QEMU, no libvirt),
 // all in a temporary directory: start boots them, stop saves them (with progress), start brings them
 // back, guests_shutdown powers them off. Everything it started is killed by PID at the end and the
-// directory removed. Needs the test bed (bash testbed/setup.sh) and a built dist/rc.libvirt.
+// directory removed (RCL_DEMO_KEEP=1 keeps it for a look). Needs the test bed (bash testbed/setup.sh)
+// and a built dist/rc.libvirt.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -114,6 +115,10 @@ async function cleanUp(dir) {
   for (let i = 0; i < 30 && demoProcesses(dir).length > 0; i++) await sleep(100);
   for (const pid of demoProcesses(dir)) {
     try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+  if (process.env.RCL_DEMO_KEEP === '1') {
+    say(`kept ${dir} (RCL_DEMO_KEEP=1): remove it when done`);
+    return;
   }
   rmSync(dir, { recursive: true, force: true });
   say(`removed ${dir}`);
