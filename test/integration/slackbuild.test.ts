@@ -94,6 +94,32 @@ describe('rc-libvirt.SlackBuild', () => {
     expect(r.stderr).toContain('VIRTUSER/VIRTGROUP must be a user or group name');
   });
 
+  it('packages the prebuilt program of a release tarball beside it, without npm', () => {
+    // The SBo layout: the SlackBuild's directory with rc-libvirt-VERSION.tar.gz in it.
+    const sbo = join(dir, 'sbo');
+    mkdirSync(sbo);
+    for (const f of ['rc-libvirt.SlackBuild', 'slack-desc', 'doinst.sh', 'README', 'rc-libvirt.info']) {
+      writeFileSync(join(sbo, f), readFileSync(join(repo, 'slackbuild', f)));
+    }
+    const src = join(dir, 'release', `rc-libvirt-${version}`);
+    mkdirSync(join(src, 'dist'), { recursive: true });
+    const copy = run(['tar', '-C', repo, '--exclude=./node_modules', '--exclude=./dist', '--exclude=./.git', '--exclude=./.cache', '-cf', join(dir, 'tree.tar'), '.']);
+    expect(copy.status, copy.stderr).toBe(0);
+    expect(run(['tar', '-C', src, '-xf', join(dir, 'tree.tar')]).status).toBe(0);
+    const prebuilt = '#!/usr/bin/env node\n// a prebuilt program\n';
+    writeFileSync(join(src, 'dist/rc.libvirt'), prebuilt);
+    expect(run(['tar', '-C', join(dir, 'release'), '-czf', join(sbo, `rc-libvirt-${version}.tar.gz`), `rc-libvirt-${version}`]).status).toBe(0);
+    const tmp = join(dir, 'release-tmp');
+    // An npm that fails first on PATH: the build must not need it.
+    const bin = join(dir, 'no-npm');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'npm'), '#!/bin/sh\necho "npm must not run: $*" >&2\nexit 1\n');
+    chmodSync(join(bin, 'npm'), 0o755);
+    const r = run(['bash', join(sbo, 'rc-libvirt.SlackBuild')], { env: { TMP: tmp, OUTPUT: tmp, MAKEPKG: 'no', PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}` } });
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(readFileSync(join(tmp, 'package-rc-libvirt/usr/libexec/rc-libvirt/rc.libvirt'), 'utf8')).toBe(prebuilt);
+  });
+
   it('installs the program, the rc script, the settings, the man page and the docs with their modes', () => {
     const expected: [string, number][] = [
       ['usr/libexec/rc-libvirt/rc.libvirt', 0o755],
