@@ -6,7 +6,16 @@ import type { Log } from '../report/log.js';
 import { deadline, formatMs, now, sleep } from '../util/deadline.js';
 import { describeRun, runProcess } from '../util/run.js';
 import type { DaemonSpec } from './daemon-spec.js';
-import { clearBadPidfile, inspectPidfile, isDaemonProgram, NODE_PROC_FS, processProgram, type ProcFs } from './pidfile.js';
+import {
+  clearBadPidfile,
+  describeStrays,
+  findStrayProcesses,
+  inspectPidfile,
+  isDaemonProgram,
+  NODE_PROC_FS,
+  processProgram,
+  type ProcFs,
+} from './pidfile.js';
 
 /** What daemon operations run with. */
 export interface DaemonOpContext {
@@ -41,6 +50,10 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
     ctx.log.info(`${spec.name} is already running (pid ${running})`);
     return { name: spec.name, action: 'already-running', pid: running };
   }
+  const strays = await findStrayProcesses(spec, undefined, ctx.fs ?? NODE_PROC_FS);
+  if (strays.length > 0) {
+    return { name: spec.name, action: 'failed', error: `${describeStrays(spec, strays)}: not starting a second one; stop it, or point the -p option at its pidfile` };
+  }
   await mkdir(dirname(spec.pidfile), { recursive: true, mode: 0o755 });
   const logFile = `/var/log/libvirt/${spec.name}.log`;
   const logStart = await fileSize(logFile);
@@ -62,6 +75,11 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
     for (;;) {
       const st = await inspectPidfile(spec, ctx.fs ?? NODE_PROC_FS);
       if (st.state === 'running') {
+        // A daemon that dies right after writing its pidfile (a bad socket, a config it rejects late) did not start.
+        await sleep(200);
+        if (!(await isAlive(spec, st.pid, ctx.fs ?? NODE_PROC_FS))) {
+          return { name: spec.name, action: 'failed', pid: st.pid, error: `${spec.name} (pid ${st.pid}) exited right after starting${await ownWords()}` };
+        }
         ctx.log.notice(`${spec.name} started (pid ${st.pid})`);
         return { name: spec.name, action: 'started', pid: st.pid };
       }
@@ -95,7 +113,9 @@ export async function stopDaemon(spec: DaemonSpec, ctx: DaemonOpContext, opts: S
   const fs = ctx.fs ?? NODE_PROC_FS;
   const pid = await runningPid(spec, ctx);
   if (pid === undefined) {
-    ctx.log.info(`${spec.name} is not running`);
+    const strays = await findStrayProcesses(spec, undefined, fs);
+    if (strays.length > 0) ctx.log.warn(`${describeStrays(spec, strays)}: left alone`);
+    else ctx.log.info(`${spec.name} is not running`);
     return { name: spec.name, action: 'not-running' };
   }
   let action: DaemonResult['action'] = 'stopped';

@@ -1,15 +1,17 @@
 // Reading a daemon's pidfile safely: a pid counts only when that process is
 // alive and is that daemon (/proc/PID/exe, else /proc/PID/comm). A stale,
 // foreign or garbled pidfile is reported and never leads to signalling anyone.
-import { readFile, readlink, unlink } from 'node:fs/promises';
+import { readdir, readFile, readlink, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { programName, type DaemonSpec } from './daemon-spec.js';
+import { hasEnded, parseProcStat } from './proc-stat.js';
 
 /** The file operations pidfile checks use (memfs in unit tests). */
 export interface ProcFs {
   readFile(path: string): Promise<string>;
   readlink(path: string): Promise<string>;
   unlink(path: string): Promise<void>;
+  readdir(path: string): Promise<string[]>;
 }
 
 /** The real file system. */
@@ -17,6 +19,7 @@ export const NODE_PROC_FS: ProcFs = {
   readFile: (p) => readFile(p, 'utf8'),
   readlink: (p) => readlink(p),
   unlink: (p) => unlink(p),
+  readdir: (p) => readdir(p),
 };
 
 /** What a daemon's pidfile says, checked against /proc. */
@@ -42,14 +45,14 @@ export function parsePidfile(text: string): { pid: number } | { error: string } 
 
 /** Who a live process is: its executable's base name (or its comm), or undefined when there is no such live process. */
 export async function processProgram(pid: number, fs: ProcFs = NODE_PROC_FS): Promise<{ exe?: string; comm?: string } | undefined> {
-  let stat: string;
+  let text: string;
   try {
-    stat = await fs.readFile(`/proc/${pid}/stat`);
+    text = await fs.readFile(`/proc/${pid}/stat`);
   } catch {
     return undefined;
   }
-  const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-  if (state === 'Z' || state === 'X') return undefined;
+  const stat = parseProcStat(text);
+  if (!stat || hasEnded(stat)) return undefined;
   const who: { exe?: string; comm?: string } = {};
   try {
     who.exe = basename((await fs.readlink(`/proc/${pid}/exe`)).replace(/ \(deleted\)$/, ''));
@@ -112,4 +115,40 @@ export async function clearBadPidfile(spec: DaemonSpec, st: PidfileState, fs: Pr
   } catch (err) {
     return `${problem}; could not remove it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
+}
+
+/** Live processes of the daemon's program other than `except` (one started with another pidfile, or by hand). */
+export async function findStrayProcesses(spec: DaemonSpec, except: number | undefined, fs: ProcFs = NODE_PROC_FS): Promise<number[]> {
+  let entries: string[];
+  try {
+    entries = await fs.readdir('/proc');
+  } catch {
+    return [];
+  }
+  const found: number[] = [];
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    const pid = Number(e);
+    if (pid === except) continue;
+    const who = await processProgram(pid, fs);
+    // Only a readable exe counts here: comm alone is too weak to accuse a process.
+    if (who?.exe === undefined || !isDaemonProgram({ exe: who.exe }, spec)) continue;
+    // A child the daemon forked (before it execs a helper) is the daemon's business.
+    if (except !== undefined && (await parentPid(pid, fs)) === except) continue;
+    found.push(pid);
+  }
+  return found;
+}
+
+async function parentPid(pid: number, fs: ProcFs): Promise<number | undefined> {
+  try {
+    return parseProcStat(await fs.readFile(`/proc/${pid}/stat`))?.ppid;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A sentence about daemon processes the pidfile does not name. */
+export function describeStrays(spec: DaemonSpec, pids: readonly number[]): string {
+  return `${spec.name} also runs as pid ${pids.join(', ')}, which ${spec.pidfile} does not name (started with another pidfile, or by hand)`;
 }

@@ -27,10 +27,11 @@ export type DaemonCommand = 'start' | 'stop' | 'restart' | 'soft_restart' | 'shu
 export async function runDaemonCommand(cmd: CommandContext, which: DaemonCommand, deps: DaemonCommandDeps = {}): Promise<number> {
   const steps = deps.guestSteps ?? realGuestSteps;
   // DRIVER=qmp runs guests without libvirt: the daemons are not touched then.
+  // A dry run changes nothing: it needs neither root nor the lock.
   const needs: RunNeeds = {
-    root: true,
+    root: !cmd.options.dryRun,
     programs: (s) => (s.driver === 'qmp' ? [] : ['virsh', 'libvirtd', 'virtlogd', 'virtlockd']),
-    lock: true,
+    lock: !cmd.options.dryRun,
   };
   return withRun(cmd, needs, async (run) => {
     const manageDaemons = run.settings.driver === 'libvirt';
@@ -76,7 +77,7 @@ export async function runDaemonCommand(cmd: CommandContext, which: DaemonCommand
     }
     if (run.signal.aborted) ok = false;
     const verb = which.replace('_', ' ');
-    if (ok) run.log.notice(`${verb}: done`);
+    if (ok) run.log.notice(`${verb}: done${run.dryRun ? ' (dry run: nothing was changed)' : ''}`);
     else run.log.error(`${verb}: finished with failures (see above)`);
     return ok ? EXIT.ok : EXIT.failure;
   }, deps);

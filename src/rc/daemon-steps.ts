@@ -106,6 +106,13 @@ export async function softRestartDaemons(ctx: DaemonStepContext): Promise<Daemon
   for (const spec of specs) {
     if (spec.name === 'libvirtd') continue;
     const r = await reexecDaemon(spec, opContext(ctx));
+    if (r.action === 'failed' && r.pid !== undefined && !(await isAlive(spec, r.pid))) {
+      // It ended instead of re-executing: report that, and bring it back so guests get their locks and logs again.
+      results.push(r);
+      const again = await startDaemon(spec, opContext(ctx), timeoutMs(ctx));
+      if (again.action === 'failed') results.push(again);
+      continue;
+    }
     results.push(r.action === 'not-running' ? await startDaemon(spec, opContext(ctx), timeoutMs(ctx)) : r);
   }
   const libvirtd = specs[2] as DaemonSpec;
@@ -139,10 +146,14 @@ async function dryRun(ctx: DaemonStepContext, specs: DaemonSpec[], what: 'start'
     const problem = describePidfileProblem(spec, st);
     if (problem) ctx.log.info(`${problem} (would be removed)`);
     const pid = st.state === 'running' ? st.pid : undefined;
-    const action = pid !== undefined
-      ? what === 'start' ? 'leave running' : what === 'stop' ? 'stop (SIGTERM)' : spec.name === 'libvirtd' ? 'restart' : 're-exec (SIGUSR1)'
-      : what === 'stop' ? 'nothing (not running)' : `start: ${spec.startArgv.join(' ')}`;
-    ctx.log.info(`would ${action.startsWith('nothing') ? 'do ' : ''}${action}: ${spec.name}${pid !== undefined ? ` (pid ${pid})` : ''}`);
+    let says: string;
+    if (pid !== undefined) {
+      const act = what === 'start' ? 'runs, would be left alone' : what === 'stop' ? 'would be stopped (SIGTERM)' : spec.name === 'libvirtd' ? 'would be restarted' : 'would be re-executed (SIGUSR1)';
+      says = `${spec.name} (pid ${pid}) ${act}`;
+    } else {
+      says = what === 'stop' ? `${spec.name} does not run: nothing to do` : `${spec.name} would be started: ${spec.startArgv.join(' ')}`;
+    }
+    ctx.log.info(`dry run: ${says}`);
     results.push(pid !== undefined ? { name: spec.name, action: what === 'stop' ? 'stopped' : 'already-running', pid } : { name: spec.name, action: 'not-running' });
   }
   return results;

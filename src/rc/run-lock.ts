@@ -4,6 +4,7 @@
 import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ExitError } from '../cli/errors.js';
+import { hasEnded, parseProcStat } from '../daemons/proc-stat.js';
 import { EXIT } from '../cli/exit-codes.js';
 import { formatMs, now, sleep } from '../util/deadline.js';
 
@@ -111,13 +112,11 @@ async function readHolder(path: string): Promise<LockHolder | 'gone' | 'stale'> 
   return holder;
 }
 
-/** A process's start time in clock ticks since boot (/proc/PID/stat field 22), or undefined when it does not exist. */
+/** A live process's start time in clock ticks since boot (/proc/PID/stat field 22), or undefined when it does not run. */
 export async function processStartTime(pid: number): Promise<string | undefined> {
   try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: fields start after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19];
+    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
+    return stat && !hasEnded(stat) ? stat.startTime : undefined;
   } catch {
     return undefined;
   }

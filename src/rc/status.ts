@@ -3,7 +3,7 @@
 // restored. The JSON form is documented in docs/daemons.md and stays stable.
 import type { Settings } from '../config/settings.js';
 import { describeDaemons } from '../daemons/daemon-spec.js';
-import { describePidfileProblem, inspectPidfile } from '../daemons/pidfile.js';
+import { describePidfileProblem, describeStrays, findStrayProcesses, inspectPidfile } from '../daemons/pidfile.js';
 import { askLibvirtd } from '../daemons/readiness.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
 import type { GuestState } from '../domain/types.js';
@@ -15,8 +15,10 @@ export interface DaemonStatus {
   running: boolean;
   pid: number | null;
   pidfile: string;
-  /** A stale, foreign or invalid pidfile, in words; null when fine. */
+  /** A stale, foreign or invalid pidfile, or processes of the daemon the pidfile does not name, in words; null when fine. */
   problem: string | null;
+  /** Live processes of the daemon's program that the pidfile does not name. */
+  otherPids: number[];
 }
 
 /** One guest in the status. */
@@ -56,12 +58,16 @@ export async function collectStatus(settings: Settings, signal: AbortSignal, isR
   const daemons: DaemonStatus[] = [];
   for (const spec of describeDaemons(settings)) {
     const st = await inspectPidfile(spec);
+    const pid = st.state === 'running' ? st.pid : null;
+    const otherPids = await findStrayProcesses(spec, pid ?? undefined);
+    const problems = [describePidfileProblem(spec, st), otherPids.length > 0 ? describeStrays(spec, otherPids) : undefined].filter(Boolean);
     daemons.push({
       name: spec.name,
-      running: st.state === 'running',
-      pid: st.state === 'running' ? st.pid : null,
+      running: pid !== null,
+      pid,
       pidfile: spec.pidfile,
-      problem: describePidfileProblem(spec, st) ?? null,
+      problem: problems.length > 0 ? problems.join('; ') : null,
+      otherPids,
     });
   }
   const running = daemons.find((d) => d.name === 'libvirtd')?.running ?? false;

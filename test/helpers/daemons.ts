@@ -204,12 +204,23 @@ export async function stopLibvirtDaemons(): Promise<void> {
   }
 }
 
-// Takes only the host-wide lock, for test files that start and stop the daemons themselves (through rc.libvirt); waits up to timeoutMs (default 20 min).
+// Takes only the host-wide lock, for test files that start and stop the daemons themselves (through rc.libvirt); waits up to timeoutMs (default 20 min). Daemons a dead holder left running are stopped first.
 export async function holdLibvirtLock(timeoutMs = 20 * 60_000): Promise<void> {
   await acquireLock(timeoutMs);
+  const left = started.reverse();
+  started = [];
+  for (const { id } of left) await terminateProcess(id, 20_000);
+  writeLockRecord(lockSince);
 }
 
-// Releases the lock holdLibvirtLock took.
+// Records in the lock file the daemons a holdLibvirtLock test file started, so that if it dies the next holder stops them.
+export function recordTestDaemons(daemons: readonly { name: DaemonName; id: ProcessIdentity }[]): void {
+  started = daemons.map((d) => ({ name: d.name, id: d.id }));
+  writeLockRecord(lockSince);
+}
+
+// Releases the lock holdLibvirtLock took (the caller has stopped its daemons).
 export function releaseLibvirtLock(): void {
+  started = [];
   releaseLock();
 }

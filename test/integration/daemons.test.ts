@@ -11,7 +11,7 @@ import type { CommandContext } from '../../src/cli/context.js';
 import { main } from '../../src/cli/main.js';
 import { runDaemonCommand, type DaemonCommand, type GuestSteps } from '../../src/rc/daemon-commands.js';
 import type { Status } from '../../src/rc/status.js';
-import { holdLibvirtLock, releaseLibvirtLock } from '../helpers/daemons.js';
+import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock } from '../helpers/daemons.js';
 import { defineLibvirtGuest, libvirtGuestPid, removeLibvirtGuests } from '../helpers/libvirt-guest.js';
 import { findPidsByComm, identifyPid, isPidAlive, makeTempDir, runCommand, terminateProcess, waitFor, type ProcessIdentity } from '../helpers/process.js';
 import { repoRoot, requireTestbed } from '../helpers/testbed.js';
@@ -31,8 +31,10 @@ let dir: string;
 let configPath: string;
 let env: NodeJS.ProcessEnv;
 // Every daemon process rc.libvirt started in this file, so afterAll can stop them by identity.
-const seen = new Map<number, ProcessIdentity>();
+const seen = new Map<number, { name: Name; id: ProcessIdentity }>();
 const ownChildren: ChildProcess[] = [];
+// Daemons the test itself started outside rc.libvirt.
+const strays: ProcessIdentity[] = [];
 
 function sink(): { stream: Writable; text: () => string } {
   let text = '';
@@ -58,8 +60,9 @@ function remember(): void {
   for (const n of DAEMONS) {
     const pid = runningPid(n);
     const id = pid === undefined ? undefined : identifyPid(pid);
-    if (id) seen.set(id.pid, id);
+    if (id) seen.set(id.pid, { name: n, id });
   }
+  recordTestDaemons([...seen.values()]);
 }
 
 // One rc.libvirt daemon command, in this process, with the no-guests steps.
@@ -131,7 +134,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
       try {
         await rc('stop');
       } finally {
-        for (const id of [...seen.values()].reverse()) await terminateProcess(id, 20_000);
+        for (const id of [...[...seen.values()].map((d) => d.id), ...strays].reverse()) await terminateProcess(id, 20_000);
         for (const c of ownChildren) if (c.pid !== undefined && c.exitCode === null) c.kill('SIGKILL');
         releaseLibvirtLock();
         if (dir) rmSync(dir, { recursive: true, force: true });
@@ -192,10 +195,17 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     await removeLibvirtGuests();
   });
 
-  it('stops libvirtd, virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
+  it('stops the active networks, then libvirtd, virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
+    // A network over a host bridge: libvirt starts it without dnsmasq, iptables or the bridge itself.
+    const netXml = join(dir, 'net.xml');
+    writeFileSync(netXml, "<network><name>rcl daemons net</name><forward mode='bridge'/><bridge name='rcltest0'/></network>\n");
+    const created = await runVirsh(['net-create', `--file=${netXml}`]);
+    expect(created.code, created.stderr).toBe(0);
     const pids = DAEMONS.map(runningPid) as number[];
     const r = await rc('stop');
     expect(r.code).toBe(0);
+    expect(r.out).toContain('network rcl daemons net stopped');
+    expect(r.out.indexOf('network rcl daemons net stopped')).toBeLessThan(r.out.indexOf('libvirtd stopped'));
     expect(r.out.indexOf('libvirtd stopped')).toBeLessThan(r.out.indexOf('virtlockd stopped'));
     for (const pid of pids) expect(isPidAlive(pid)).toBe(false);
     for (const n of DAEMONS) expect(existsSync(pidfile(n))).toBe(false);
@@ -223,6 +233,21 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(runningPid('virtlockd')).toBe(lockd);
     expect(runningPid('virtlogd')).toBeGreaterThan(0);
     expect(runningPid('libvirtd')).toBeGreaterThan(0);
+  });
+
+  it('sends SIGKILL, with a warning, only to a daemon that outlives the deadline after SIGTERM', async () => {
+    expect((await rc('start')).code).toBe(0);
+    const lockd = runningPid('virtlockd') as number;
+    process.kill(lockd, 'SIGSTOP'); // a stopped process does not act on SIGTERM
+    const r = await rc('stop', { DAEMON_TIMEOUT: '3' });
+    expect(r.out).toContain('libvirtd stopped');
+    expect(r.out).toContain('virtlogd stopped');
+    expect(r.out).toContain(`warning: virtlockd (pid ${lockd}) did not exit within 3.0 s of SIGTERM: sending SIGKILL`);
+    expect(r.out).toContain(`virtlockd killed (pid ${lockd})`);
+    expect(r.code).toBe(0);
+    expect(isPidAlive(lockd)).toBe(false);
+    expect(existsSync(pidfile('virtlockd'))).toBe(false);
+    expect((await rc('start')).code).toBe(0);
   });
 
   it('stops virtlogd and virtlockd when libvirtd is already gone', async () => {
@@ -287,6 +312,78 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(r.out).toContain("Can't load config file");
     expect(r.out).toContain('no-such-libvirtd.conf');
     expect(runningPid('libvirtd')).toBeUndefined();
+  });
+
+  it('does not start a second daemon beside one that runs under another pidfile, and never stops that one', async () => {
+    expect((await rc('stop')).code).toBe(0);
+    const strayPidfile = join(dir, 'stray-virtlogd.pid');
+    const r0 = await runCommand('/usr/sbin/virtlogd', ['-d', '-f', '/etc/libvirt/virtlogd.conf', '-p', strayPidfile], { timeoutMs: 30_000 });
+    expect(r0.code).toBe(0);
+    const strayPid = await waitFor('the stray virtlogd', () => {
+      const pid = existsSync(strayPidfile) ? Number(readFileSync(strayPidfile, 'utf8').trim()) : NaN;
+      return Number.isInteger(pid) && isPidAlive(pid) ? pid : undefined;
+    }, { timeoutMs: 30_000 });
+    const stray = identifyPid(strayPid) as ProcessIdentity;
+    strays.push(stray);
+    const start = await rc('start');
+    expect(start.code).toBe(1);
+    expect(start.out).toContain(`virtlogd also runs as pid ${strayPid}`);
+    expect(start.out).toContain('not starting a second one');
+    expect(findPidsByComm('virtlogd')).toEqual([strayPid]);
+    const status = JSON.parse((await cli(['status', '--json'])).stdout) as Status;
+    expect(status.daemons.find((d) => d.name === 'virtlogd')).toMatchObject({ running: false, otherPids: [strayPid] });
+    const stop = await rc('stop');
+    expect(stop.out).toContain(`virtlogd also runs as pid ${strayPid}`);
+    expect(stop.out).toContain('left alone');
+    expect(isPidAlive(strayPid)).toBe(true);
+    await terminateProcess(stray, 20_000);
+  });
+
+  it('on SIGTERM starts nothing new, says so and releases the lock', async () => {
+    expect((await rc('stop')).code).toBe(0);
+    // A virsh that never answers keeps start waiting for libvirtd.
+    const fakeVirsh = join(dir, 'virsh-that-hangs');
+    writeFileSync(fakeVirsh, '#!/bin/sh\nexec sleep 300\n', { mode: 0o755 });
+    const child = spawn(process.execPath, [join(repoRoot, 'dist', 'rc.libvirt'), 'start'], {
+      env: { ...env, VIRSH: fakeVirsh, DAEMON_TIMEOUT: '600' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    ownChildren.push(child);
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    await waitFor('start to wait for libvirtd', () => out.includes('libvirtd started'), { timeoutMs: 60_000 });
+    remember();
+    child.kill('SIGTERM');
+    // Well inside DAEMON_TIMEOUT (600 s): the interrupt ended the wait.
+    const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 120_000))]);
+    expect(code).toBe(1);
+    expect(out).toContain('SIGTERM received');
+    expect(out).toContain('interrupted');
+    expect(existsSync(join(dir, 'run', 'rc.libvirt.lock'))).toBe(false);
+    expect((await rc('stop')).code).toBe(0);
+  });
+
+  it('the bundled rc.libvirt: start brings all three up and returns when virsh answers, stop brings them down, status tells the truth', async () => {
+    const bin = join(repoRoot, 'dist', 'rc.libvirt');
+    const run = (...args: string[]) => runCommand(process.execPath, [bin, ...args], { timeoutMs: 170_000, env });
+    expect((await rc('stop')).code).toBe(0);
+    expect((await run('status')).code).toBe(3);
+    const start = await run('start');
+    remember();
+    expect(start.code, start.stdout + start.stderr).toBe(0);
+    expect((await runVirsh(['list', '--all'])).code).toBe(0);
+    const up = JSON.parse((await run('status', '--json')).stdout) as Status;
+    expect(up.daemons.map((d) => [d.name, d.pid])).toEqual(DAEMONS.map((n) => [n, runningPid(n) ?? null]));
+    expect(up.daemons.every((d) => d.running)).toBe(true);
+    expect((await run('status')).code).toBe(0);
+    const stop = await run('stop');
+    expect(stop.code, stop.stdout + stop.stderr).toBe(0);
+    expect(DAEMONS.map(runningPid)).toEqual([undefined, undefined, undefined]);
+    const down = await run('status', '--json');
+    expect(down.code).toBe(3);
+    expect((JSON.parse(down.stdout) as Status).daemons.every((d) => !d.running)).toBe(true);
   });
 
   it('refuses a settings file with errors, naming file, line and key (exit 6)', async () => {

@@ -102,6 +102,12 @@ describe('loadSettings', () => {
     expect(err.where).toMatchObject({ file: '/etc/default/libvirt', line: 3, key });
   });
 
+  it('refuses RC_LIBVIRT_CONFIG inside the settings file', async () => {
+    const readFile = fsWith({ '/etc/default/libvirt': 'RC_LIBVIRT_CONFIG=/other\n' });
+    const err = await configError(loadSettings({ options: noOptions, env: {}, readFile }));
+    expect(err.message).toContain('/etc/default/libvirt:1: RC_LIBVIRT_CONFIG');
+  });
+
   it('names the line of a line that is not an assignment', async () => {
     const readFile = fsWith({ '/etc/default/libvirt': 'TIMEOUT=5\nthis is not a setting\n' });
     const err = await configError(loadSettings({ options: noOptions, env: {}, readFile }));

@@ -2,7 +2,7 @@ import { Volume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../../src/config/settings.js';
 import { describeDaemon } from '../../../src/daemons/daemon-spec.js';
-import { clearBadPidfile, inspectPidfile, parsePidfile, type ProcFs } from '../../../src/daemons/pidfile.js';
+import { clearBadPidfile, findStrayProcesses, inspectPidfile, parsePidfile, type ProcFs } from '../../../src/daemons/pidfile.js';
 
 const stat = (pid: number, comm: string, state = 'S') => `${pid} (${comm}) ${state} 1 ${pid} ${pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0\n`;
 
@@ -18,6 +18,7 @@ function procFs(files: Record<string, string>, links: Record<string, string> = {
       readFile: (p) => vol.promises.readFile(p, 'utf8') as Promise<string>,
       readlink: async (p) => String(await vol.promises.readlink(p)),
       unlink: (p) => vol.promises.unlink(p),
+      readdir: async (p) => (await vol.promises.readdir(p)).map(String),
     },
   };
 }
@@ -82,5 +83,26 @@ describe('inspectPidfile', () => {
   it('says invalid for garbage', async () => {
     const st = await inspectPidfile(libvirtd, procFs({ '/var/run/libvirt/libvirtd.pid': 'hello' }).fs);
     expect(st).toMatchObject({ state: 'invalid' });
+  });
+});
+
+describe('findStrayProcesses', () => {
+  it('finds processes of the program the pidfile does not name, but not the daemon\'s own children', async () => {
+    const withPpid = (pid: number, comm: string, ppid: number) => `${pid} (${comm}) S ${ppid} ${pid} ${pid} 0 -1 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0\n`;
+    const { fs } = procFs(
+      {
+        '/proc/500/stat': withPpid(500, 'libvirtd', 1),
+        '/proc/501/stat': withPpid(501, 'libvirtd', 500),
+        '/proc/700/stat': withPpid(700, 'libvirtd', 1),
+        '/proc/800/stat': withPpid(800, 'libvirtd', 1),
+        '/proc/800/comm': 'libvirtd\n',
+        '/proc/900/stat': withPpid(900, 'sleep', 1),
+        '/proc/self/stat': withPpid(1, 'x', 0),
+      },
+      { '/proc/500/exe': '/usr/sbin/libvirtd', '/proc/501/exe': '/usr/sbin/libvirtd', '/proc/700/exe': '/usr/local/sbin/libvirtd', '/proc/900/exe': '/usr/bin/sleep' },
+    );
+    // 800 has only a comm: too weak to count.
+    expect(await findStrayProcesses(libvirtd, 500, fs)).toEqual([700]);
+    expect((await findStrayProcesses(libvirtd, undefined, fs)).sort()).toEqual([500, 501, 700]);
   });
 });
