@@ -2,6 +2,7 @@
 // answers, its guests (state, saved image) and the guests waiting to be
 // restored; with DRIVER=qmp the qmp guests instead of the daemons and
 // libvirt's guests. The JSON form is documented in docs/daemons.md and stays stable.
+import { stat } from 'node:fs/promises';
 import type { Settings } from '../config/settings.js';
 import { describeDaemons } from '../daemons/daemon-spec.js';
 import { describePidfileProblem, describeStrays, findStrayProcesses, inspectPidfile } from '../daemons/pidfile.js';
@@ -45,6 +46,8 @@ export interface Status {
   version: 1;
   /** The driver the guests were read through (DRIVER); with `qmp` the libvirt daemons are not used: `daemons` is empty, `libvirtd` null. */
   driver: 'libvirt' | 'qmp';
+  /** qmp: the guest definitions' directory (QEMU_GUESTS_DIR) and whether it exists. */
+  qmp?: { guestsDir: string; exists: boolean };
   daemons: DaemonStatus[];
   libvirtd: {
     running: boolean;
@@ -115,7 +118,8 @@ async function addPending(status: Status, settings: Settings): Promise<void> {
 // DRIVER=qmp: the guests of QEMU_GUESTS_DIR through the qmp driver (a definition it
 // cannot read is a guest error); the libvirt daemons are not asked.
 async function collectQmpStatus(settings: Settings, signal: AbortSignal): Promise<Status> {
-  const status: Status = { version: 1, driver: 'qmp', daemons: [], libvirtd: null, guests: [], guestErrors: [], pending: [] };
+  const exists = await stat(settings.guestsDir).then((st) => st.isDirectory(), () => false);
+  const status: Status = { version: 1, driver: 'qmp', qmp: { guestsDir: settings.guestsDir, exists }, daemons: [], libvirtd: null, guests: [], guestErrors: [], pending: [] };
   const collect = (msg: string): void => void status.guestErrors.push(msg);
   const log: Log = { debug: () => undefined, info: () => undefined, notice: () => undefined, warn: collect, error: collect, flush: async () => undefined };
   const driver = createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, log });
@@ -159,7 +163,7 @@ export function statusExitCode(s: Status): 0 | 1 | 3 {
 /** The status as lines for a person. */
 export function formatStatus(s: Status): string {
   const out: string[] = [];
-  if (s.libvirtd === null) out.push('driver qmp: guests run under QEMU directly, the libvirt daemons are not used');
+  if (s.libvirtd === null) out.push(`driver qmp: guests run under QEMU directly${s.qmp ? `, defined in ${s.qmp.guestsDir}` : ''}; the libvirt daemons are not used`);
   for (const d of s.daemons) {
     out.push(`${d.name.padEnd(10)} ${d.running ? `running (pid ${d.pid})` : 'stopped'}${d.problem ? `  [${d.problem}]` : ''}`);
   }
@@ -168,7 +172,7 @@ export function formatStatus(s: Status): string {
     out.push(`libvirtd ${lv.answering === true ? 'answers' : lv.answering === false ? `does not answer: ${lv.error}` : `not asked: ${lv.error}`}`);
   }
   if (lv === null || lv.answering) {
-    out.push(s.guests.length === 0 ? 'guests: none' : 'guests:');
+    out.push(s.guests.length > 0 ? 'guests:' : s.qmp && !s.qmp.exists ? `guests: none (${s.qmp.guestsDir} is not a directory)` : 'guests: none');
     for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
   }
   for (const e of s.guestErrors) out.push(`guests: cannot list ${e}`);

@@ -8,6 +8,7 @@ import { requireTestbed } from '../helpers/testbed.js';
 
 interface JsonStatus {
   driver: string;
+  qmp: unknown;
   daemons: unknown[];
   libvirtd: unknown;
   guests: { name: string; state: string; savedImage: boolean }[];
@@ -33,7 +34,7 @@ describe('rc.libvirt status with the qmp driver', () => {
   it('shows the running qmp guest, not the libvirt daemons, and exits 0', async () => {
     const r = await runRc(['status', '--driver', 'qmp'], env());
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toContain('the libvirt daemons are not used');
+    expect(r.stdout).toContain(`driver qmp: guests run under QEMU directly, defined in ${bed.guestsDir}; the libvirt daemons are not used`);
     expect(r.stdout).not.toMatch(/^(virtlockd|virtlogd|libvirtd) /m);
     expect(r.stdout).toMatch(/^ {2}st one {2}running$/m);
 
@@ -41,6 +42,7 @@ describe('rc.libvirt status with the qmp driver', () => {
     expect(j.code, j.stderr).toBe(0);
     const s = JSON.parse(j.stdout) as JsonStatus;
     expect(s.driver).toBe('qmp');
+    expect(s.qmp).toEqual({ guestsDir: bed.guestsDir, exists: true });
     expect(s.daemons).toEqual([]);
     expect(s.libvirtd).toBeNull();
     expect(s.guestErrors).toEqual([]);

@@ -70,6 +70,7 @@ describe('status', () => {
     const qmp: Status = {
       version: 1,
       driver: 'qmp',
+      qmp: { guestsDir: '/etc/qemu/guests', exists: true },
       daemons: [],
       libvirtd: null,
       guests: [
@@ -91,11 +92,15 @@ describe('status', () => {
     });
     it('shows the qmp guests and the pending ones, and says the libvirt daemons are not used', () => {
       const text = formatStatus(qmp);
-      expect(text).toContain('driver qmp: guests run under QEMU directly, the libvirt daemons are not used');
+      expect(text).toContain('driver qmp: guests run under QEMU directly, defined in /etc/qemu/guests; the libvirt daemons are not used');
       expect(text).not.toMatch(/libvirtd +(running|stopped)/);
       expect(text).toContain('  web  running\n');
       expect(text).toContain('  db  shut off (no pidfile)  (saved image)');
       expect(text).toContain('waiting to be restored at the next start:\n  db  (saved; was running)');
+    });
+    it('names a guests directory that does not exist (a typo in QEMU_GUESTS_DIR looks like "no guests" otherwise)', () => {
+      expect(formatStatus({ ...qmp, qmp: { guestsDir: '/etc/qemu/guest', exists: false }, guests: [] })).toContain('guests: none (/etc/qemu/guest is not a directory)');
+      expect(formatStatus({ ...qmp, guests: [] })).toContain('guests: none\n');
     });
   });
 });
