@@ -171,6 +171,8 @@ export function formatStatus(s: Status): string {
   if (lv?.running) {
     out.push(`libvirtd ${lv.answering === true ? 'answers' : lv.answering === false ? `does not answer: ${lv.error}` : `not asked: ${lv.error}`}`);
   }
+  if (lv && !lv.running) out.push('guests: not listed (libvirtd is not running)');
+  else if (lv && lv.answering === false) out.push('guests: not listed (libvirtd does not answer)');
   if (lv === null || lv.answering) {
     out.push(s.guests.length > 0 ? 'guests:' : s.qmp && !s.qmp.exists ? `guests: none (${s.qmp.guestsDir} is not a directory)` : 'guests: none');
     for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);

@@ -65,6 +65,14 @@ describe('status', () => {
     expect(text).toContain('web server  running (booted)  (saved image)');
     expect(text).toContain('db  (saved; was running)');
   });
+  it('says why the guests are not listed when libvirtd does not run or does not answer', () => {
+    const down = formatStatus({ ...base, daemons: [{ ...base.daemons[0]!, running: false, pid: null }], libvirtd: { running: false, answering: null, error: null }, guests: [] });
+    expect(down).toContain('libvirtd   stopped');
+    expect(down).toContain('guests: not listed (libvirtd is not running)');
+    expect(down).toContain('waiting to be restored at the next start:');
+    expect(formatStatus({ ...base, libvirtd: { running: true, answering: false, error: 'timed out' }, guests: [] })).toContain('guests: not listed (libvirtd does not answer)');
+    expect(formatStatus(base)).not.toContain('not listed');
+  });
 
   describe('with DRIVER=qmp', () => {
     const qmp: Status = {
