@@ -13,6 +13,7 @@ import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
 import type { GuestState } from '../domain/types.js';
 import { qmpRunDir } from '../guests/open-drivers.js';
 import type { Log } from '../report/log.js';
+import { deadline } from '../util/deadline.js';
 import { pendingGuests, type PendingGuest } from './guest-steps.js';
 
 /** One daemon in the status. */
@@ -122,14 +123,19 @@ async function collectQmpStatus(settings: Settings, signal: AbortSignal): Promis
   const status: Status = { version: 1, driver: 'qmp', qmp: { guestsDir: settings.guestsDir, exists }, daemons: [], libvirtd: null, guests: [], guestErrors: [], pending: [] };
   const collect = (msg: string): void => void status.guestErrors.push(msg);
   const log: Log = { debug: () => undefined, info: () => undefined, notice: () => undefined, warn: collect, error: collect, flush: async () => undefined };
-  const driver = createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, log });
-  try {
-    const guests = await driver.listGuests({ signal: AbortSignal.any([signal, AbortSignal.timeout(CALL_MS * 3)]) });
-    status.guests = guests.map((g) => ({ uri: g.uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));
-  } catch (err) {
-    status.guestErrors.push(`${driver.uri}: ${errorMessage(err)}`);
-  } finally {
-    await driver.close().catch(() => undefined);
+  // No definitions directory, no guests: the driver (which makes its runtime and save directories) is not opened.
+  if (exists) {
+    const driver = createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, log });
+    const d = deadline(CALL_MS * 3, signal);
+    try {
+      const guests = await driver.listGuests({ signal: d.signal });
+      status.guests = guests.map((g) => ({ uri: g.uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));
+    } catch (err) {
+      status.guestErrors.push(`${driver.uri}: ${errorMessage(err)}`);
+    } finally {
+      d.clear();
+      await driver.close().catch(() => undefined);
+    }
   }
   await addPending(status, settings);
   return status;
