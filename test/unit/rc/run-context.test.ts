@@ -83,7 +83,7 @@ describe('status', () => {
       libvirtd: null,
       guests: [
         { uri: 'qmp:///etc/qemu/guests', id: 'web', name: 'web', state: 'running', stateDetail: 'running', savedImage: false },
-        { uri: 'qmp:///etc/qemu/guests', id: 'db', name: 'db', state: 'shutoff', stateDetail: 'shut off (no pidfile)', savedImage: true },
+        { uri: 'qmp:///etc/qemu/guests', id: 'db', name: 'db', state: 'shutoff', stateDetail: 'shut off', savedImage: true },
       ],
       guestErrors: [],
       pending: [{ uri: 'qmp:///etc/qemu/guests', id: 'db', name: 'db', action: 'saved', stateBefore: 'running' }],
@@ -103,7 +103,7 @@ describe('status', () => {
       expect(text).toContain('driver qmp: guests run under QEMU directly, defined in /etc/qemu/guests; the libvirt daemons are not used');
       expect(text).not.toMatch(/libvirtd +(running|stopped)/);
       expect(text).toContain('  web  running\n');
-      expect(text).toContain('  db  shut off (no pidfile)  (saved image)');
+      expect(text).toContain('  db  shut off  (saved image)');
       expect(text).toContain('waiting to be restored at the next start:\n  db  (saved; was running)');
     });
     it('names a guests directory that does not exist (a typo in QEMU_GUESTS_DIR looks like "no guests" otherwise)', () => {
