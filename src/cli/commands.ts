@@ -20,7 +20,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'stop',
-    describe: 'bring every active guest down per ON_SHUTDOWN (default managedsave), concurrently, destroying at the timeout what still runs; then stop networks, the daemons and modules',
+    describe: 'bring every active guest down per its policy (ON_SHUTDOWN, default managedsave), concurrently, destroying at the timeout what still runs; then stop networks, the daemons and modules',
     load: async () => (await import('./commands/stop.js')).run,
   },
   {
