@@ -15,12 +15,12 @@ export interface CommandSpec {
 export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'start',
-    describe: 'start virtlockd, virtlogd and libvirtd, wait until libvirtd answers, bring back the guests the last stop handled',
+    describe: 'start virtlockd, virtlogd and libvirtd (not with --driver qmp), wait until libvirtd answers, bring back the guests the last stop handled',
     load: async () => (await import('./commands/start.js')).run,
   },
   {
     name: 'stop',
-    describe: 'save every active guest (managedsave, concurrently; destroy at the timeout), then stop networks, the daemons and modules',
+    describe: 'bring every active guest down per its policy (ON_SHUTDOWN, default managedsave), concurrently, destroying at the timeout what still runs; then stop networks, the daemons and modules',
     load: async () => (await import('./commands/stop.js')).run,
   },
   {
@@ -40,7 +40,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: 'status',
-    describe: 'daemons, guests and guests waiting to be restored; exit 0 when libvirtd runs, 3 when not',
+    describe: 'daemons, guests and guests waiting to be restored; exit 0 when libvirtd runs (with --driver qmp: when a guest runs), 3 when not',
     load: async () => (await import('./commands/status.js')).run,
   },
   {

@@ -7,12 +7,12 @@ import type { Log } from '../report/log.js';
 import { errorMessage } from '../domain/errors.js';
 import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
-import { buildStopPlan, type StopMode, type StopPlan } from '../guests/plan.js';
+import { buildStopPlan, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
 import { stopAll } from '../guests/ladder.js';
 import { openJournal, readJournal, type JournalEntry } from '../guests/journal.js';
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
 import { rebootAll } from '../guests/reboot.js';
-import { rescueDrivers, type RescueDeps } from '../guests/rescue.js';
+import { assessRescue, NOTHING_TO_STOP, rescueDrivers, type RescueDeps } from '../guests/rescue.js';
 import type { GuestOutcome } from '../guests/outcome.js';
 import { createProgress, guestLabel } from '../report/guest-progress.js';
 import { reportSummary } from '../report/summary.js';
@@ -55,8 +55,10 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
   try {
     let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
     const showUri = drivers.length > 1;
-    if (plan.unreachable.length > 0 && !ctx.dryRun) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
-    for (const u of plan.unreachable) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
+    let explained: readonly Unreachable[] = [];
+    if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
+    else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
+    for (const u of plan.unreachable) if (!explained.includes(u)) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
     if (ctx.dryRun) {
       ctx.stdout.write(`${formatPlan(plan, showUri)}\n(dry run: nothing was changed)\n`);
       return unreachableOutcome(plan, CLEAN);
@@ -98,7 +100,8 @@ export const RESCUE_MIN_TIMEOUT_S = 5;
 // their timeouts shortened by the time the detection took, so stop still ends within TIMEOUT + STOP_MARGIN_MS.
 async function withRescue(plan: PlanWithItems, drivers: DomainDriver[], t0: number, ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps): Promise<PlanWithItems> {
   const { drivers: rescue, lost } = await rescueDrivers(plan.unreachable, ctx.settings, ctx.log, ctx.signal, deps);
-  if (rescue.length === 0) return plan;
+  // No rescue driver: what could not be rescued stays unreachable (libvirtd not running with no guest left is not a failure).
+  if (rescue.length === 0) return { ...plan, unreachable: lost };
   drivers.push(...rescue);
   const rp = await buildStopPlan(rescue, ctx.settings, mode, ctx.signal);
   const spent = (now() - t0) / 1000;
@@ -111,6 +114,21 @@ async function withRescue(plan: PlanWithItems, drivers: DomainDriver[], t0: numb
 }
 
 type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
+
+// --dry-run: say what the rescue path would do, changing nothing; `explained`: unreachable connections the rescue path would handle.
+async function dryRunRescue(plan: PlanWithItems, ctx: GuestStepContext, deps: GuestStepDeps): Promise<{ plan: PlanWithItems; explained: Unreachable[] }> {
+  const { kind, rescuable, lost, presence } = await assessRescue(plan.unreachable, ctx.settings, ctx.signal, deps);
+  if (kind === 'none') {
+    ctx.log.notice(NOTHING_TO_STOP);
+    return { plan: { ...plan, unreachable: lost }, explained: [] };
+  }
+  if (kind === 'rescue' && presence) {
+    const names = presence.liveGuests.map((n) => `'${n}'`).join(', ');
+    ctx.log.warn(`libvirtd ${presence.running ? 'does not answer' : 'is not running'}: stop would take the rescue path${presence.running ? ' (end libvirtd)' : ''} and shut down through their QMP monitors: ${names}`);
+    return { plan, explained: rescuable };
+  }
+  return { plan, explained: [] };
+}
 
 function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutcome {
   if (plan.unreachable.length === 0) return o;

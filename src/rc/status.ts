@@ -1,12 +1,19 @@
 // `status`: the daemons (pid, up/down, pidfile problems), whether libvirtd
 // answers, its guests (state, saved image) and the guests waiting to be
-// restored. The JSON form is documented in docs/daemons.md and stays stable.
+// restored; with DRIVER=qmp the qmp guests instead of the daemons and
+// libvirt's guests. The JSON form is documented in docs/daemons.md and stays stable.
+import { stat } from 'node:fs/promises';
 import type { Settings } from '../config/settings.js';
 import { describeDaemons } from '../daemons/daemon-spec.js';
 import { describePidfileProblem, describeStrays, findStrayProcesses, inspectPidfile } from '../daemons/pidfile.js';
 import { askLibvirtd } from '../daemons/readiness.js';
+import { errorMessage } from '../domain/errors.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
+import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
 import type { GuestState } from '../domain/types.js';
+import { qmpRunDir } from '../guests/open-drivers.js';
+import type { Log } from '../report/log.js';
+import { deadline } from '../util/deadline.js';
 import { pendingGuests, type PendingGuest } from './guest-steps.js';
 
 /** One daemon in the status. */
@@ -38,13 +45,17 @@ export interface GuestStatus {
 export interface Status {
   /** Bumped only when a field changes meaning or goes away. */
   version: 1;
+  /** The driver the guests were read through (DRIVER); with `qmp` the libvirt daemons are not used: `daemons` is empty, `libvirtd` null. */
+  driver: 'libvirt' | 'qmp';
+  /** qmp: the guest definitions' directory (QEMU_GUESTS_DIR) and whether it exists. */
+  qmp?: { guestsDir: string; exists: boolean };
   daemons: DaemonStatus[];
   libvirtd: {
     running: boolean;
     /** null when it does not run, or when this user may not ask it (not root). */
     answering: boolean | null;
     error: string | null;
-  };
+  } | null;
   guests: GuestStatus[];
   /** Why the guests could not be listed (per URI), if so. */
   guestErrors: string[];
@@ -55,6 +66,7 @@ const CALL_MS = 10_000;
 
 /** Gather the status; never changes anything. */
 export async function collectStatus(settings: Settings, signal: AbortSignal, isRoot: boolean): Promise<Status> {
+  if (settings.driver === 'qmp') return collectQmpStatus(settings, signal);
   const daemons: DaemonStatus[] = [];
   for (const spec of describeDaemons(settings)) {
     const st = await inspectPidfile(spec);
@@ -71,17 +83,18 @@ export async function collectStatus(settings: Settings, signal: AbortSignal, isR
     });
   }
   const running = daemons.find((d) => d.name === 'libvirtd')?.running ?? false;
-  const status: Status = { version: 1, daemons, libvirtd: { running, answering: null, error: null }, guests: [], guestErrors: [], pending: [] };
+  const libvirtd: NonNullable<Status['libvirtd']> = { running, answering: null, error: null };
+  const status: Status = { version: 1, driver: 'libvirt', daemons, libvirtd, guests: [], guestErrors: [], pending: [] };
   if (running) {
     const err = await askLibvirtd(settings, signal);
-    if (err === undefined) status.libvirtd.answering = true;
-    else if (!isRoot && /permission|denied|authentication/i.test(err)) status.libvirtd.error = `cannot ask libvirtd as this user: ${err}`;
+    if (err === undefined) libvirtd.answering = true;
+    else if (!isRoot && /permission|denied|authentication/i.test(err)) libvirtd.error = `cannot ask libvirtd as this user: ${err}`;
     else {
-      status.libvirtd.answering = false;
-      status.libvirtd.error = err;
+      libvirtd.answering = false;
+      libvirtd.error = err;
     }
   }
-  if (status.libvirtd.answering) {
+  if (libvirtd.answering) {
     for (const uri of settings.uris) {
       try {
         status.guests.push(...(await listGuestsForStatus(settings, uri, signal)));
@@ -90,11 +103,41 @@ export async function collectStatus(settings: Settings, signal: AbortSignal, isR
       }
     }
   }
+  await addPending(status, settings);
+  return status;
+}
+
+// The journal's guests waiting to be restored, or why they cannot be read.
+async function addPending(status: Status, settings: Settings): Promise<void> {
   try {
     status.pending = await pendingGuests(settings);
   } catch (err) {
     status.guestErrors.push(`guests waiting to be restored: ${(err as Error).message}`);
   }
+}
+
+// DRIVER=qmp: the guests of QEMU_GUESTS_DIR through the qmp driver (a definition it
+// cannot read is a guest error); the libvirt daemons are not asked.
+async function collectQmpStatus(settings: Settings, signal: AbortSignal): Promise<Status> {
+  const exists = await stat(settings.guestsDir).then((st) => st.isDirectory(), () => false);
+  const status: Status = { version: 1, driver: 'qmp', qmp: { guestsDir: settings.guestsDir, exists }, daemons: [], libvirtd: null, guests: [], guestErrors: [], pending: [] };
+  const collect = (msg: string): void => void status.guestErrors.push(msg);
+  const log: Log = { debug: () => undefined, info: () => undefined, notice: () => undefined, warn: collect, error: collect, flush: async () => undefined };
+  // No definitions directory, no guests: the driver (which makes its runtime and save directories) is not opened.
+  if (exists) {
+    const driver = createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, log });
+    const d = deadline(CALL_MS * 3, signal);
+    try {
+      const guests = await driver.listGuests({ signal: d.signal });
+      status.guests = guests.map((g) => ({ uri: g.uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));
+    } catch (err) {
+      status.guestErrors.push(`${driver.uri}: ${errorMessage(err)}`);
+    } finally {
+      d.clear();
+      await driver.close().catch(() => undefined);
+    }
+  }
+  await addPending(status, settings);
   return status;
 }
 
@@ -109,8 +152,16 @@ async function listGuestsForStatus(settings: Settings, uri: string, signal: Abor
   }
 }
 
-/** The exit code of `status`: 0 libvirtd runs (and answers, where we may ask), 1 it runs but does not answer, 3 it does not run. */
+/**
+ * The exit code of `status`. libvirt: 0 libvirtd runs (and answers, where we may ask), 1 it runs but does not answer,
+ * 3 it does not run. qmp (no daemon: the guests are the service): 0 a guest runs (or is paused), 1 the guests could not
+ * be listed, 3 no guest runs.
+ */
 export function statusExitCode(s: Status): 0 | 1 | 3 {
+  if (s.libvirtd === null) {
+    if (s.guests.some((g) => g.state === 'running' || g.state === 'paused')) return 0;
+    return s.guestErrors.some((e) => !e.startsWith('guests waiting to be restored:')) ? 1 : 3;
+  }
   if (!s.libvirtd.running) return 3;
   return s.libvirtd.answering === false ? 1 : 0;
 }
@@ -118,14 +169,18 @@ export function statusExitCode(s: Status): 0 | 1 | 3 {
 /** The status as lines for a person. */
 export function formatStatus(s: Status): string {
   const out: string[] = [];
+  if (s.libvirtd === null) out.push(`driver qmp: guests run under QEMU directly${s.qmp ? `, defined in ${s.qmp.guestsDir}` : ''}; the libvirt daemons are not used`);
   for (const d of s.daemons) {
     out.push(`${d.name.padEnd(10)} ${d.running ? `running (pid ${d.pid})` : 'stopped'}${d.problem ? `  [${d.problem}]` : ''}`);
   }
-  if (s.libvirtd.running) {
-    out.push(`libvirtd ${s.libvirtd.answering === true ? 'answers' : s.libvirtd.answering === false ? `does not answer: ${s.libvirtd.error}` : `not asked: ${s.libvirtd.error}`}`);
+  const lv = s.libvirtd;
+  if (lv?.running) {
+    out.push(`libvirtd ${lv.answering === true ? 'answers' : lv.answering === false ? `does not answer: ${lv.error}` : `not asked: ${lv.error}`}`);
   }
-  if (s.libvirtd.answering) {
-    out.push(s.guests.length === 0 ? 'guests: none' : 'guests:');
+  if (lv && !lv.running) out.push('guests: not listed (libvirtd is not running)');
+  else if (lv && lv.answering === false) out.push('guests: not listed (libvirtd does not answer)');
+  if (lv === null || lv.answering) {
+    out.push(s.guests.length > 0 ? 'guests:' : s.qmp && !s.qmp.exists ? `guests: none (${s.qmp.guestsDir} is not a directory)` : 'guests: none');
     for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
   }
   for (const e of s.guestErrors) out.push(`guests: cannot list ${e}`);

@@ -9,7 +9,8 @@ import { formatTable } from './summary.js';
 export function formatPlan(plan: StopPlan, showUri = false): string {
   const out: string[] = [];
   const sorted = [...plan.guests].sort((a, b) => b.order - a.order || a.guest.name.localeCompare(b.guest.name));
-  if (sorted.length === 0) out.push('no active guests');
+  // No guest found is not "no guest" when a connection did not answer.
+  if (sorted.length === 0) out.push(plan.unreachable.length > 0 ? 'no active guests on the connections that answered' : 'no active guests');
   else {
     out.push(formatTable(
       ['ORDER', 'GUEST', 'STATE', 'MEMORY', 'ACTION', 'TIMEOUT', 'WHY'],
@@ -30,7 +31,10 @@ export function formatPlan(plan: StopPlan, showUri = false): string {
       : `save directory ${s.directory}: ${mib(s.freeBytes)} free, ${mib(s.plannedBytes)} planned, ${mib(s.marginBytes)} kept free`);
   }
   for (const u of plan.unreachable) out.push(`connection ${u.uri}: not reachable (${u.error})`);
-  out.push(`at stop: order groups ${[...new Set(sorted.map((p) => p.order))].join(', ') || '-'} one after another; a guest still active at its timeout is destroyed (a running save is aborted first)`);
+  const groups = [...new Set(sorted.map((p) => p.order))];
+  if (sorted.length > 0) {
+    out.push(`at stop: ${groups.length > 1 ? `order groups ${groups.join(', ')} one after another; ` : ''}a guest still active at its timeout is destroyed (a running save is aborted first)`);
+  }
   return out.join('\n');
 }
 

@@ -6,6 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { DEFAULTS, type Settings } from '../../src/config/settings.js';
+import { createLibvirtDriver } from '../../src/domain/libvirt/driver.js';
+import { createLibvirtRescueDriver } from '../../src/domain/libvirt/rescue-driver.js';
 import type { DomainDriver } from '../../src/domain/types.js';
 import type { GuestStepContext, GuestStepDeps } from '../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../src/report/log.js';
@@ -55,4 +57,17 @@ export async function testSettings(over: Partial<Settings>): Promise<Settings> {
 /** Deps that open the given drivers. */
 export function withDrivers(drivers: () => DomainDriver[]): GuestStepDeps {
   return { openDrivers: async () => drivers() };
+}
+
+/** Deps for a stop on libvirt `uri` that sees only the guests in `ours`, through libvirt and, if it comes to that, the rescue driver; every driver made lands in `made` (to close). */
+export function ourLibvirtGuests(uri: string, ours: ReadonlySet<string>, log: StepRun['log'], made: DomainDriver[]): GuestStepDeps {
+  const keep = (d: DomainDriver): DomainDriver => {
+    const only = onlyGuests(d, () => ours);
+    made.push(only);
+    return only;
+  };
+  return {
+    openDrivers: async () => [keep(createLibvirtDriver({ uri, log }))],
+    createRescueDriver: (u, l) => keep(createLibvirtRescueDriver({ uri: u, log: l })),
+  };
 }

@@ -218,7 +218,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     const r = await cli(['status', '--json']);
     expect(r.code).toBe(3);
     const s = JSON.parse(r.stdout) as Status;
-    expect(s.libvirtd.running).toBe(false);
+    expect(s.libvirtd?.running).toBe(false);
     expect(s.daemons.every((d) => !d.running && d.pid === null)).toBe(true);
   });
 

@@ -91,7 +91,8 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     } catch (err) {
       return { pid: undefined, state: 'other', detail: `cannot check the process: ${errorMessage(err)}` };
     }
-    if (!proc.alive || proc.pid === undefined) return { pid: undefined, state: 'shutoff', detail: `shut off (${proc.detail})` };
+    // No pidfile is the ordinary shut-off guest: only an odd one (stale pidfile, exited process) gets a reason.
+    if (!proc.alive || proc.pid === undefined) return { pid: undefined, state: 'shutoff', detail: proc.detail === 'no pidfile' ? 'shut off' : `shut off (${proc.detail})` };
     try {
       const st = await pool.with(g.def.name, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }, (qmp) => qmpCommand<QmpStatus>(ctx, qmp, 'query-status', undefined, signal));
       return { pid: proc.pid, state: stateOfRunState(st.status), detail: st.status };

@@ -56,6 +56,14 @@ describe('rc.libvirt command line', () => {
     expect(missing.err).toContain('timeout');
   });
 
+  it('--uri takes one value each time: the command after it is still the command', async () => {
+    const one = await run(['--uri', 'qemu:///x', 'frobnicate']);
+    expect(one.code).toBe(2);
+    expect(one.err).toContain('unknown command: frobnicate');
+    const two = await run(['--uri', 'qemu:///x', '--uri', 'qemu:///y', 'start', 'stop']);
+    expect(two.err).toContain('one command at a time, got: start stop');
+  });
+
   it('exits 2 on an unknown option', async () => {
     const r = await run(['--frob', 'status']);
     expect(r.code).toBe(2);

@@ -114,15 +114,89 @@ describe('stopGuests and startGuests', () => {
     });
     const rescued = createFakeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
     const released: string[] = [];
-    const r = await stopGuests(ctx(), 'policy', {
+    const log = createMemoryLog();
+    const r = await stopGuests(ctx({ log }), 'policy', {
       openDrivers: async () => [hung],
+      probeLibvirtd: async () => ({ running: true, liveGuests: ['r1', 'r 2'] }),
       releaseMonitors: async () => void released.push('libvirtd'),
       createRescueDriver: () => rescued,
     });
     expect(released).toEqual(['libvirtd']);
+    expect(log.lines.map((l) => l.msg).join('\n')).toContain('libvirtd does not answer (virsh did not answer within 10 s): rescue path');
     expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}`).sort()).toEqual(['r 2:shutdown', 'r1:shutdown']);
     expect(r.clean).toBe(true);
     expect((await pendingGuests(settings)).map((p) => p.name).sort()).toEqual(['r 2', 'r1']);
+  });
+
+  // libvirtd down: virsh cannot connect, as a hung one would not answer.
+  const downDriver = () => Object.assign(createFakeDriver([], { uri: 'qemu:///system' }), {
+    ping: async () => {
+      throw new NotReachableError('failed to connect to the hypervisor');
+    },
+  });
+
+  it('libvirtd not running and no guest of it running (stop twice): says so plainly, nothing rescued, clean', async () => {
+    const log = createMemoryLog();
+    const touched: string[] = [];
+    const r = await stopGuests(ctx({ log }), 'policy', {
+      openDrivers: async () => [downDriver()],
+      probeLibvirtd: async () => ({ running: false, liveGuests: [] }),
+      releaseMonitors: async () => void touched.push('release'),
+      createRescueDriver: () => {
+        touched.push('rescue driver');
+        return createFakeDriver([], { uri: 'qemu:///system' });
+      },
+    });
+    expect(touched).toEqual([]);
+    expect(r.clean).toBe(true);
+    expect(r.failed).toEqual([]);
+    const text = log.lines.map((l) => `${l.level}: ${l.msg}`).join('\n');
+    expect(text).toContain('libvirtd is not running and none of its guests runs: no guests to stop');
+    expect(text).not.toMatch(/does not answer|rescue/);
+    expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
+  });
+
+  it('libvirtd not running while its guests still run (it crashed): the rescue path brings them down, nothing to end', async () => {
+    const log = createMemoryLog();
+    const released: string[] = [];
+    const rescued = createFakeDriver([{ name: 'orphan', saveBlockers: ['libvirtd not running'], script: fast }], { uri: 'qemu:///system' });
+    const r = await stopGuests(ctx({ log }), 'policy', {
+      openDrivers: async () => [downDriver()],
+      probeLibvirtd: async () => ({ running: false, liveGuests: ['orphan'] }),
+      releaseMonitors: async () => void released.push('libvirtd'),
+      createRescueDriver: () => rescued,
+    });
+    expect(released).toEqual([]);
+    expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}`)).toEqual(['orphan:shutdown']);
+    const text = log.lines.map((l) => l.msg).join('\n');
+    expect(text).toContain('libvirtd is not running, but its guests still run (orphan): rescue path');
+    expect(text).not.toContain('does not answer');
+  });
+
+  it('--dry-run with libvirtd down: says what stop would do, ends nothing, makes no rescue driver', async () => {
+    const touched: string[] = [];
+    const deps = (liveGuests: string[]) => ({
+      openDrivers: async () => [downDriver()],
+      probeLibvirtd: async () => ({ running: false, liveGuests }),
+      releaseMonitors: async () => void touched.push('release'),
+      createRescueDriver: () => {
+        touched.push('rescue driver');
+        return createFakeDriver([], { uri: 'qemu:///system' });
+      },
+    });
+    const quiet = createMemoryLog();
+    const none = await stopGuests(ctx({ log: quiet, dryRun: true }), 'policy', deps([]));
+    expect(none.clean).toBe(true);
+    expect(quiet.lines.map((l) => l.msg)).toContain('libvirtd is not running and none of its guests runs: no guests to stop');
+    expect(quiet.lines.filter((l) => l.level === 'error')).toEqual([]);
+    const log = createMemoryLog();
+    const some = await stopGuests(ctx({ log, dryRun: true }), 'policy', deps(['orphan one']));
+    expect(some.clean).toBe(false);
+    const text = log.lines.map((l) => `${l.level}: ${l.msg}`).join('\n');
+    expect(text).toContain("warn: libvirtd is not running: stop would take the rescue path and shut down through their QMP monitors: 'orphan one'");
+    expect(text).not.toContain('its guests are not handled');
+    expect(touched).toEqual([]);
+    expect(out).toContain('(dry run: nothing was changed)');
   });
 
   it('a connection that answers its ping but cannot list is reported, never rescued (libvirtd is not killed)', async () => {

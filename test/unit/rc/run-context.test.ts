@@ -46,6 +46,7 @@ describe('withRun', () => {
 describe('status', () => {
   const base: Status = {
     version: 1,
+    driver: 'libvirt',
     daemons: [{ name: 'libvirtd', running: true, pid: 5, pidfile: '/p', problem: null, otherPids: [] }],
     libvirtd: { running: true, answering: true, error: null },
     guests: [{ uri: 'qemu:///system', id: 'u', name: 'web server', state: 'running', stateDetail: 'running (booted)', savedImage: true }],
@@ -63,5 +64,51 @@ describe('status', () => {
     expect(text).toContain('libvirtd   running (pid 5)');
     expect(text).toContain('web server  running (booted)  (saved image)');
     expect(text).toContain('db  (saved; was running)');
+  });
+  it('says why the guests are not listed when libvirtd does not run or does not answer', () => {
+    const down = formatStatus({ ...base, daemons: [{ ...base.daemons[0]!, running: false, pid: null }], libvirtd: { running: false, answering: null, error: null }, guests: [] });
+    expect(down).toContain('libvirtd   stopped');
+    expect(down).toContain('guests: not listed (libvirtd is not running)');
+    expect(down).toContain('waiting to be restored at the next start:');
+    expect(formatStatus({ ...base, libvirtd: { running: true, answering: false, error: 'timed out' }, guests: [] })).toContain('guests: not listed (libvirtd does not answer)');
+    expect(formatStatus(base)).not.toContain('not listed');
+  });
+
+  describe('with DRIVER=qmp', () => {
+    const qmp: Status = {
+      version: 1,
+      driver: 'qmp',
+      qmp: { guestsDir: '/etc/qemu/guests', exists: true },
+      daemons: [],
+      libvirtd: null,
+      guests: [
+        { uri: 'qmp:///etc/qemu/guests', id: 'web', name: 'web', state: 'running', stateDetail: 'running', savedImage: false },
+        { uri: 'qmp:///etc/qemu/guests', id: 'db', name: 'db', state: 'shutoff', stateDetail: 'shut off', savedImage: true },
+      ],
+      guestErrors: [],
+      pending: [{ uri: 'qmp:///etc/qemu/guests', id: 'db', name: 'db', action: 'saved', stateBefore: 'running' }],
+    };
+    const shutoff = qmp.guests.map((g) => ({ ...g, state: 'shutoff' as const }));
+    it('exits 0 when a guest runs or is paused, 3 when none does, 1 when the guests cannot be listed', () => {
+      expect(statusExitCode(qmp)).toBe(0);
+      expect(statusExitCode({ ...qmp, guests: [{ ...shutoff[0]!, state: 'paused' }] })).toBe(0);
+      expect(statusExitCode({ ...qmp, guests: shutoff })).toBe(3);
+      expect(statusExitCode({ ...qmp, guests: [] })).toBe(3);
+      expect(statusExitCode({ ...qmp, guests: [], guestErrors: ['qmp:///etc/qemu/guests: EACCES'] })).toBe(1);
+      // A journal that cannot be read is reported, but does not make "no guest runs" a failure.
+      expect(statusExitCode({ ...qmp, guests: shutoff, guestErrors: ['guests waiting to be restored: damaged'] })).toBe(3);
+    });
+    it('shows the qmp guests and the pending ones, and says the libvirt daemons are not used', () => {
+      const text = formatStatus(qmp);
+      expect(text).toContain('driver qmp: guests run under QEMU directly, defined in /etc/qemu/guests; the libvirt daemons are not used');
+      expect(text).not.toMatch(/libvirtd +(running|stopped)/);
+      expect(text).toContain('  web  running\n');
+      expect(text).toContain('  db  shut off  (saved image)');
+      expect(text).toContain('waiting to be restored at the next start:\n  db  (saved; was running)');
+    });
+    it('names a guests directory that does not exist (a typo in QEMU_GUESTS_DIR looks like "no guests" otherwise)', () => {
+      expect(formatStatus({ ...qmp, qmp: { guestsDir: '/etc/qemu/guest', exists: false }, guests: [] })).toContain('guests: none (/etc/qemu/guest is not a directory)');
+      expect(formatStatus({ ...qmp, guests: [] })).toContain('guests: none\n');
+    });
   });
 });

@@ -24,5 +24,23 @@ describe('plan output', () => {
     const json = planToJson(plan) as { guests: { name: string; action: string; order: number; reasons: string[] }[] };
     expect(json.guests.map((g) => [g.name, g.action, g.order])).toEqual([['db', 'shutdown', 2], ['mail server', 'save', 0], ['-gpu', 'shutdown', 0]]);
     expect(JSON.parse(JSON.stringify(json))).toEqual(json);
+    expect(text).toContain('at stop: order groups 2, 0 one after another; a guest still active at its timeout is destroyed');
+  });
+
+  it('says "no active guests" only when every connection answered, and names no order groups it does not have', () => {
+    const empty = { mode: 'policy' as const, guests: [], space: [], unreachable: [] };
+    expect(formatPlan(empty)).toBe('no active guests');
+    const down = formatPlan({ ...empty, unreachable: [{ uri: 'qemu:///system', error: 'failed to connect to the hypervisor', hung: true }] });
+    expect(down).toContain('no active guests on the connections that answered');
+    expect(down).toContain('connection qemu:///system: not reachable (failed to connect to the hypervisor)');
+  });
+
+  it('one order group: no "order groups ... one after another"', async () => {
+    const d = createFakeDriver([{ name: 'web' }, { name: 'db' }]);
+    const guests: Guest[] = await d.listGuests({ signal: new AbortController().signal });
+    const plan = { ...decidePlan(guests.map((guest) => ({ guest, driver: d })), { onShutdown: 'managedsave', timeout: 300 }, 'policy', new Map([['/fake/save', { freeBytes: 10 * 1024 ** 3, totalBytes: 0 }]])), unreachable: [] };
+    const text = formatPlan(plan);
+    expect(text).toContain('at stop: a guest still active at its timeout is destroyed (a running save is aborted first)');
+    expect(text).not.toContain('order groups');
   });
 });
