@@ -6,6 +6,7 @@ import type { CliOptions, CommandContext } from './context.js';
 import { ExitError, UsageError } from './errors.js';
 import { EXIT } from './exit-codes.js';
 import { VERSION } from '../version.js';
+import { runController } from '../util/deadline.js';
 
 const USAGE = `Usage: rc.libvirt [options] COMMAND\n\nCOMMAND: ${COMMANDS.map((c) => c.name).join(' | ')}`;
 
@@ -86,7 +87,7 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
   set('guestsDir', str('guests-dir'));
   if (Array.isArray(parsed.uri)) set('uri', (parsed.uri as unknown[]).map(String));
 
-  const ac = new AbortController();
+  const ac = runController();
   const onSignal = (sig: NodeJS.Signals): void => {
     io.stderr.write(`rc.libvirt: ${sig} received: no new work starts; bringing what runs to a safe state\n`);
     if (!ac.signal.aborted) ac.abort(new Error(`interrupted by ${sig}`));
