@@ -12,7 +12,8 @@ await build({
   target: 'node20',
   // CommonJS: node runs a file without a .js suffix as CommonJS wherever it is installed.
   format: 'cjs',
-  minify: false,
+  minify: true,
+  keepNames: true,
   sourcemap: false,
   legalComments: 'none',
   banner: {
