@@ -17,6 +17,12 @@ import {
   type ProcFs,
 } from './pidfile.js';
 
+/** Step of the watch for a daemon's pidfile after its start (one small file read). */
+export const PIDFILE_POLL_MS = 20;
+
+/** Step of the watch for a daemon's exit (one read of /proc/PID). */
+export const EXIT_POLL_MS = 10;
+
 /** What daemon operations run with. */
 export interface DaemonOpContext {
   log: Log;
@@ -83,7 +89,7 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
         ctx.log.notice(`${spec.name} started (pid ${st.pid})`);
         return { name: spec.name, action: 'started', pid: st.pid };
       }
-      await sleep(100, dl.signal).catch(() => undefined);
+      await sleep(PIDFILE_POLL_MS, dl.signal).catch(() => undefined);
       if (dl.signal.aborted) {
         const why = ctx.signal.aborted ? 'interrupted' : `${spec.pidfile} names no running ${spec.name} after ${formatMs(now() - started)}`;
         return { name: spec.name, action: 'failed', error: `${spec.name} did not start: ${why}${await ownWords()}` };
@@ -170,7 +176,7 @@ export async function waitForExit(spec: DaemonSpec, pid: number, timeoutMs: numb
   for (;;) {
     if (!(await isAlive(spec, pid, fs))) return true;
     if (now() >= end) return false;
-    await sleep(100);
+    await sleep(EXIT_POLL_MS);
   }
 }
 

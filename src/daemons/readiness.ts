@@ -7,6 +7,9 @@ import { describeRun, runProcess } from '../util/run.js';
 /** Per-call deadline of one `virsh version`. */
 export const ANSWER_CALL_MS = 5000;
 
+/** Pause between two asks: each ask is a virsh spawn, so not much shorter. */
+export const ANSWER_POLL_MS = 50;
+
 /** The connection the readiness check uses. */
 export const SYSTEM_URI = 'qemu:///system';
 
@@ -38,7 +41,7 @@ export async function waitUntilAnswering(
       last = err;
       if (!(await stillRuns())) return { ok: false, reason: last, died: true };
       if (dl.signal.aborted || now() >= end) return { ok: false, reason: signal.aborted ? 'interrupted' : last, died: false };
-      await sleep(250, dl.signal).catch(() => undefined);
+      await sleep(ANSWER_POLL_MS, dl.signal).catch(() => undefined);
     }
   } finally {
     dl.clear();
