@@ -145,7 +145,7 @@ describe('the ladder on real QEMU guests', () => {
     const run = stepContext(settings);
     const r = await stopGuests(run.ctx, 'policy', { openDrivers: async () => [liar] });
     expect(r.destroyed, run.output()).toEqual([]);
-    expect(r.failed).toEqual([]);
+    expect(r.failed, run.output()).toEqual([]);
     const results = r.outcomes!.map((o) => `${o.action}:${o.result}`);
     expect(results, run.output()).toContain('save->shutdown:shutdown');
     for (const o of r.outcomes!) expect(['saved', 'shutdown']).toContain(o.result);
