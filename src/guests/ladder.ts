@@ -4,11 +4,12 @@
 // again), never destroy.
 import { errorMessage, isDomainError } from '../domain/errors.js';
 import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
-import { anySignal, deadline, now, sleep } from '../util/deadline.js';
+import { anySignal, deadline, now } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { GuestObserver } from './observer.js';
 import type { GuestOutcome } from './outcome.js';
 import type { GuestPlan } from './plan.js';
+import { SHUTDOWN_REPEAT_MS, shutdownUntilOff, waitOff } from './shutdown-wait.js';
 
 /** How long aborting a save job may take at the deadline or on interruption. */
 export const ABORT_GRACE_MS = 10_000;
@@ -126,16 +127,21 @@ export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<S
         reasons.push('paused, and the driver cannot resume it for a shutdown');
       }
     }
-    try {
-      await driver.shutdown(guest.id, { signal: op.signal });
-    } catch (err) {
-      if (op.signal.aborted) throw err;
-      if (isDomainError(err, 'not-found')) return done('shutdown', action, 'gone');
-      reasons.push(`shutdown request failed: ${errorMessage(err)}`);
-      obs.step(guest, action, `shutdown request failed (${errorMessage(err)}): waiting for its deadline`);
-    }
-    await waitOff(driver, guest.id, op.signal);
-    return done('shutdown', action);
+    let failures = 0;
+    let repeats = 0;
+    const how = await shutdownUntilOff(driver, guest.id, op.signal, {
+      failed: (err) => {
+        if (failures++ > 0) return;
+        reasons.push(`shutdown request failed: ${errorMessage(err)}`);
+        obs.step(guest, action, `shutdown request failed (${errorMessage(err)}): asking again`);
+      },
+      repeated: () => {
+        if (repeats++ > 0) return;
+        reasons.push(`still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asked again`);
+        obs.step(guest, action, `still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asking again`);
+      },
+    });
+    return done('shutdown', action, how === 'gone' ? 'gone' : undefined);
   } catch (err) {
     if (interrupt.aborted) {
       if (saving) return await afterInterruptedSave(task, saving, reasons, done);
@@ -241,24 +247,6 @@ async function afterInterruptedSave(task: StopTask, saving: Promise<void>, reaso
     return done('failed', 'save', `interrupted: ${errorMessage(err)}`);
   } finally {
     g.clear();
-  }
-}
-
-/** How long to wait before asking again when a wait for the guest to go off failed (the daemon hiccuped). */
-export const WAIT_RETRY_MS = 1000;
-
-// Wait until the guest is off; a failing wait is retried until the signal aborts,
-// so a daemon's hiccup never turns into a destroy before the deadline.
-async function waitOff(driver: DomainDriver, id: string, signal: AbortSignal): Promise<void> {
-  for (;;) {
-    try {
-      await driver.waitForState(id, ['shutoff'], { signal });
-      return;
-    } catch (err) {
-      if (signal.aborted) throw err;
-      if (isDomainError(err, 'not-found')) return;
-      await sleep(WAIT_RETRY_MS, signal);
-    }
   }
 }
 

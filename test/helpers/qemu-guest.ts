@@ -85,7 +85,9 @@ export function qemuGuestArgs(opts: QemuGuestOptions & { qmpSocket: string; cons
   if (opts.machineNone) {
     args.push('-machine', 'none');
   } else {
-    const cmdline = ['console=ttyS0', 'quiet'];
+    // no_timer_check: on a loaded host a TCG guest's kernel can fail its boot-time
+    // timer check and panic ("IO-APIC + timer doesn't work").
+    const cmdline = ['console=ttyS0', 'quiet', 'no_timer_check'];
     if (opts.fill) cmdline.push(`fill=${opts.fill}`);
     if (opts.stubborn) cmdline.push('stubborn');
     args.push('-accel', 'tcg', '-m', String(opts.memMiB ?? 256));

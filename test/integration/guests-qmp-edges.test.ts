@@ -2,12 +2,14 @@
 // save directory on a small tmpfs (guests that do not fit are planned for
 // shutdown; saves that fail for want of space fall back to shutdown; none
 // destroyed while time is left), a save still running at the deadline
-// aborted before the destroy, and an interruption mid-save leaving no guest paused.
+// aborted before the destroy, an interruption mid-save leaving no guest paused,
+// and a guest whose first power-button press is lost shut down by a second one.
 import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DomainDriver, LifecycleEvent } from '../../src/domain/types.js';
 import { stopGuests } from '../../src/rc/guest-steps.js';
 import { onlyGuests, stepContext, testSettings } from '../helpers/guest-steps.js';
+import { consoleOffset, readConsole } from '../helpers/console.js';
 import { runCommand } from '../helpers/process.js';
 import { makeQmpBed, type QmpBed } from '../helpers/qmp-guests.js';
 import { runRc } from '../helpers/rc-cli.js';
@@ -145,10 +147,27 @@ describe('the ladder on real QEMU guests', () => {
     const run = stepContext(settings);
     const r = await stopGuests(run.ctx, 'policy', { openDrivers: async () => [liar] });
     expect(r.destroyed, run.output()).toEqual([]);
-    expect(r.failed).toEqual([]);
+    expect(r.failed, run.output()).toEqual([]);
     const results = r.outcomes!.map((o) => `${o.action}:${o.result}`);
     expect(results, run.output()).toContain('save->shutdown:shutdown');
     for (const o of r.outcomes!) expect(['saved', 'shutdown']).toContain(o.result);
     for (const n of NAMES) expect(await state(n)).toBe('shutoff');
+  });
+
+  it('a guest asked to shut down while still booting (its first press lost) is asked again and shuts down, not destroyed', async () => {
+    if (mounted) await unmount(bed.saveDir);
+    mounted = false;
+    // Started, not waited for: the first press comes long before the guest listens to its power button.
+    expect(await state('e a')).toBe('shutoff');
+    const from = consoleOffset(bed.consoleOf('e a'));
+    await driver.start('e a', { signal: sig() });
+    const settings = await testSettings({ driver: 'qmp', guestsDir: bed.guestsDir, qemuSaveDir: bed.saveDir, timeout: 150 });
+    const run = stepContext(settings);
+    const r = await stopGuests(run.ctx, 'shutdown', { openDrivers: async () => [onlyGuests(driver, () => new Set(['e a']))] });
+    const o = r.outcomes![0]!;
+    expect(o.result, run.output()).toBe('shutdown');
+    expect(r.destroyed).toEqual([]);
+    expect(readConsole(bed.consoleOf('e a')).slice(from)).toMatch(/^RCL-POWEROFF /m);
+    expect(await state('e a')).toBe('shutoff');
   });
 });

@@ -156,24 +156,36 @@ describe('libvirt driver on a real libvirtd', () => {
   it('aborts a save through the job abort and leaves the guest running', async () => {
     const g = guests.get('web server')!;
     const boot = g.bootId();
-    const ac = new AbortController();
-    const seen: number[] = [];
-    const err = await driver
-      .save(g.uuid, {
-        signal: ac.signal,
-        onProgress: (p) => {
-          seen.push(p.fraction);
-          // At the first sign of the job: the save must still be running when the abort reaches libvirt.
-          ac.abort(new Error('operator'));
-        },
-      })
-      .catch((e: unknown) => e);
-    expect(err, `progress seen: ${seen.join(' ')}`).toBeInstanceOf(InterruptedError);
-    expect(seen.length).toBeGreaterThan(0);
-    expect(await driver.getGuest(g.uuid, op())).toMatchObject({ state: 'running', hasSavedImage: false });
-    expect(g.bootId()).toBe(boot);
-    // abort with no job in flight changes nothing.
-    await driver.abort(g.uuid, op());
+    // Unthrottled, this save is over in about a second, often before virsh's first
+    // progress report (every 0.5 s) on a busy host. libvirt ignores migrate-setspeed
+    // for a save, so cap QEMU's own threads (the migration thread among them, not the
+    // vCPU) to 2% of a CPU through the emulator cgroup: the save then lasts many
+    // seconds and the abort sent at the first progress report meets it running.
+    const dom = `--domain=${g.uuid}`;
+    await virsh(['schedinfo', dom, '--live', '--set', 'emulator_period=100000', '--set', 'emulator_quota=2000']);
+    try {
+      expect(await virsh(['schedinfo', dom, '--live'])).toMatch(/^emulator_quota\s*:\s*2000$/m);
+      const ac = new AbortController();
+      const seen: number[] = [];
+      const err = await driver
+        .save(g.uuid, {
+          signal: ac.signal,
+          onProgress: (p) => {
+            seen.push(p.fraction);
+            // At the first sign of the job: the save must still be running when the abort reaches libvirt.
+            ac.abort(new Error('operator'));
+          },
+        })
+        .catch((e: unknown) => e);
+      expect(err, `progress seen: ${seen.join(' ')}`).toBeInstanceOf(InterruptedError);
+      expect(seen.length).toBeGreaterThan(0);
+      expect(await driver.getGuest(g.uuid, op())).toMatchObject({ state: 'running', hasSavedImage: false });
+      expect(g.bootId()).toBe(boot);
+      // abort with no job in flight changes nothing.
+      await driver.abort(g.uuid, op());
+    } finally {
+      await virsh(['schedinfo', dom, '--live', '--set', 'emulator_quota=-1']);
+    }
   });
 
   it('lists and destroys active networks', async () => {

@@ -6,6 +6,7 @@ import type { GuestState, SaveOptions } from '../types.js';
 import type { Log } from '../../report/log.js';
 import { parseVerbosePercents } from './parse.js';
 import type { Virsh } from './virsh.js';
+import { sleep } from '../../util/deadline.js';
 
 /** What a save needs from the driver. */
 export interface SaveDeps {
@@ -19,6 +20,9 @@ export interface SaveDeps {
   domstate: (id: string, signal: AbortSignal) => Promise<{ state: GuestState; detail: string }>;
 }
 
+/** How often a save's job abort is repeated while its `managedsave` still runs. */
+export const ABORT_RETRY_MS = 200;
+
 /** Run `virsh managedsave --verbose`; on abort, abort libvirt's job and put the guest back as it was. */
 export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void> {
   const { virsh, id } = deps;
@@ -26,11 +30,13 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
   if (opts.signal.aborted) throw new InterruptedError(`save of ${id}: cut off before it began`, { cause: opts.signal.reason, guest: id });
   // The save's virsh is not tied to the caller's signal: an abort goes through domjobabort.
   const own = new AbortController();
+  // Aborted once the save's virsh has exited: ends the repeated job aborts.
+  const ended = new AbortController();
   let abortRequested = false;
   let abortDone: Promise<void> = Promise.resolve();
   const onAbort = (): void => {
     abortRequested = true;
-    abortDone = abortJob(deps).catch((err: unknown) => {
+    abortDone = abortWhileSaving(deps, ended.signal).catch((err: unknown) => {
       // libvirtd does not answer: at least stop waiting for its save.
       deps.log?.warn(`abort of the save of ${id} failed: ${errorMessage(err)}`);
       own.abort(opts.signal.reason);
@@ -45,6 +51,7 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
       opts.onProgress({ fraction: pct / 100 });
     }
   };
+  let failure: { err: unknown } | undefined;
   try {
     await virsh.run(['managedsave', '--verbose', dom], {
       signal: own.signal,
@@ -55,26 +62,42 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
       watchdog: true,
     });
   } catch (err) {
-    await abortDone;
-    await putBack(deps);
-    if (abortRequested) {
-      throw new InterruptedError(`save of ${id} aborted: ${errorMessage(err)}`, { cause: err, guest: id });
-    }
-    throw err;
+    failure = { err };
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
+    ended.abort();
   }
   await abortDone;
+  if (failure) {
+    await putBack(deps);
+    if (abortRequested) {
+      throw new InterruptedError(`save of ${id} aborted: ${errorMessage(failure.err)}`, { cause: failure.err, guest: id });
+    }
+    throw failure.err;
+  }
   if (abortRequested) deps.log?.info(`save of ${id} completed before its abort reached libvirt: the guest is saved`);
 }
 
-/** `virsh domjobabort`, with a deadline of its own (the caller's signal has fired already). */
+/**
+ * `virsh domjobabort` until the save's virsh has exited (`ended`). Once is
+ * not enough: an abort that comes while virsh is still connecting finds no
+ * job yet, and one that comes while libvirt pauses the guest or writes the
+ * image header may reach QEMU before its migration has begun.
+ */
+async function abortWhileSaving(deps: SaveDeps, ended: AbortSignal): Promise<void> {
+  while (!ended.aborted) {
+    await abortJob(deps);
+    await sleep(ABORT_RETRY_MS, ended).catch(() => undefined);
+  }
+}
+
+/** `virsh domjobabort`, with a deadline of its own (the caller's signal has fired already); no job is not an error. */
 async function abortJob(deps: SaveDeps): Promise<void> {
   const ac = new AbortController();
   try {
     await deps.virsh.run(['domjobabort', `--domain=${deps.id}`], { signal: ac.signal, guest: deps.id });
   } catch (err) {
-    // The job ended before the abort reached it: managedsave reports how.
+    // No job (yet, or any more): the loop asks again while managedsave runs.
     if (isDomainError(err, 'refused') && /no job|not running|not active/i.test(err.message)) return;
     throw err;
   }

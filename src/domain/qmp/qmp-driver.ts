@@ -14,7 +14,7 @@ import type { QmpClient } from './qmp-client.js';
 import { ensurePrivateDir } from './private-dir.js';
 import { startGuest } from './qmp-restore.js';
 import { quitAndReap, saveGuest, SAVE_MAX_BANDWIDTH } from './qmp-save.js';
-import { checkProcess, runtimePaths } from './qemu-process.js';
+import { checkProcess, runtimePaths, signalQemu } from './qemu-process.js';
 import { hasImage, savedImagePaths } from './saved-image.js';
 
 /** Options of createQmpDriver. */
@@ -34,6 +34,13 @@ export interface QmpDriverOptions {
 
 /** How often waitForState polls. */
 const STATE_POLL_MS = 200;
+/**
+ * How long a QEMU may take to exit after its guest shut down. QEMU 7.2 can
+ * hang for ever in its exit path (monitor_cleanup) when a QMP command is in
+ * flight as the guest powers off; by then its disks are flushed and closed,
+ * so a QEMU still there this long after the guest's SHUTDOWN is killed.
+ */
+export const EXIT_GRACE_MS = 10_000;
 
 /** A DomainDriver for QEMU guests run directly through QMP. */
 export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
@@ -49,7 +56,10 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       }
     }
   };
+  // When each guest's OS last shut down (QMP SHUTDOWN from the guest), for a QEMU stuck on its way out.
+  const guestShutdownAt = new Map<string, number>();
   const pool = new MonitorPool((guest, e) => {
+    if (e.event === 'SHUTDOWN' && e.data['guest'] === true) guestShutdownAt.set(guest, performance.now());
     if (e.event === 'SHUTDOWN') emit(guest, 'Shutdown', String(e.data['reason'] ?? ''), e.timestamp);
     else if (e.event === 'STOP') emit(guest, 'Suspended', 'Paused', e.timestamp);
     else if (e.event === 'RESUME') emit(guest, 'Resumed', 'Unpaused', e.timestamp);
@@ -102,6 +112,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       if (!again.alive) return { pid: undefined, state: 'shutoff', detail: `shut off (${again.detail})` };
       return { pid: proc.pid, state: 'other', detail: `monitor not usable: ${errorMessage(err)}` };
     }
+  };
+
+  /** Whether the guest's QEMU runs, from its process alone (no QMP): `running` stands for any live state. */
+  const processState = async (g: GuestFiles): Promise<{ pid: number | undefined; state: GuestState }> => {
+    const proc = await checkProcess(g.run).catch(() => undefined);
+    if (!proc) return { pid: undefined, state: 'other' };
+    return proc.alive && proc.pid !== undefined ? { pid: proc.pid, state: 'running' } : { pid: undefined, state: 'shutoff' };
   };
 
   const describe = async (g: GuestFiles, signal: AbortSignal): Promise<Guest> => {
@@ -205,6 +222,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         const g = await load(id);
         const p = await checkProcess(g.run);
         if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
+        guestShutdownAt.delete(id);
         await startGuest(ctx, g, stopts);
       } finally {
         starting.delete(id);
@@ -263,14 +281,30 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
     async waitForState(id: string, states: readonly GuestState[], { signal }: OpOptions): Promise<GuestState> {
       const g = await load(id);
-      for (;;) {
-        const p = await probe(g, signal);
-        if (states.includes(p.state)) return p.state;
-        try {
-          await sleep(STATE_POLL_MS, signal);
-        } catch {
-          throw abortError(signal, `waiting for ${id} to be ${states.join(' or ')}`, id);
+      // Waiting for the guest to go off asks QEMU nothing: a QMP command in flight as
+      // QEMU exits can hang it (see EXIT_GRACE_MS). An idle connection is held for the
+      // guest's SHUTDOWN event, and the process is watched.
+      const offOnly = states.every((s) => s === 'shutoff');
+      const lease = offOnly ? pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }).catch(() => undefined) : undefined;
+      try {
+        for (;;) {
+          const p = offOnly ? await processState(g) : await probe(g, signal);
+          if (states.includes(p.state)) return p.state;
+          const downAt = guestShutdownAt.get(id);
+          if (p.pid !== undefined && downAt !== undefined && performance.now() - downAt > EXIT_GRACE_MS) {
+            opts.log?.warn(`${id}: the guest shut down ${Math.round((performance.now() - downAt) / 1000)} s ago, but QEMU (pid ${p.pid}) has not exited; killing it`);
+            guestShutdownAt.delete(id);
+            await signalQemu(p.pid, g.run.qmp, 'SIGKILL');
+            continue;
+          }
+          try {
+            await sleep(STATE_POLL_MS, signal);
+          } catch {
+            throw abortError(signal, `waiting for ${id} to be ${states.join(' or ')}`, id);
+          }
         }
+      } finally {
+        void lease?.then((l) => l?.release());
       }
     },
 

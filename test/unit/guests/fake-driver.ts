@@ -15,6 +15,10 @@ export interface FakeScript {
   shutdownMs?: number | 'never';
   /** The shutdown request is refused at once. */
   shutdownFails?: string;
+  /** The first N shutdown requests fail at once (a busy daemon); later ones work. */
+  failedRequests?: number;
+  /** The first N shutdown requests are lost (a guest still booting); later ones work. */
+  lostPresses?: number;
   /** ms a start or restore takes (default 100). */
   startMs?: number;
   startFails?: string;
@@ -52,6 +56,7 @@ export function createFakeDriver(list: FakeGuest[], opts: { uri?: string; saveDi
   const waiters = new Set<() => void>();
   const listeners = new Set<(e: LifecycleEvent) => void>();
   const calls: FakeCall[] = [];
+  const requests = new Map<string, number>();
   for (const g of list) {
     const id = g.id ?? g.name;
     guests.set(id, {
@@ -149,8 +154,11 @@ export function createFakeDriver(list: FakeGuest[], opts: { uri?: string; saveDi
       const g = log('shutdown', id);
       const s = script(id);
       if (s.shutdownFails) throw new OperationRefusedError(s.shutdownFails, { guest: g.name });
+      const n = requests.get(id) ?? 0;
+      requests.set(id, n + 1);
+      if (n < (s.failedRequests ?? 0)) throw new NotReachableError('the daemon is busy', { guest: g.name });
       if (g.state === 'paused') return; // a paused guest cannot act on it
-      if (s.shutdownMs === 'never') return;
+      if (s.shutdownMs === 'never' || n - (s.failedRequests ?? 0) < (s.lostPresses ?? 0)) return;
       setTimeout(() => {
         if (g.state === 'running') {
           setState(id, 'shutoff');

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
+import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
 import type { GuestOutcome } from '../../../src/guests/outcome.js';
 import { decidePlan } from '../../../src/guests/plan.js';
 import { createFakeDriver, type FakeDriver, type FakeGuest } from './fake-driver.js';
@@ -105,6 +106,29 @@ describe('stop ladder', () => {
     const [o] = await p;
     expect(o!.result).toBe('destroyed');
     expect(at(d, 'destroy', 'h') - t0).toBe(10_000);
+  });
+
+  it('presses the power button again when a press was lost, instead of destroying at the deadline', async () => {
+    const d = createFakeDriver([{ name: 'booting', script: { shutdownMs: 2000, lostPresses: 1 } }]);
+    const p = run(await tasksFor([d], 'shutdown', 120));
+    await vi.advanceTimersByTimeAsync(SHUTDOWN_REPEAT_MS + 2000);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_REPEAT_MS]);
+    expect(o!.reason).toMatch(/asked again/);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+
+  it('sends a failed shutdown request again while time is left', async () => {
+    const d = createFakeDriver([{ name: 'busy', script: { saveFails: 'no space', shutdownMs: 1000, failedRequests: 2 } }]);
+    const p = run(await tasksFor([d], 'policy', 120));
+    await vi.advanceTimersByTimeAsync(2 * SHUTDOWN_RETRY_MS + 1000);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_RETRY_MS, 2 * SHUTDOWN_RETRY_MS]);
+    expect(o!.reason).toMatch(/shutdown request failed: the daemon is busy/);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
 
   it('uses a guest policy timeout over the setting', async () => {
