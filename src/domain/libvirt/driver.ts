@@ -3,6 +3,7 @@
 import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import type { Log } from '../../report/log.js';
+import { anySignal } from '../../util/deadline.js';
 import { parseDomainXml } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
 import { isUuid, parseDominfo, parseDomstate, parseUuidList } from './parse.js';
@@ -46,6 +47,14 @@ export interface LibvirtDriver extends DomainDriver {
 }
 
 const DEFAULT_SAVE_DIR = '/var/lib/libvirt/qemu/save';
+// Guests listed at once: 16 × 4 virsh calls keep libvirtd busy without flooding it.
+const LIST_BATCH = 16;
+
+// The promise itself, marked handled: a rejection nobody ends up awaiting is not an unhandled one.
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
 
 /** A DomainDriver over virsh for one libvirt URI. */
 export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
@@ -82,16 +91,24 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     return info.name;
   };
 
+  // The state and both XMLs of a guest, asked at once (each call keeps its own deadline).
+  const guestFacts = (uuid: string, o: OpOptions, guest: string) => ({
+    st: handled(domstate(uuid, o.signal)),
+    liveXml: handled(run(['dumpxml', dom(uuid)], { ...o, guest })),
+    configXml: handled(run(['dumpxml', '--inactive', dom(uuid)], { ...o, guest })),
+  });
+
   const getGuest = async (id: string, o: OpOptions): Promise<Guest> => {
+    // Given a UUID, the four calls go together; an answer that turns out not to be needed is dropped.
+    const early = isUuid(id) ? guestFacts(id, o, id) : undefined;
     const info = parseDominfo(await run(['dominfo', dom(id)], { ...o, guest: id }), `virsh dominfo of ${id}`);
     names.set(info.uuid, info.name);
-    const st = await domstate(info.uuid, o.signal);
+    const asked = early && info.uuid.toLowerCase() === id.toLowerCase() ? early : guestFacts(info.uuid, o, id);
+    const st = await asked.st;
     const active = st.state !== 'shutoff';
     const where = `dumpxml of '${info.name}' (${info.uuid})`;
-    const live = active ? parseDomainXml(await run(['dumpxml', dom(info.uuid)], { ...o, guest: id }), where) : undefined;
-    const config = info.persistent
-      ? parseDomainXml(await run(['dumpxml', '--inactive', dom(info.uuid)], { ...o, guest: id }), `${where} --inactive`)
-      : live;
+    const live = active ? parseDomainXml(await asked.liveXml, where) : undefined;
+    const config = info.persistent ? parseDomainXml(await asked.configXml, `${where} --inactive`) : live;
     const facts = config ?? live;
     if (!facts) throw new OperationRefusedError(`guest ${info.name} (${info.uuid}) is neither active nor persistent`, { guest: id });
     for (const p of facts.policyProblems) {
@@ -167,17 +184,23 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     async listGuests(o) {
       const ids = parseUuidList(await run(['list', '--all', '--uuid'], o));
       const guests: Guest[] = [];
-      // A few at a time: each guest costs three or four virsh calls.
-      for (let i = 0; i < ids.length; i += 4) {
-        const batch = await Promise.all(
-          ids.slice(i, i + 4).map((id) =>
-            getGuest(id, o).catch((err: unknown) => {
-              if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
-              throw err;
-            }),
-          ),
-        );
-        for (const g of batch) if (g) guests.push(g);
+      // Up to 4 × LIST_BATCH calls listen on one signal: one made to take them all.
+      const all = anySignal(o.signal);
+      try {
+        // Many at a time: each guest costs four virsh calls, asked together.
+        for (let i = 0; i < ids.length; i += LIST_BATCH) {
+          const batch = await Promise.all(
+            ids.slice(i, i + LIST_BATCH).map((id) =>
+              getGuest(id, { ...o, signal: all.signal }).catch((err: unknown) => {
+                if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
+                throw err;
+              }),
+            ),
+          );
+          for (const g of batch) if (g) guests.push(g);
+        }
+      } finally {
+        all.clear();
       }
       return guests;
     },
