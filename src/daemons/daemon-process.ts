@@ -23,6 +23,15 @@ export const PIDFILE_POLL_MS = 20;
 /** Step of the watch for a daemon's exit (one read of /proc/PID). */
 export const EXIT_POLL_MS = 10;
 
+/** How long a daemon must outlive writing its pidfile to count as started. */
+export const SETTLE_MS = 200;
+
+/** Options of startDaemon. */
+export interface StartDaemonOptions {
+  /** Override SETTLE_MS: 0 when the caller watches the daemon further (libvirtd: until it answers). */
+  settleMs?: number;
+}
+
 /** What daemon operations run with. */
 export interface DaemonOpContext {
   log: Log;
@@ -50,7 +59,7 @@ export async function runningPid(spec: DaemonSpec, ctx: DaemonOpContext): Promis
 }
 
 /** Start a daemon unless it runs; resolves once its pidfile names a live process of it (or with the daemon's own error). */
-export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeoutMs: number): Promise<DaemonResult> {
+export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeoutMs: number, opts: StartDaemonOptions = {}): Promise<DaemonResult> {
   const running = await runningPid(spec, ctx);
   if (running !== undefined) {
     ctx.log.info(`${spec.name} is already running (pid ${running})`);
@@ -82,7 +91,8 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
       const st = await inspectPidfile(spec, ctx.fs ?? NODE_PROC_FS);
       if (st.state === 'running') {
         // A daemon that dies right after writing its pidfile (a bad socket, a config it rejects late) did not start.
-        await sleep(200);
+        const settleMs = opts.settleMs ?? SETTLE_MS;
+        if (settleMs > 0) await sleep(settleMs);
         if (!(await isAlive(spec, st.pid, ctx.fs ?? NODE_PROC_FS))) {
           return { name: spec.name, action: 'failed', pid: st.pid, error: `${spec.name} (pid ${st.pid}) exited right after starting${await ownWords()}` };
         }

@@ -68,7 +68,8 @@ export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult
 // libvirtd: started (or found running), then waited for until it answers `virsh version`.
 async function startLibvirtd(spec: DaemonSpec, ctx: DaemonStepContext): Promise<DaemonResult> {
   const started = now();
-  const r = await startDaemon(spec, opContext(ctx), timeoutMs(ctx));
+  // No settling pause: the wait for its answer below asks between tries whether it still runs.
+  const r = await startDaemon(spec, opContext(ctx), timeoutMs(ctx), { settleMs: 0 });
   if (r.action === 'failed' || r.pid === undefined) return r;
   const pid = r.pid;
   const remaining = Math.max(1000, timeoutMs(ctx) - (now() - started));
