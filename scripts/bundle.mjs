@@ -1,10 +1,11 @@
 // Bundles the CLI into one executable file, dist/rc.libvirt, that needs no node_modules.
 import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 
 const out = 'dist/rc.libvirt';
 mkdirSync('dist', { recursive: true });
-await build({
+const options = {
   entryPoints: ['src/cli/bin.ts'],
   outfile: out,
   bundle: true,
@@ -22,8 +23,13 @@ await build({
   },
   define: { 'import.meta.url': '__rclImportMetaUrl' },
   logLevel: 'warning',
-});
+};
+await build(options);
 chmodSync(out, 0o755);
 // Inside this repository package.json says "type": "module"; dist/ holds CommonJS.
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
+// Render --help once (to a pipe: 100 columns) and build again with the text in, so --help skips yargs' layout.
+const help = execFileSync(process.execPath, [out, '--help'], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+await build({ ...options, define: { ...options.define, __RCL_HELP__: JSON.stringify(help) } });
+chmodSync(out, 0o755);
 console.log(`built ${out}`);

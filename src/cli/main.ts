@@ -10,12 +10,20 @@ import { runController } from '../util/deadline.js';
 
 const USAGE = `Usage: rc.libvirt [options] COMMAND\n\nCOMMAND: ${COMMANDS.map((c) => c.name).join(' | ')}`;
 
+// The --help text rendered at build time by scripts/bundle.mjs (100 columns): yargs' layout takes
+// tens of ms at run time. Undefined outside the bundle.
+declare const __RCL_HELP__: string | undefined;
+
 /** Parse `args` (without node and the script) and run the command; resolves to the exit code. */
 export async function main(args: string[], io: Pick<CommandContext, 'env' | 'stdout' | 'stderr'> = {
   env: process.env,
   stdout: process.stdout,
   stderr: process.stderr,
 }): Promise<number> {
+  if (typeof __RCL_HELP__ === 'string' && args.length === 1 && (args[0] === '--help' || args[0] === '-h') && (process.stdout.columns ?? 100) >= 100) {
+    io.stdout.write(__RCL_HELP__);
+    return EXIT.ok;
+  }
   let parsed: Record<string, unknown>;
   let helpShown = false;
   try {
