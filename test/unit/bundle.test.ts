@@ -33,6 +33,16 @@ describe('dist/rc.libvirt', () => {
     expect(version.stdout.trim()).toBe(pkg.version);
   });
 
+  it('prints for --help and -h the text yargs renders (built in at bundle time)', () => {
+    const opts = { cwd: dir, encoding: 'utf8' as const, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } };
+    // With a second argument the bundle goes through yargs; to a pipe both use 100 columns.
+    const rendered = spawnSync(copy, ['--json', '--help'], opts);
+    expect(rendered.status).toBe(0);
+    expect(rendered.stdout).toContain('Exit codes:');
+    expect(spawnSync(copy, ['--help'], opts).stdout).toBe(rendered.stdout);
+    expect(spawnSync(copy, ['-h'], opts).stdout).toBe(rendered.stdout);
+  });
+
   it('exits 2 on an unknown command', () => {
     const r = spawnSync(copy, ['bogus'], { cwd: dir, encoding: 'utf8' });
     expect(r.status).toBe(2);
