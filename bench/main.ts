@@ -47,6 +47,7 @@ async function main(): Promise<number> {
   if (process.getuid?.() !== 0) throw new Error('the benchmarks run guests and libvirt daemons: run them as root on a machine set up by bash testbed/setup.sh');
   const config = benchConfig(mode);
   if (!canMeasureRss()) config.notes.push('/usr/bin/time is missing (package time): no peak RSS');
+  if (process.env.RCL_BENCH_OURS_ARGS) config.notes.push(`our program ran with the extra options ${process.env.RCL_BENCH_OURS_ARGS} (RCL_BENCH_OURS_ARGS)`);
   const results: BenchResults = {
     mode,
     machine: await machineInfo(),
@@ -57,6 +58,7 @@ async function main(): Promise<number> {
     reaction: {},
     qmpScale: [],
     parallel: [],
+    traces: {},
     benchSeconds: 0,
     errors: [],
   };
@@ -72,7 +74,7 @@ async function main(): Promise<number> {
   if (wants('qmp')) {
     for (const n of config.qmpCounts) {
       await part(results, `qmp scale N=${n}`, async () => {
-        results.qmpScale.push(await benchQmpScale(n, config.qmpReps, log));
+        results.qmpScale.push(await benchQmpScale(n, config.qmpReps, log, results.traces));
       });
     }
   }

@@ -3,7 +3,11 @@
 // how each number was measured.
 import type { BenchResults } from './lib/results.js';
 import { ratio, type Summary } from './lib/stats.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot } from '../test/helpers/testbed.js';
 import { METHOD } from './report-method.js';
+import { renderPhases } from './report-phases.js';
 
 const MB_IN_MIB = 1e6 / 1048576;
 
@@ -99,6 +103,8 @@ export function renderReport(r: BenchResults, jsonPath: string): string {
   out.push(table(['N', 'start (fresh)', 'stop (save)', 'start (restore, once)', 'failed restores', 'peak RSS start', 'peak RSS stop'], r.qmpScale.map((q) => [
     String(q.n), secS(q.freshStartMs), secS(q.stopMs), sec(q.restoreStartMs), String(q.restoreFailed), `${q.startPeakRssMiB.max.toFixed(1)} MiB`, `${q.stopPeakRssMiB.max.toFixed(1)} MiB`,
   ])), '');
+  const failedRestores = r.qmpScale.filter((q) => q.restoreFailed > 0);
+  if (failedRestores.length > 0) out.push(`**Restores failed**: ${failedRestores.map((q) => `${q.restoreFailed} of ${q.n}`).join(', ')} guests were not restored by \`--driver qmp start\` (its output: the trace \`qmp start (restore) N=…\` in the JSON).`, '');
   out.push('## PARALLEL', '');
   const all = r.parallel.find((p) => p.parallel === 0);
   out.push(table(['PARALLEL', 'guests', 'ours: stop', 'vs PARALLEL=0'], r.parallel.map((p) => [
@@ -108,6 +114,15 @@ export function renderReport(r: BenchResults, jsonPath: string): string {
   if (best) out.push(`Fastest here: PARALLEL=${best.parallel === 0 ? '0 (all at once)' : best.parallel}. The default is 0 (all at once).`, '');
   out.push('## rc.libvirt --help', '');
   out.push(`${r.helpMs ? `${r.helpMs.median.toFixed(0)} ms` : '–'} median over ${r.config.helpSpawns} spawns (range ${r.helpMs ? `${r.helpMs.min.toFixed(0)}–${r.helpMs.max.toFixed(0)}` : '–'} ms); \`node -e ''\` alone: ${r.nodeStartMs ? `${r.nodeStartMs.median.toFixed(0)} ms` : '–'}.`, '');
+  const phases = renderPhases(r);
+  if (phases) {
+    out.push('## Where our time goes', '');
+    out.push('From the stamped output of our last run in each scenario (ms since the program was spawned; the lines are the ones it prints by default).', '');
+    out.push(phases, '');
+  }
+  // Hand-written analysis of this run (what makes ours slower than the floor, and what would close it).
+  const findings = join(repoRoot, 'bench', 'findings.md');
+  if (existsSync(findings)) out.push(readFileSync(findings, 'utf8').trim(), '');
   if (r.errors.length > 0) {
     out.push('## Parts that failed in this run', '');
     for (const e of r.errors) out.push(`- ${e.split('\n')[0]}`);

@@ -8,6 +8,9 @@ import { makeTempDir } from '../../test/helpers/process.js';
 import { repoRoot } from '../../test/helpers/testbed.js';
 import { checkRun, timedRun, type TimedRun } from './timed.js';
 
+// Options added to every run, for a look inside (e.g. RCL_BENCH_OURS_ARGS=-v: each virsh call is printed, and the JSON's traces show it with times); changes what is measured a little.
+const EXTRA_ARGS = (process.env.RCL_BENCH_OURS_ARGS ?? '').split(/\s+/).filter(Boolean);
+
 // The bundled program `npm run build` makes.
 export const OUR_PROGRAM = join(repoRoot, 'dist', 'rc.libvirt');
 
@@ -44,7 +47,7 @@ export async function prepareOurs(prefix = 'rcl-bench-ours-'): Promise<Ours> {
     env,
     dir,
     async run(args, opts = {}) {
-      const run = await timedRun([OUR_PROGRAM, ...args], {
+      const run = await timedRun([OUR_PROGRAM, ...EXTRA_ARGS, ...args], {
         env: { ...env, ...opts.extraEnv },
         timeoutMs: 900_000,
         measureRss: opts.measureRss,

@@ -95,6 +95,8 @@ export interface BenchResults {
   helpMs?: Summary;
   /** `node -e ''`: what any Node program pays before its first line. */
   nodeStartMs?: Summary;
+  /** What our program printed in the last round of each scenario, each line with ms since its start: where its time went. */
+  traces: Record<string, [number, string][]>;
   /** Wall time of the whole bench, s. */
   benchSeconds: number;
   errors: string[];

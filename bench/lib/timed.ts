@@ -112,3 +112,8 @@ export function checkRun(run: TimedRun, what: string): TimedRun {
   }
   return run;
 }
+
+// The run's output lines with ms since its start (for the JSON's traces).
+export function trace(run: TimedRun): [number, string][] {
+  return run.lines.map((l) => [l.at - run.startedAt, `${l.stream === 'err' ? '! ' : ''}${l.text}`]);
+}

@@ -8,7 +8,7 @@ import { floorGuestsShutdown } from '../lib/floor.js';
 import { startEventWitness, type EventWitness } from '../lib/events.js';
 import { summarize } from '../lib/stats.js';
 import type { GuestsShutdownResult } from '../lib/results.js';
-import type { TimedRun } from '../lib/timed.js';
+import { trace, type TimedRun } from '../lib/timed.js';
 import type { BenchGuest } from '../lib/libvirt-bed.js';
 import { expectInactive, type LibvirtContext } from './libvirt-context.js';
 import { ms, originalWaitModelMs } from './stop-start.js';
@@ -25,13 +25,14 @@ export function cliReactions(run: TimedRun, guests: readonly BenchGuest[], witne
 }
 
 // Runs `reps` rounds of floor and ours and one of libvirt-guests.sh with the first n guests (libvirtd up); leaves them off.
-export async function benchGuestsShutdown(ctx: LibvirtContext, n: number, reps: number): Promise<{ result: GuestsShutdownResult; reactions: number[] }> {
+export async function benchGuestsShutdown(ctx: LibvirtContext, n: number, reps: number): Promise<{ result: GuestsShutdownResult; reactions: number[]; trace: [number, string][] }> {
   const guests = ctx.bed.guests.slice(0, n);
   const floor: number[] = [];
   const ours: number[] = [];
   const model: number[] = [];
   const lg: number[] = [];
   const reactions: number[] = [];
+  let last: [number, string][] = [];
   const witness = await startEventWitness();
   try {
     for (let rep = 1; rep <= reps; rep++) {
@@ -44,6 +45,7 @@ export async function benchGuestsShutdown(ctx: LibvirtContext, n: number, reps: 
       const run = await ctx.ours.run(['guests_shutdown']);
       await expectInactive(guests, 'rc.libvirt guests_shutdown');
       ours.push(run.ms);
+      last = trace(run);
       // The witness may print the last event a moment after our program exited.
       await witness.waitFor((e) => e.name === guests[guests.length - 1]?.name && e.event === 'Stopped' && e.time >= run.startedAt, 10_000).catch(() => undefined);
       reactions.push(...cliReactions(run, guests, witness));
@@ -66,5 +68,6 @@ export async function benchGuestsShutdown(ctx: LibvirtContext, n: number, reps: 
       originalModelMs: summarize(model),
     },
     reactions,
+    trace: last,
   };
 }

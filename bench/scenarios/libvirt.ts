@@ -51,17 +51,19 @@ export async function benchLibvirt(results: BenchResults, config: BenchConfig, l
         const r = await benchStopStart(ctx, n, config.reps);
         results.stop.push(r.stop);
         results.start.push(r.start);
+        Object.assign(results.traces, r.traces);
       });
       await step(`guests_shutdown N=${n}`, async () => {
         const r = await benchGuestsShutdown(ctx, n, config.shutdownReps);
         results.guestsShutdown.push(r.result);
         cliReactions.push(...r.reactions);
+        results.traces[`guests_shutdown N=${n}`] = r.trace;
       });
     }
     results.reaction.cliMs = summarize(cliReactions);
     await step(`PARALLEL N=${max}`, async () => {
       await ctx.bed.setRunning(max);
-      results.parallel.push(...(await benchParallel(ctx, max, config.parallelSettings, config.parallelReps)));
+      results.parallel.push(...(await benchParallel(ctx, max, config.parallelSettings, config.parallelReps, results.traces)));
     });
   } finally {
     process.removeListener('SIGINT', onSignal);

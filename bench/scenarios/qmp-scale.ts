@@ -12,7 +12,7 @@ import { identifyPid, terminateProcess } from '../../test/helpers/process.js';
 import { prepareOurs } from '../lib/ours.js';
 import { summarize } from '../lib/stats.js';
 import type { QmpScaleResult } from '../lib/results.js';
-import type { TimedRun } from '../lib/timed.js';
+import { trace, type TimedRun } from '../lib/timed.js';
 import { ms } from './stop-start.js';
 
 // PIDs of processes whose command line mentions `dir` (our private folder), except this process.
@@ -51,7 +51,7 @@ async function endLeftovers(dir: string): Promise<void> {
 const rssMiB = (r: TimedRun): number => (r.peakRssKiB ?? Number.NaN) / 1024;
 
 // Runs `reps` fresh start/stop rounds and one restoring start with n guests.
-export async function benchQmpScale(n: number, reps: number, log: (msg: string) => void): Promise<QmpScaleResult> {
+export async function benchQmpScale(n: number, reps: number, log: (msg: string) => void, traces: Record<string, [number, string][]>): Promise<QmpScaleResult> {
   const ours = await prepareOurs('rcl-bench-qmp-');
   const guestsDir = join(ours.dir, 'guests');
   const saveDir = join(ours.dir, 'save');
@@ -78,10 +78,13 @@ export async function benchQmpScale(n: number, reps: number, log: (msg: string) 
       const left = runningQemus(ours.dir);
       if (left !== 0) throw new Error(`after rc.libvirt --driver qmp stop: ${left} of ${n} guests still run`);
       stop.push(down);
+      traces[`qmp start N=${n}`] = trace(up);
+      traces[`qmp stop N=${n}`] = trace(down);
       log(`qmp N=${n} round ${rep}: start ${ms(up.ms)} (${rssMiB(up).toFixed(0)} MiB), stop ${ms(down.ms)} (${rssMiB(down).toFixed(0)} MiB)`);
     }
     restore = await ours.run(['--driver', 'qmp', 'start'], { extraEnv, measureRss: true, allowFailure: true });
     restoreFailed = n - runningQemus(ours.dir);
+    traces[`qmp start (restore) N=${n}`] = trace(restore);
     log(`qmp N=${n} restore: ${ms(restore.ms)}, ${restoreFailed} of ${n} failed to restore`);
     await ours.run(['--driver', 'qmp', 'stop'], { extraEnv, allowFailure: true });
   } finally {

@@ -7,6 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { floorStart, floorStop } from '../lib/floor.js';
 import { summarize } from '../lib/stats.js';
 import type { StartResult, StopResult } from '../lib/results.js';
+import { trace } from '../lib/timed.js';
 import { expectActive, expectDaemonsDown, expectInactive, expectManagedSave, pollForAnswer, type LibvirtContext } from './libvirt-context.js';
 
 // The original rc.libvirt's stop, modelled: saves started at once, sleep 2 s, then `virsh list` once a second until empty, then kill libvirtd + sleep 3, virtlogd + sleep 1, virtlockd + sleep 1.
@@ -35,9 +36,10 @@ interface Samples {
 }
 
 // Runs `reps` rounds with the first n guests (they must be running, libvirtd up); returns the stop and start results.
-export async function benchStopStart(ctx: LibvirtContext, n: number, reps: number): Promise<{ stop: StopResult; start: StartResult }> {
+export async function benchStopStart(ctx: LibvirtContext, n: number, reps: number): Promise<{ stop: StopResult; start: StartResult; traces: Record<string, [number, string][]> }> {
   const guests = ctx.bed.guests.slice(0, n);
   const s: Samples = { floorSave: [], floorDaemons: [], floor: [], ours: [], lgSuspend: [], model: [], floorAnswer: [], floorAll: [], oursAnswer: [], oursAll: [], lgStart: [] };
+  const traces: Record<string, [number, string][]> = {};
   for (let rep = 1; rep <= reps; rep++) {
     await expectActive(guests, 'the previous round');
     const fl = await floorStop(guests, ctx.bed.daemons());
@@ -64,6 +66,8 @@ export async function benchStopStart(ctx: LibvirtContext, n: number, reps: numbe
     await expectActive(guests, 'rc.libvirt start');
     s.oursAnswer.push(answered - t0);
     s.oursAll.push(start.ms);
+    traces[`stop N=${n}`] = trace(stop);
+    traces[`start N=${n}`] = trace(start);
 
     const lgStop = await ctx.lg.run('stop', { ON_SHUTDOWN: 'suspend' });
     await expectInactive(guests, 'libvirt-guests.sh stop (suspend)');
@@ -76,6 +80,7 @@ export async function benchStopStart(ctx: LibvirtContext, n: number, reps: numbe
   }
   const diff = (a: number[], b: number[]): number[] => a.map((x, i) => x - (b[i] ?? 0));
   return {
+    traces,
     stop: {
       n,
       floorSaveMs: summarize(s.floorSave),
