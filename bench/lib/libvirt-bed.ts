@@ -2,11 +2,12 @@
 // N test guests booted once and kept as reference images (`virsh save`), so
 // every round starts from the same filled, ready guests in a second or two
 // instead of a fresh TCG boot, and a cleanup that removes all of it by PID.
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { adoptStartedDaemons, startLibvirtDaemons, stopLibvirtDaemons } from '../../test/helpers/daemons.js';
+import { recordTestDaemons, startLibvirtDaemons, stopLibvirtDaemons, type DaemonName } from '../../test/helpers/daemons.js';
 import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest } from '../../test/helpers/libvirt-guest.js';
-import { findPidsByComm, isSameProcessAlive, makeTempDir, type ProcessIdentity } from '../../test/helpers/process.js';
+import { findPidsByComm, identifyPid, isSameProcessAlive, makeTempDir, type ProcessIdentity } from '../../test/helpers/process.js';
 import { requireTestbed } from '../../test/helpers/testbed.js';
 import { domainState, runVirsh, virsh } from '../../test/helpers/virsh.js';
 
@@ -17,7 +18,7 @@ export interface BenchGuest extends LibvirtGuest {
 
 /** A daemon of ours, by identity. */
 export interface DaemonId {
-  name: string;
+  name: DaemonName;
   id: ProcessIdentity;
 }
 
@@ -45,7 +46,23 @@ export interface LibvirtBed {
   close(): Promise<void>;
 }
 
-const DAEMON_NAMES = ['virtlockd', 'virtlogd', 'libvirtd'];
+const DAEMON_NAMES: readonly DaemonName[] = ['virtlockd', 'virtlogd', 'libvirtd'];
+
+// The daemons running now, by the pids in their pidfiles under /run/libvirt (checked against the process name).
+function daemonsFromPidfiles(): DaemonId[] {
+  const found: DaemonId[] = [];
+  for (const name of DAEMON_NAMES) {
+    let pid: number;
+    try {
+      pid = Number.parseInt(readFileSync(`/run/libvirt/${name}.pid`, 'utf8'), 10);
+    } catch {
+      continue;
+    }
+    const id = Number.isInteger(pid) && pid > 0 && findPidsByComm(name).includes(pid) ? identifyPid(pid) : undefined;
+    if (id) found.push({ name, id });
+  }
+  return found;
+}
 
 // UUIDs of the active guests on qemu:///system.
 export async function activeGuestUuids(): Promise<string[]> {
@@ -64,7 +81,9 @@ export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBe
     guests,
     dir,
     adoptDaemons() {
-      ours = adoptStartedDaemons().map((d) => ({ name: d.name, id: d.id }));
+      // We hold the lock and no daemon ran when we took it: whatever runs now was started by us or by our program.
+      ours = daemonsFromPidfiles();
+      recordTestDaemons(ours);
       return ours;
     },
     daemons: () => ours.filter((d) => isSameProcessAlive(d.id)),

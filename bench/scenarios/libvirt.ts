@@ -11,6 +11,7 @@ import { summarize } from '../lib/stats.js';
 import { benchGuestsShutdown } from './guests-shutdown.js';
 import { recover, type LibvirtContext } from './libvirt-context.js';
 import { benchParallel } from './parallel.js';
+import { benchReaction } from './reaction.js';
 import { benchStopStart } from './stop-start.js';
 
 // Runs the libvirt scenarios into `results`; one failing part is recorded and the rest go on.
@@ -64,6 +65,10 @@ export async function benchLibvirt(results: BenchResults, config: BenchConfig, l
     await step(`PARALLEL N=${max}`, async () => {
       await ctx.bed.setRunning(max);
       results.parallel.push(...(await benchParallel(ctx, max, config.parallelSettings, config.parallelReps, results.traces)));
+    });
+    await step('reaction', async () => {
+      Object.assign(results.reaction, await benchReaction(ctx, config.reactionPairs, config.reactionStops));
+      await ctx.bed.setRunning(0);
     });
   } finally {
     process.removeListener('SIGINT', onSignal);

@@ -98,6 +98,8 @@ export interface DomainDriver {
   shutdown(id: string, opts: OpOptions): Promise<void>;
   /** Reboot the guest; resolves once it has been reset and runs again (the driver watches for the reset). */
   reboot(id: string, opts: OpOptions): Promise<void>;
+  /** Resume a paused guest (optional: the orchestration resumes a paused guest before an ACPI shutdown, which a paused guest cannot act on). */
+  resume?(id: string, opts: OpOptions): Promise<void>;
   /** Power the guest off at once (data in it may be lost). */
   destroy(id: string, opts: OpOptions): Promise<void>;
   /** Resolve with the state once the guest is in one of `states`; rejects when the signal aborts. */

@@ -14,6 +14,8 @@ export interface Log {
   notice(msg: string): void;
   warn(msg: string): void;
   error(msg: string): void;
+  /** To syslog only, not the console (for facts the console already shows another way, e.g. live progress lines). */
+  record?(level: LogLevel, msg: string): void;
   /** Wait until everything was handed to syslog (bounded). */
   flush(): Promise<void>;
 }
@@ -69,6 +71,7 @@ export function createLog(opts: LogOptions): Log {
     notice: (m) => write('notice', m),
     warn: (m) => write('warn', m),
     error: (m) => write('error', m),
+    record: (level, m) => toSyslog(level, m),
     flush: async () => {
       await Promise.all([...pending]);
     },

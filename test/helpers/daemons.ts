@@ -193,27 +193,6 @@ export async function startLibvirtDaemons(opts: StartDaemonsOptions = {}): Promi
   return result;
 }
 
-// Records the daemons running now (found through their pidfiles under /run/libvirt) as started by this run, after another program started them while we hold the lock (e.g. `rc.libvirt start` in the benchmarks); stopLibvirtDaemons, or the next lock holder after a crash, stops them. Returns what it recorded.
-export function adoptStartedDaemons(): { name: DaemonName; id: ProcessIdentity }[] {
-  if (lockFd === undefined) throw new Error(`adoptStartedDaemons: ${LOCK_PATH} is not held by this process`);
-  const found: { name: DaemonName; id: ProcessIdentity }[] = [];
-  for (const name of DAEMONS) {
-    let pid: number;
-    try {
-      pid = Number.parseInt(readFileSync(`/run/libvirt/${name}.pid`, 'utf8'), 10);
-    } catch {
-      continue;
-    }
-    const id = Number.isInteger(pid) && pid > 0 && findPidsByComm(name).includes(pid) ? identifyPid(pid) : undefined;
-    if (!id) continue;
-    started = started.filter((d) => d.name !== name);
-    started.push({ name, id });
-    found.push({ name, id });
-  }
-  writeLockRecord(lockSince);
-  return found;
-}
-
 // Stops the daemons startLibvirtDaemons started (libvirtd first; by PID: SIGTERM, wait, SIGKILL) and releases the lock; leaves reused daemons running.
 export async function stopLibvirtDaemons(): Promise<void> {
   const ours = started.reverse();
@@ -223,4 +202,25 @@ export async function stopLibvirtDaemons(): Promise<void> {
   } finally {
     releaseLock();
   }
+}
+
+// Takes only the host-wide lock, for test files that start and stop the daemons themselves (through rc.libvirt); waits up to timeoutMs (default 20 min). Daemons a dead holder left running are stopped first.
+export async function holdLibvirtLock(timeoutMs = 20 * 60_000): Promise<void> {
+  await acquireLock(timeoutMs);
+  const left = started.reverse();
+  started = [];
+  for (const { id } of left) await terminateProcess(id, 20_000);
+  writeLockRecord(lockSince);
+}
+
+// Records in the lock file the daemons a holdLibvirtLock test file started, so that if it dies the next holder stops them.
+export function recordTestDaemons(daemons: readonly { name: DaemonName; id: ProcessIdentity }[]): void {
+  started = daemons.map((d) => ({ name: d.name, id: d.id }));
+  writeLockRecord(lockSince);
+}
+
+// Releases the lock holdLibvirtLock took (the caller has stopped its daemons).
+export function releaseLibvirtLock(): void {
+  started = [];
+  releaseLock();
 }

@@ -1,8 +1,8 @@
 // rc.libvirt soft_restart
+import { runDaemonCommand } from '../../rc/daemon-commands.js';
 import type { CommandContext } from '../context.js';
-import { NotImplementedError } from '../errors.js';
 
 /** Runs `rc.libvirt soft_restart`. */
-export async function run(_ctx: CommandContext): Promise<number> {
-  throw new NotImplementedError('soft_restart');
+export async function run(ctx: CommandContext): Promise<number> {
+  return runDaemonCommand(ctx, 'soft_restart');
 }

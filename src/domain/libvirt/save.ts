@@ -1,0 +1,95 @@
+// managedsave with progress (from `--verbose`), cut off by the caller's signal
+// through libvirt's job abort (`domjobabort`), so the guest is left as it was:
+// running when it ran, paused when it was paused.
+import { InterruptedError, errorMessage, isDomainError } from '../errors.js';
+import type { GuestState, SaveOptions } from '../types.js';
+import type { Log } from '../../report/log.js';
+import { parseVerbosePercents } from './parse.js';
+import type { Virsh } from './virsh.js';
+
+/** What a save needs from the driver. */
+export interface SaveDeps {
+  virsh: Virsh;
+  id: string;
+  /** The guest's state when the save began. */
+  before: GuestState;
+  /** The save's own deadline (ms). */
+  longMs: number;
+  log?: Log;
+  domstate: (id: string, signal: AbortSignal) => Promise<{ state: GuestState; detail: string }>;
+}
+
+/** Run `virsh managedsave --verbose`; on abort, abort libvirt's job and put the guest back as it was. */
+export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void> {
+  const { virsh, id } = deps;
+  const dom = `--domain=${id}`;
+  if (opts.signal.aborted) throw new InterruptedError(`save of ${id}: cut off before it began`, { cause: opts.signal.reason, guest: id });
+  // The save's virsh is not tied to the caller's signal: an abort goes through domjobabort.
+  const own = new AbortController();
+  let abortRequested = false;
+  let abortDone: Promise<void> = Promise.resolve();
+  const onAbort = (): void => {
+    abortRequested = true;
+    abortDone = abortJob(deps).catch((err: unknown) => {
+      // libvirtd does not answer: at least stop waiting for its save.
+      deps.log?.warn(`abort of the save of ${id} failed: ${errorMessage(err)}`);
+      own.abort(opts.signal.reason);
+    });
+  };
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  let last = -1;
+  const onStderr = (chunk: string): void => {
+    for (const pct of parseVerbosePercents(chunk)) {
+      if (pct === last || !opts.onProgress) continue;
+      last = pct;
+      opts.onProgress({ fraction: pct / 100 });
+    }
+  };
+  try {
+    await virsh.run(['managedsave', '--verbose', dom], {
+      signal: own.signal,
+      guest: id,
+      timeoutMs: deps.longMs,
+      onDeadline: 'timed-out',
+      onStderr,
+      watchdog: true,
+    });
+  } catch (err) {
+    await abortDone;
+    await putBack(deps);
+    if (abortRequested) {
+      throw new InterruptedError(`save of ${id} aborted: ${errorMessage(err)}`, { cause: err, guest: id });
+    }
+    throw err;
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
+  }
+  await abortDone;
+  if (abortRequested) deps.log?.info(`save of ${id} completed before its abort reached libvirt: the guest is saved`);
+}
+
+/** `virsh domjobabort`, with a deadline of its own (the caller's signal has fired already). */
+async function abortJob(deps: SaveDeps): Promise<void> {
+  const ac = new AbortController();
+  try {
+    await deps.virsh.run(['domjobabort', `--domain=${deps.id}`], { signal: ac.signal, guest: deps.id });
+  } catch (err) {
+    // The job ended before the abort reached it: managedsave reports how.
+    if (isDomainError(err, 'refused') && /no job|not running|not active/i.test(err.message)) return;
+    throw err;
+  }
+}
+
+/** After a failed or aborted save: resume a guest that ran before and is left paused. */
+async function putBack(deps: SaveDeps): Promise<void> {
+  const ac = new AbortController();
+  try {
+    const now = await deps.domstate(deps.id, ac.signal);
+    if (deps.before === 'running' && now.state === 'paused') {
+      deps.log?.warn(`guest ${deps.id} was left paused (${now.detail}) by a failed save: resuming it`);
+      await deps.virsh.run(['resume', `--domain=${deps.id}`], { signal: ac.signal, guest: deps.id });
+    }
+  } catch (err) {
+    deps.log?.error(`guest ${deps.id}: cannot check or resume it after a failed save: ${errorMessage(err)}`);
+  }
+}

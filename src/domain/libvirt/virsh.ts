@@ -1,0 +1,193 @@
+// Running virsh: argv arrays only, LC_ALL=C, `-c URI`, a deadline on every
+// call, and its failures classified into the domain errors (the virsh
+// message kept). A hung libvirtd never hangs us: the call is killed at its
+// deadline and reported as "not reachable".
+import { runProcess, describeRun, type RunResult } from '../../util/run.js';
+import { anySignal, formatMs, sleep } from '../../util/deadline.js';
+import {
+  DomainError,
+  GuestNotFoundError,
+  InterruptedError,
+  NotReachableError,
+  OperationRefusedError,
+  ProtocolError,
+  TimedOutError,
+} from '../errors.js';
+import type { Log } from '../../report/log.js';
+
+/** How to reach virsh and a libvirt connection. */
+export interface VirshConfig {
+  uri: string;
+  /** The virsh program (default `virsh`, found on PATH). */
+  virsh?: string;
+  /** Deadline of a call that has no deadline of its own (ms). */
+  callTimeoutMs?: number;
+  log?: Log;
+  /** ms between SIGTERM and SIGKILL of a virsh past its deadline. */
+  killGraceMs?: number;
+}
+
+/** One virsh call. */
+export interface VirshCall {
+  signal: AbortSignal;
+  /** This call's deadline (ms); default the runner's callTimeoutMs. */
+  timeoutMs?: number;
+  /**
+   * What a call killed at its deadline means: `not-reachable` (the daemon
+   * did not answer a quick call; the default) or `timed-out` (a long
+   * operation such as a save ran past its own deadline).
+   */
+  onDeadline?: 'not-reachable' | 'timed-out';
+  /** The guest (or network) the call is about, for the error. */
+  guest?: string;
+  onStdout?: (chunk: string) => void;
+  onStderr?: (chunk: string) => void;
+  /**
+   * For long calls: while it runs, ask `virsh version` every callTimeoutMs;
+   * when libvirtd stops answering, kill the call and fail it "not reachable".
+   */
+  watchdog?: boolean;
+}
+
+/** A virsh runner bound to one URI. */
+export interface Virsh {
+  readonly uri: string;
+  readonly program: string;
+  readonly callTimeoutMs: number;
+  /** Run `virsh -c URI ARGS...`; resolves with stdout, rejects with a DomainError. */
+  run(args: readonly string[], call: VirshCall): Promise<string>;
+  /** The full argv a call runs (for logs and for long-running streams). */
+  argv(args: readonly string[]): string[];
+  /** The environment virsh runs with (LC_ALL=C). */
+  env(): NodeJS.ProcessEnv;
+}
+
+/** Default deadline of one virsh call. */
+export const DEFAULT_CALL_TIMEOUT_MS = 15_000;
+
+/** A virsh runner for `cfg.uri`. */
+export function createVirsh(cfg: VirshConfig): Virsh {
+  const program = cfg.virsh ?? 'virsh';
+  const callTimeoutMs = cfg.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+  const argv = (args: readonly string[]): string[] => [program, '-q', '-c', cfg.uri, ...args];
+  const env = (): NodeJS.ProcessEnv => ({ ...process.env, LC_ALL: 'C', LANG: 'C', LANGUAGE: 'C' });
+  const self: Virsh = {
+    uri: cfg.uri,
+    program,
+    callTimeoutMs,
+    argv,
+    env,
+    async run(args, call) {
+      if (call.signal.aborted) {
+        throw new InterruptedError(`virsh ${args.join(' ')}: interrupted before it started`, { cause: call.signal.reason, guest: call.guest });
+      }
+      const timeoutMs = call.timeoutMs ?? callTimeoutMs;
+      const full = argv(args);
+      cfg.log?.debug(`run: ${full.join(' ')}`);
+      const stop = new AbortController();
+      const both = anySignal(call.signal, stop.signal);
+      let silent: DomainError | undefined;
+      const watching = call.watchdog
+        ? watch(self, callTimeoutMs, stop.signal, (err) => {
+            silent = err;
+            stop.abort(err);
+          })
+        : Promise.resolve();
+      try {
+        const r = await runProcess(full, {
+          timeoutMs,
+          signal: both.signal,
+          env: env(),
+          killGraceMs: cfg.killGraceMs ?? 1000,
+          onStdout: call.onStdout,
+          onStderr: call.onStderr,
+        });
+        if (!r.timedOut && !r.aborted && !r.spawnError && r.exitCode === 0) return r.stdout;
+        if (silent && !call.signal.aborted) {
+          throw new NotReachableError(`libvirt (${cfg.uri}) stopped answering during ${args.join(' ')}: ${silent.message}`, { guest: call.guest, cause: silent });
+        }
+        throw classifyVirshFailure(r, { uri: cfg.uri, timeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
+      } finally {
+        both.clear();
+        if (!stop.signal.aborted) stop.abort();
+        await watching;
+      }
+    },
+  };
+  return self;
+}
+
+/** Every `everyMs`, check that libvirtd answers `virsh version`; call `onSilent` (once) when it does not. */
+async function watch(v: Virsh, everyMs: number, stop: AbortSignal, onSilent: (err: DomainError) => void): Promise<void> {
+  while (!stop.aborted) {
+    try {
+      await sleep(everyMs, stop);
+      await v.run(['version'], { signal: stop });
+    } catch (err) {
+      if (stop.aborted) return;
+      if (err instanceof NotReachableError) {
+        onSilent(err);
+        return;
+      }
+    }
+  }
+}
+
+// libvirt's messages (virerror.c) that say which kind of failure it was.
+const NOT_FOUND = [/domain not found/i, /no domain with matching/i, /network not found/i, /no network with matching/i, /failed to get domain/i, /failed to get network/i];
+const NOT_REACHABLE = [
+  /failed to connect to the hypervisor/i,
+  /failed to connect socket/i,
+  /cannot recv data/i,
+  /cannot write data/i,
+  /end of file while reading data/i,
+  /connection reset by peer/i,
+  /broken pipe/i,
+  /no connection driver available/i,
+  /client socket is closed/i,
+  /keepalive timeout/i,
+  /is the daemon running/i,
+];
+const INTERRUPTED = [/operation aborted/i, /canceled by client/i, /cancelled by client/i];
+const LIBVIRT_TIMEOUT = [/timed out during operation/i, /cannot acquire state change lock/i];
+
+/** Turn a failed virsh run into the matching DomainError. */
+export function classifyVirshFailure(
+  r: RunResult,
+  ctx: { uri: string; timeoutMs: number; onDeadline: 'not-reachable' | 'timed-out'; guest?: string; signal?: AbortSignal },
+): DomainError {
+  const cmd = r.argv.slice(1).join(' ');
+  const guest = ctx.guest;
+  if (r.spawnError) {
+    return new NotReachableError(`cannot run ${r.argv[0]} (${r.spawnError.code ?? r.spawnError.message}): is libvirt-clients installed?`, { cause: r.spawnError, guest });
+  }
+  if (r.aborted) {
+    return new InterruptedError(`${cmd}: interrupted`, { cause: ctx.signal?.reason, guest });
+  }
+  if (r.timedOut) {
+    if (ctx.onDeadline === 'timed-out') {
+      return new TimedOutError(`${cmd}: not done within ${formatMs(ctx.timeoutMs)} (virsh killed)`, { guest });
+    }
+    return new NotReachableError(`libvirt (${ctx.uri}) did not answer within ${formatMs(ctx.timeoutMs)}: ${cmd} killed`, { guest });
+  }
+  const message = virshMessage(r);
+  const text = `${cmd}: ${message}`;
+  if (r.killedBy) return new ProtocolError(`${cmd}: virsh died of ${r.killedBy}${message ? `: ${message}` : ''}`, { guest });
+  if (r.exitCode !== 1) {
+    // virsh exits 0 or 1; anything else is not virsh speaking.
+    return new ProtocolError(`${describeRun(r)} (virsh exits 0 or 1)`, { guest });
+  }
+  if (NOT_REACHABLE.some((re) => re.test(message))) return new NotReachableError(text, { guest });
+  if (NOT_FOUND.some((re) => re.test(message))) return new GuestNotFoundError(text, { guest });
+  if (INTERRUPTED.some((re) => re.test(message))) return new InterruptedError(text, { guest });
+  if (LIBVIRT_TIMEOUT.some((re) => re.test(message))) return new TimedOutError(text, { guest });
+  return new OperationRefusedError(text || `${cmd}: failed without a message`, { guest });
+}
+
+/** virsh's own error lines (`error: ...`), joined; else the tail of its output. */
+export function virshMessage(r: Pick<RunResult, 'stderr' | 'stdout'>): string {
+  const lines = r.stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+  const errors = lines.filter((l) => l.startsWith('error:')).map((l) => l.slice('error:'.length).trim());
+  const picked = errors.length > 0 ? errors : lines.length > 0 ? lines : r.stdout.trim().split('\n').slice(-3);
+  return picked.filter(Boolean).join(' / ');
+}

@@ -1,0 +1,120 @@
+// A QMP-driver guest's QEMU process: its runtime files, launching it
+// daemonized, and finding out whether the pidfile's pid is still that QEMU
+// (alive, not a zombie, its command line naming our QMP socket).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describeRun, runProcess } from '../../util/run.js';
+import { sleep } from '../../util/deadline.js';
+import { OperationRefusedError } from '../errors.js';
+import { abortError } from './abort.js';
+import { isOwnRegularFile, removeStale } from './private-dir.js';
+
+/** The files of one guest under the runtime directory. */
+export interface GuestRuntimePaths {
+  qmp: string;
+  pidfile: string;
+  /** The socket QEMU migrates into on save (we listen). */
+  saveSocket: string;
+  /** The socket QEMU listens on for an incoming migration on restore. */
+  incomingSocket: string;
+}
+
+/** sun_path holds 108 bytes with the NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/** The runtime paths of guest `name` under `runDir`. */
+export function runtimePaths(runDir: string, name: string): GuestRuntimePaths {
+  return {
+    qmp: join(runDir, `${name}.qmp`),
+    pidfile: join(runDir, `${name}.pid`),
+    saveSocket: join(runDir, `${name}.save.sock`),
+    incomingSocket: join(runDir, `${name}.in.sock`),
+  };
+}
+
+/** The argv QEMU is launched with: the definition's, plus name, QMP socket, pidfile, daemonize (and -incoming defer -S to restore). */
+export function launchArgv(argv: readonly string[], name: string, paths: GuestRuntimePaths, opts: { incoming?: boolean; paused?: boolean } = {}): string[] {
+  const out = [...argv, '-name', name, '-qmp', `unix:${paths.qmp},server=on,wait=off`, '-pidfile', paths.pidfile, '-daemonize'];
+  if (opts.incoming) out.push('-incoming', 'defer');
+  if (opts.incoming || opts.paused) out.push('-S');
+  return out;
+}
+
+/** What the pidfile says and whether that process is our QEMU. */
+export interface ProcessCheck {
+  pid: number | undefined;
+  alive: boolean;
+  /** Why it is not considered running (no pidfile, bad pidfile, gone, another process). */
+  detail: string;
+}
+
+/** Check the pidfile's pid: alive, not a zombie, and its command line names our QMP socket. */
+export async function checkProcess(paths: GuestRuntimePaths): Promise<ProcessCheck> {
+  if (!(await isOwnRegularFile(paths.pidfile))) return { pid: undefined, alive: false, detail: 'no pidfile' };
+  const text = (await readFile(paths.pidfile, 'utf8').catch(() => '')).trim();
+  if (!/^\d+$/.test(text) || Number(text) < 2) {
+    return { pid: undefined, alive: false, detail: `bad pidfile ${paths.pidfile}: ${JSON.stringify(text.slice(0, 40))}` };
+  }
+  const pid = Number(text);
+  return { pid, ...(await checkPid(pid, paths.qmp)) };
+}
+
+/** Whether `pid` is alive (not a zombie) and its command line mentions `qmpPath`. */
+export async function checkPid(pid: number, qmpPath: string): Promise<{ alive: boolean; detail: string }> {
+  let stat: string;
+  let cmdline: string;
+  try {
+    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return { alive: false, detail: `process ${pid} is gone` };
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  if (state === 'Z' || state === 'X') return { alive: false, detail: `process ${pid} has exited` };
+  if (!cmdline.split('\0').some((arg) => arg.includes(`unix:${qmpPath},`))) {
+    return { alive: false, detail: `process ${pid} is not this guest's QEMU (stale pidfile)` };
+  }
+  return { alive: true, detail: `process ${pid}` };
+}
+
+/** Launch QEMU daemonized; resolves with its pid once the pidfile names it. */
+export async function launchQemu(argv: readonly string[], name: string, paths: GuestRuntimePaths, opts: { signal: AbortSignal; timeoutMs: number; incoming?: boolean; paused?: boolean }): Promise<number> {
+  for (const p of [paths.qmp, paths.incomingSocket, paths.saveSocket]) {
+    if (p.length > MAX_SOCKET_PATH) throw new OperationRefusedError(`${p}: socket path longer than ${MAX_SOCKET_PATH} bytes; use a shorter guest name or runtime directory`, { guest: name });
+  }
+  await removeStale(paths.pidfile);
+  await removeStale(paths.qmp);
+  const full = launchArgv(argv, name, paths, opts);
+  const r = await runProcess(full, { timeoutMs: opts.timeoutMs, signal: opts.signal });
+  if (r.aborted || r.exitCode !== 0) {
+    // A daemonized child leaves the process group runProcess kills: end it by its checked pid.
+    const orphan = await checkProcess(paths).catch(() => undefined);
+    if (orphan?.alive && orphan.pid !== undefined) await signalQemu(orphan.pid, paths.qmp, 'SIGKILL');
+    if (r.aborted) throw abortError(opts.signal, `launching ${name}`, name);
+    throw new OperationRefusedError(`cannot start ${name}: ${describeRun(r)}`, { guest: name });
+  }
+  const check = await checkProcess(paths);
+  if (!check.alive || check.pid === undefined) throw new OperationRefusedError(`started ${name}, but it is not running: ${check.detail}`, { guest: name });
+  return check.pid;
+}
+
+/** Wait until `pid` is no longer our QEMU (polling /proc); false when `ms` passed first. */
+export async function waitForExit(pid: number, qmpPath: string, ms: number, signal: AbortSignal): Promise<boolean> {
+  const until = performance.now() + ms;
+  for (;;) {
+    if (!(await checkPid(pid, qmpPath)).alive) return true;
+    if (performance.now() >= until) return false;
+    await sleep(50, signal);
+  }
+}
+
+/** Send `sig` to `pid`, only when it is still our QEMU; false when it was not (or is gone). */
+export async function signalQemu(pid: number, qmpPath: string, sig: NodeJS.Signals): Promise<boolean> {
+  if (!(await checkPid(pid, qmpPath)).alive) return false;
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,27 @@
+// The drivers a run acts through, from the settings: one libvirt driver per
+// URI (URIS), or the qmp driver (QEMU directly, guests in QEMU_GUESTS_DIR).
+import { join } from 'node:path';
+import type { Settings } from '../config/settings.js';
+import type { DomainDriver } from '../domain/types.js';
+import { createLibvirtDriver } from '../domain/libvirt/driver.js';
+import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
+import type { Log } from '../report/log.js';
+
+/** The qmp driver's runtime directory (QMP sockets, pidfiles) under RC_LIBVIRT_RUN_DIR. */
+export function qmpRunDir(settings: Pick<Settings, 'runDir'>): string {
+  return join(settings.runDir, 'qmp');
+}
+
+/** Open the drivers the settings name. */
+export async function openDrivers(settings: Settings, _signal: AbortSignal, log?: Log): Promise<DomainDriver[]> {
+  const withLog = log ? { log } : {};
+  if (settings.driver === 'qmp') {
+    return [createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, ...withLog })];
+  }
+  return settings.uris.map((uri) => createLibvirtDriver({ uri, virsh: settings.virsh, ...withLog }));
+}
+
+/** Close every driver, never throwing. */
+export async function closeDrivers(drivers: readonly DomainDriver[]): Promise<void> {
+  await Promise.all(drivers.map((d) => d.close().catch(() => undefined)));
+}

@@ -1,0 +1,131 @@
+// Bringing guests back at start (ON_BOOT=restore): exactly those the journal
+// names, ascending order groups, START_DELAY between launches; saved ones
+// restored, shut-down (and destroyed) ones started, paused ones paused again.
+// An entry is cleared only once its guest is back as it was.
+import type { BootAction, DomainDriver, Guest } from '../domain/types.js';
+import { errorMessage, isDomainError } from '../domain/errors.js';
+import { deadline, now } from '../util/deadline.js';
+import { runInGroups } from './groups.js';
+import type { Journal, JournalEntry } from './journal.js';
+import type { GuestObserver } from './observer.js';
+import type { GuestOutcome } from './outcome.js';
+
+/** One guest to bring back: its journal entry (or a stand-in for a guest found another way). */
+export interface RestoreTask {
+  entry: JournalEntry;
+  /** Why it is on the list when not from the journal. */
+  source?: string;
+}
+
+/** What a restore batch runs with. */
+export interface RestoreOptions {
+  drivers: readonly DomainDriver[];
+  journal: Journal;
+  /** The settings' defaults for guests without their own policy. */
+  timeout: number;
+  onBoot: BootAction;
+  startDelay: number;
+  parallel: number;
+  signal: AbortSignal;
+  observer: GuestObserver;
+}
+
+/** Bring the guests back, group by group (ascending); never throws for one guest. */
+export async function restoreAll(tasks: readonly RestoreTask[], opts: RestoreOptions): Promise<GuestOutcome[]> {
+  return runInGroups(tasks.map((task) => ({
+    order: task.entry.order,
+    timeoutMs: opts.timeout * 1000,
+    run: () => restoreGuest(task, opts),
+    skip: (reason: string) => {
+      const o = outcomeOf(stubGuest(task.entry), 'start', 'skipped', reason, 0);
+      opts.observer.end(o);
+      return o;
+    },
+  })), {
+    direction: 'asc',
+    parallel: opts.parallel,
+    signal: opts.signal,
+    gapMs: opts.startDelay * 1000,
+    onGroup: (order, count) => opts.observer.note(`order group ${order}: ${count} guest${count === 1 ? '' : 's'}`),
+  });
+}
+
+/** Bring one guest back as the journal says; clears its entry once it is back (or was already). */
+export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Promise<GuestOutcome> {
+  const { entry } = task;
+  const started = now();
+  const driver = opts.drivers.find((d) => d.uri === entry.uri);
+  const finish = async (guest: Guest, action: string, result: GuestOutcome['result'], reason: string, clear: boolean): Promise<GuestOutcome> => {
+    if (clear) {
+      try {
+        await opts.journal.clear(entry.uri, entry.id);
+      } catch (err) {
+        reason = [reason, `journal not updated: ${errorMessage(err)}`].filter(Boolean).join('; ');
+      }
+    }
+    const o = outcomeOf(guest, action, result, reason, now() - started, entry.stateBefore);
+    opts.observer.end(o);
+    return o;
+  };
+  const stub = stubGuest(entry);
+  if (!driver) return finish(stub, 'start', 'failed', `connection ${entry.uri} is not configured (URIS): left in the journal`, false);
+  let guest: Guest;
+  const look = deadline(30_000, opts.signal);
+  try {
+    guest = await driver.getGuest(entry.id, { signal: look.signal });
+  } catch (err) {
+    if (isDomainError(err, 'not-found')) return finish(stub, 'start', 'skipped', `no longer defined on ${entry.uri}: entry dropped`, true);
+    return finish(stub, 'start', 'failed', `cannot look it up: ${errorMessage(err)}`, false);
+  } finally {
+    look.clear();
+  }
+  const action = guest.hasSavedImage ? 'restore' : 'start';
+  opts.observer.begin(guest, action);
+  if (guest.policy.onBoot === 'ignore') return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
+  if (!guest.policy.onBoot && opts.onBoot === 'ignore') return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
+  if (guest.state === 'running' || guest.state === 'paused') {
+    return finish(guest, action, 'skipped', `already ${guest.state} (brought back by libvirt itself, e.g. autostart): left alone`, true);
+  }
+  if (guest.state !== 'shutoff') return finish(guest, action, 'failed', `in state ${guest.stateDetail}: not started, left in the journal`, false);
+  const notes: string[] = [];
+  if (task.source) notes.push(task.source);
+  if (entry.action === 'saved' && !guest.hasSavedImage) notes.push('its saved image is gone: started afresh');
+  if (entry.action === 'destroyed') notes.push('was destroyed at stop: started afresh');
+  const timeout = (guest.policy.timeout ?? opts.timeout) * 1000;
+  const dl = deadline(timeout, opts.signal);
+  const paused = entry.stateBefore === 'paused';
+  try {
+    await driver.start(guest.id, { signal: dl.signal, paused });
+    const state = await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
+    if (state !== entry.stateBefore) {
+      return finish(guest, action, 'failed', [...notes, `came back ${state}, not ${entry.stateBefore}: left in the journal`].join('; '), false);
+    }
+    if (paused) notes.push('paused, as it was');
+    return finish(guest, action, action === 'restore' ? 'restored' : 'started', notes.join('; '), true);
+  } catch (err) {
+    const why = dl.signal.aborted && !opts.signal.aborted ? `not back within ${timeout / 1000} s` : errorMessage(err);
+    return finish(guest, action, 'failed', [...notes, `${why}: left in the journal`].join('; '), false);
+  } finally {
+    dl.clear();
+  }
+}
+
+function stubGuest(e: JournalEntry): Guest {
+  return {
+    id: e.id,
+    name: e.name,
+    uri: e.uri,
+    state: 'other',
+    stateDetail: 'unknown',
+    memoryKiB: 0,
+    persistent: true,
+    autostart: false,
+    hasSavedImage: false,
+    policy: {},
+    saveBlockers: [],
+  };
+}
+
+function outcomeOf(guest: Guest, action: string, result: GuestOutcome['result'], reason: string, ms: number, stateBefore = guest.state): GuestOutcome {
+  return { guest, action, result, reason, ms, stateBefore };
+}

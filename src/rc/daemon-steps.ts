@@ -1,0 +1,165 @@
+// The daemon side of start, stop and soft_restart: virtlockd → virtlogd →
+// libvirtd up (waiting until libvirtd answers), the reverse down, and the
+// re-exec of virtlogd/virtlockd that keeps running guests' locks and logs.
+import type { Settings } from '../config/settings.js';
+import { describeDaemon, describeDaemons, type DaemonName, type DaemonSpec } from '../daemons/daemon-spec.js';
+import {
+  isAlive,
+  reexecDaemon,
+  runningPid,
+  startDaemon,
+  stopDaemon,
+  type DaemonOpContext,
+  type DaemonResult,
+} from '../daemons/daemon-process.js';
+import { loadModules, modulesToLoad, unloadModules } from '../daemons/modules.js';
+import { describePidfileProblem, inspectPidfile } from '../daemons/pidfile.js';
+import { waitUntilAnswering } from '../daemons/readiness.js';
+import { checkQemuConfOwner, makeRuntimeDirs } from '../daemons/runtime-dirs.js';
+import type { Log } from '../report/log.js';
+import { formatMs, now } from '../util/deadline.js';
+import { destroyActiveNetworks } from './networks.js';
+
+/** What a daemon step needs (a RunContext is one). */
+export interface DaemonStepContext {
+  settings: Settings;
+  log: Log;
+  signal: AbortSignal;
+  dryRun: boolean;
+}
+
+/** Whether every daemon result is a success. */
+export function allOk(results: readonly DaemonResult[]): boolean {
+  return results.every((r) => r.action !== 'failed');
+}
+
+function opContext(ctx: DaemonStepContext): DaemonOpContext {
+  return { log: ctx.log, signal: ctx.signal };
+}
+
+function timeoutMs(ctx: DaemonStepContext): number {
+  return ctx.settings.daemonTimeout * 1000;
+}
+
+/** Start what does not run (virtlockd, virtlogd, libvirtd), load modules, and return once libvirtd answers (or with its failure). */
+export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
+  const specs = describeDaemons(ctx.settings);
+  if (ctx.dryRun) return dryRun(ctx, specs, 'start');
+  await makeRuntimeDirs(ctx.settings, ctx.log);
+  await checkQemuConfOwner(ctx.settings, ctx.log);
+  const results: DaemonResult[] = [];
+  for (const spec of specs) {
+    if (ctx.signal.aborted) {
+      results.push({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` });
+      continue;
+    }
+    if (spec.name === 'libvirtd') {
+      // The original loads the modules right before libvirtd.
+      await loadModules(await modulesToLoad(ctx.settings.modules, ctx.log), { log: ctx.log, signal: ctx.signal });
+      results.push(await startLibvirtd(spec, ctx));
+    } else {
+      results.push(await startDaemon(spec, opContext(ctx), timeoutMs(ctx)));
+    }
+  }
+  for (const r of results) if (r.error) ctx.log.error(r.error);
+  return results;
+}
+
+// libvirtd: started (or found running), then waited for until it answers `virsh version`.
+async function startLibvirtd(spec: DaemonSpec, ctx: DaemonStepContext): Promise<DaemonResult> {
+  const started = now();
+  const r = await startDaemon(spec, opContext(ctx), timeoutMs(ctx));
+  if (r.action === 'failed' || r.pid === undefined) return r;
+  const pid = r.pid;
+  const remaining = Math.max(1000, timeoutMs(ctx) - (now() - started));
+  const answer = await waitUntilAnswering(ctx.settings, ctx.signal, remaining, () => isAlive(spec, pid));
+  if (answer.ok) {
+    ctx.log.notice(`libvirtd answers (pid ${pid}, after ${formatMs(now() - started)})`);
+    return r;
+  }
+  const why = answer.died ? `libvirtd (pid ${pid}) exited while starting` : `libvirtd (pid ${pid}) does not answer after ${formatMs(now() - started)}`;
+  return { name: spec.name, action: 'failed', pid, error: `${why}: ${answer.reason}; see /var/log/libvirt/libvirtd.log` };
+}
+
+/** Stop networks, then libvirtd → virtlogd → virtlockd, then unload unused modules. Daemons that do not run are fine. */
+export async function stopDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
+  const specs = describeDaemons(ctx.settings).reverse();
+  if (ctx.dryRun) return dryRun(ctx, specs, 'stop');
+  const results: DaemonResult[] = [];
+  const libvirtd = specs[0] as DaemonSpec;
+  if ((await runningPid(libvirtd, opContext(ctx))) !== undefined) {
+    await destroyActiveNetworks(ctx.settings, ctx.log, ctx.signal);
+  }
+  for (const spec of specs) {
+    results.push(await stopDaemon(spec, opContext(ctx), { timeoutMs: timeoutMs(ctx) }));
+  }
+  await unloadModules(await modulesToLoad(ctx.settings.modules, quiet(ctx.log)), { log: ctx.log, signal: ctx.signal });
+  for (const r of results) if (r.error) ctx.log.error(r.error);
+  return results;
+}
+
+/** Restart libvirtd while guests run; virtlogd and virtlockd re-exec (SIGUSR1), or start when they were down. */
+export async function softRestartDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
+  const specs = describeDaemons(ctx.settings);
+  if (ctx.dryRun) return dryRun(ctx, specs, 'soft_restart');
+  const results: DaemonResult[] = [];
+  for (const spec of specs) {
+    if (spec.name === 'libvirtd') continue;
+    const r = await reexecDaemon(spec, opContext(ctx));
+    if (r.action === 'failed' && r.pid !== undefined && !(await isAlive(spec, r.pid))) {
+      // It ended instead of re-executing: report that, and bring it back so guests get their locks and logs again.
+      results.push(r);
+      const again = await startDaemon(spec, opContext(ctx), timeoutMs(ctx));
+      if (again.action === 'failed') results.push(again);
+      continue;
+    }
+    results.push(r.action === 'not-running' ? await startDaemon(spec, opContext(ctx), timeoutMs(ctx)) : r);
+  }
+  const libvirtd = specs[2] as DaemonSpec;
+  const stopped = await stopDaemon(libvirtd, opContext(ctx), { timeoutMs: timeoutMs(ctx) });
+  if (stopped.action === 'failed') results.push(stopped);
+  else {
+    await makeRuntimeDirs(ctx.settings, ctx.log);
+    results.push(await startLibvirtd(libvirtd, ctx));
+  }
+  for (const r of results) if (r.error) ctx.log.error(r.error);
+  return results;
+}
+
+/** Stop (SIGTERM, then SIGKILL at the deadline) or, with `force`, kill one daemon by its checked pidfile: the guest side's rescue path uses it for a libvirtd that hangs. */
+export async function killDaemon(
+  ctx: { settings: Settings; log: Log; signal: AbortSignal },
+  name: DaemonName,
+  opts: { force?: boolean; timeoutMs?: number } = {},
+): Promise<DaemonResult> {
+  return stopDaemon(describeDaemon(ctx.settings, name), { log: ctx.log, signal: ctx.signal }, {
+    timeoutMs: opts.timeoutMs ?? ctx.settings.daemonTimeout * 1000,
+    force: opts.force ?? false,
+  });
+}
+
+// --dry-run: say what would happen to each daemon, change nothing.
+async function dryRun(ctx: DaemonStepContext, specs: DaemonSpec[], what: 'start' | 'stop' | 'soft_restart'): Promise<DaemonResult[]> {
+  const results: DaemonResult[] = [];
+  for (const spec of specs) {
+    const st = await inspectPidfile(spec);
+    const problem = describePidfileProblem(spec, st);
+    if (problem) ctx.log.info(`${problem} (would be removed)`);
+    const pid = st.state === 'running' ? st.pid : undefined;
+    let says: string;
+    if (pid !== undefined) {
+      const act = what === 'start' ? 'runs, would be left alone' : what === 'stop' ? 'would be stopped (SIGTERM)' : spec.name === 'libvirtd' ? 'would be restarted' : 'would be re-executed (SIGUSR1)';
+      says = `${spec.name} (pid ${pid}) ${act}`;
+    } else {
+      says = what === 'stop' ? `${spec.name} does not run: nothing to do` : `${spec.name} would be started: ${spec.startArgv.join(' ')}`;
+    }
+    ctx.log.info(`dry run: ${says}`);
+    results.push(pid !== undefined ? { name: spec.name, action: what === 'stop' ? 'stopped' : 'already-running', pid } : { name: spec.name, action: 'not-running' });
+  }
+  return results;
+}
+
+// The module notice about KVM is said once, at start; at stop it is only a debug line.
+function quiet(log: Log): Log {
+  return { ...log, notice: (m) => log.debug(m) };
+}

@@ -1,0 +1,91 @@
+// The libvirt driver against a fake virsh: waits woken by the event stream,
+// the fall back to polling when the stream dies, and output no real libvirtd
+// gives (garbage, odd states).
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
+import { NotReachableError, ProtocolError } from '../../../../src/domain/errors.js';
+import { createMemoryLog } from '../../../../src/report/log.js';
+import { writeFakeVirsh, type FakeVirsh } from './fake-virsh.js';
+
+const UUID = '084149e7-9171-411b-a0a7-4233aaefdf57';
+const op = () => ({ signal: AbortSignal.timeout(10_000) });
+
+// $4 is the subcommand (virsh -q -c URI SUB ...); files in $STATE_DIR steer the answers.
+function script(stateDir: string, eventBody: string): string {
+  return `D='${stateDir}'
+case "$4" in
+  domstate) cat "$D/state" ;;
+  dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
+  list) cat "$D/list" ;;
+  version) exec sleep 600 ;;
+  event) ${eventBody} ;;
+  *) echo "error: unexpected $4" >&2; exit 1 ;;
+esac`;
+}
+
+describe('libvirt driver (fake virsh)', () => {
+  let fake: FakeVirsh;
+  let dir: string;
+  let driver: LibvirtDriver | undefined;
+  const log = createMemoryLog();
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rcl-drv-'));
+    writeFileSync(join(dir, 'state'), 'running (booted)\n');
+  });
+  afterEach(async () => {
+    await driver?.close();
+    fake.remove();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const make = (eventBody: string, extra: { pollMs?: number; callTimeoutMs?: number } = {}): LibvirtDriver => {
+    fake = writeFakeVirsh(script(dir, eventBody));
+    driver = createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, safetyPollMs: 600_000, log, ...extra });
+    return driver;
+  };
+
+  it('ends a wait on the Stopped line of the event stream', async () => {
+    const d = make(`sleep 0.3; echo "2026-11-26 22:47:35.695+0000: event 'lifecycle' for domain 'web server': Stopped Shutdown"; exec sleep 600`);
+    expect(await d.waitForState(UUID, ['shutoff'], op())).toBe('shutoff');
+    expect(d.waitStats).toEqual({ byEvent: 1, byPoll: 0, immediate: 0 });
+  });
+
+  it('ignores events of other guests, garbage lines among them', async () => {
+    const d = make(`echo 'garbage'; echo "event 'lifecycle' for domain 'web server 2': Stopped Shutdown"; exec sleep 600`);
+    const ac = new AbortController();
+    const waiting = d.waitForState(UUID, ['shutoff'], { signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('enough')), 500);
+    await expect(waiting).rejects.toThrow(/cut off/);
+    expect(d.waitStats.byEvent).toBe(0);
+  });
+
+  it('falls back to polling when the event stream dies', async () => {
+    const d = make(`echo 'error: failed to connect to the hypervisor' >&2; exit 1`, { pollMs: 50 });
+    setTimeout(() => writeFileSync(join(dir, 'state'), 'shut off (destroyed)\n'), 300);
+    expect(await d.waitForState(UUID, ['shutoff'], op())).toBe('shutoff');
+    expect(d.eventsAlive).toBe(false);
+    expect(d.waitStats.byPoll).toBe(1);
+    expect(log.lines.some((l) => l.level === 'warn' && /event --loop --event lifecycle --timestamp ended .*failed to connect.*waits poll instead/.test(l.msg))).toBe(true);
+  });
+
+  it('answers a wait at once when the guest is there already', async () => {
+    const d = make('exec sleep 600');
+    expect(await d.waitForState(UUID, ['running', 'paused'], op())).toBe('running');
+    expect(d.waitStats.immediate).toBe(1);
+  });
+
+  it('calls garbage from virsh a protocol error', async () => {
+    const d = make('exec sleep 600');
+    writeFileSync(join(dir, 'list'), ' Id   Name   State\n----\n 1 web server running\n');
+    await expect(d.listGuests(op())).rejects.toBeInstanceOf(ProtocolError);
+    writeFileSync(join(dir, 'state'), 'levitating (magic)\n');
+    await expect(d.waitForState(UUID, ['shutoff'], op())).rejects.toThrow(/unknown domain state "levitating"/);
+  });
+
+  it('gives up on a hung libvirtd at the call deadline: not reachable', async () => {
+    const d = make('exec sleep 600', { callTimeoutMs: 300 });
+    await expect(d.ping(op())).rejects.toBeInstanceOf(NotReachableError);
+  });
+});

@@ -1,0 +1,238 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { DomainDriver, Guest } from '../../../src/domain/types.js';
+import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
+import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
+import type { GuestOutcome } from '../../../src/guests/outcome.js';
+import { decidePlan } from '../../../src/guests/plan.js';
+import { createFakeDriver, type FakeDriver, type FakeGuest } from './fake-driver.js';
+
+const settings = { onShutdown: 'managedsave' as const, timeout: 10 };
+const BIG = new Map([['/fake/save', { freeBytes: 1e12, totalBytes: 1e12 }]]);
+
+async function tasksFor(drivers: FakeDriver[], mode: 'policy' | 'shutdown' = 'policy', timeout = 10): Promise<StopTask[]> {
+  const items: { guest: Guest; driver: DomainDriver }[] = [];
+  for (const d of drivers) for (const g of await d.listGuests({ signal: new AbortController().signal })) items.push({ guest: g, driver: d });
+  const plan = decidePlan(items, { ...settings, timeout }, mode, BIG);
+  return plan.guests.map((p) => ({ plan: p, driver: items.find((i) => i.guest === p.guest)!.driver }));
+}
+
+function byName(outcomes: GuestOutcome[], name: string): GuestOutcome {
+  const o = outcomes.find((x) => x.guest.name === name);
+  if (!o) throw new Error(`no outcome for ${name}`);
+  return o;
+}
+
+function run(tasks: StopTask[], opts: { parallel?: number; signal?: AbortSignal } = {}): Promise<GuestOutcome[]> {
+  return stopAll(tasks, { parallel: opts.parallel ?? 0, signal: opts.signal ?? new AbortController().signal, observer: SILENT_OBSERVER });
+}
+
+function at(d: FakeDriver, op: string, name: string): number {
+  const c = d.calls.find((x) => x.op === op && x.name === name);
+  if (!c) throw new Error(`no ${op} of ${name}: ${JSON.stringify(d.calls)}`);
+  return c.at;
+}
+
+describe('stop ladder', () => {
+  let t0: number;
+  beforeEach(() => {
+    vi.useFakeTimers();
+    t0 = performance.now();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('saves every guest concurrently', async () => {
+    const d = createFakeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const out = await p;
+    expect(out.map((o) => o.result)).toEqual(['saved', 'saved', 'saved']);
+    for (const n of ['a', 'b c', '--dash']) expect(at(d, 'saved', n) - t0).toBe(1000);
+  });
+
+  it('falls back to shutdown at once when the save fails, and never destroys', async () => {
+    const d = createFakeDriver([{ name: 'blocked', script: { saveFails: 'cannot migrate: invtsc', shutdownMs: 2000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save→shutdown');
+    expect(o!.reason).toContain('invtsc');
+    expect(at(d, 'shutdown', 'blocked') - t0).toBe(0);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+
+  it('aborts a save still running at the deadline, then destroys; never before the deadline', async () => {
+    const d = createFakeDriver([{ name: 'slow', script: { saveMs: 'never' } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(d.calls.map((c) => c.op)).toEqual(['save']);
+    expect(d.state('slow')).toBe('paused');
+    await vi.advanceTimersByTimeAsync(1);
+    const [o] = await p;
+    expect(o!.result).toBe('destroyed');
+    const ops = d.calls.map((c) => c.op);
+    expect(ops.indexOf('abort')).toBeGreaterThan(-1);
+    expect(ops.indexOf('abort')).toBeLessThan(ops.indexOf('destroy'));
+    expect(ops.indexOf('save-aborted')).toBeLessThan(ops.indexOf('destroy'));
+    expect(at(d, 'destroy', 'slow') - t0).toBeGreaterThanOrEqual(10_000);
+    expect(o!.reason).toMatch(/still saving.*save job aborted/);
+  });
+
+  it('destroys a guest that ignores the ACPI request at its deadline, not before, while the others shut down', async () => {
+    const d = createFakeDriver([
+      { name: 'stubborn', script: { shutdownMs: 'never' } },
+      { name: 'nice', script: { shutdownMs: 3000 } },
+    ]);
+    const p = run(await tasksFor([d], 'shutdown', 5));
+    await vi.advanceTimersByTimeAsync(4999);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(d.state('nice')).toBe('shutoff');
+    await vi.advanceTimersByTimeAsync(1);
+    const out = await p;
+    expect(byName(out, 'stubborn').result).toBe('destroyed');
+    expect(byName(out, 'nice').result).toBe('shutdown');
+    expect(at(d, 'destroy', 'stubborn') - t0).toBe(5000);
+  });
+
+  it('never destroys before the deadline when waits fail at once (daemon hiccup)', async () => {
+    const d = createFakeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    const [o] = await p;
+    expect(o!.result).toBe('destroyed');
+    expect(at(d, 'destroy', 'h') - t0).toBe(10_000);
+  });
+
+  it('uses a guest policy timeout over the setting', async () => {
+    const d = createFakeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
+    const p = run(await tasksFor([d], 'shutdown', 100));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(o!.result).toBe('destroyed');
+    expect(at(d, 'destroy', 's') - t0).toBe(2000);
+  });
+
+  it('runs order groups one after another, descending at stop', async () => {
+    const d = createFakeDriver([
+      { name: 'db', policy: { order: 1 }, script: { saveMs: 1000 } },
+      { name: 'web', policy: { order: 2 }, script: { saveMs: 3000 } },
+      { name: 'web2', policy: { order: 2 }, script: { saveMs: 500 } },
+      { name: 'misc', script: { saveMs: 100 } },
+    ]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(10_000);
+    await p;
+    expect(at(d, 'save', 'web') - t0).toBe(0);
+    expect(at(d, 'save', 'web2') - t0).toBe(0);
+    expect(at(d, 'save', 'db') - t0).toBe(3000);
+    expect(at(d, 'save', 'misc') - t0).toBe(4000);
+  });
+
+  it('gives each group its own deadline from its start', async () => {
+    const d = createFakeDriver([
+      { name: 'first', policy: { order: 1 }, script: { saveMs: 8000 } },
+      { name: 'second', script: { saveMs: 'never' } },
+    ]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(30_000);
+    const out = await p;
+    expect(byName(out, 'first').result).toBe('saved');
+    expect(at(d, 'destroy', 'second') - t0).toBe(18_000);
+  });
+
+  it('honours PARALLEL and frees a slot as soon as a guest finishes', async () => {
+    const d = createFakeDriver([
+      { name: 'a', script: { saveMs: 1000 } },
+      { name: 'b', script: { saveMs: 3000 } },
+      { name: 'c', script: { saveMs: 1000 } },
+    ]);
+    const p = run(await tasksFor([d]), { parallel: 2 });
+    await vi.advanceTimersByTimeAsync(5000);
+    await p;
+    expect(at(d, 'save', 'a') - t0).toBe(0);
+    expect(at(d, 'save', 'b') - t0).toBe(0);
+    expect(at(d, 'save', 'c') - t0).toBe(1000);
+  });
+
+  it('acts on every connection at once', async () => {
+    const d1 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///1' });
+    const d2 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///2' });
+    const p = run(await tasksFor([d1, d2]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const out = await p;
+    expect(out.map((o) => `${o.guest.uri} ${o.result}`).sort()).toEqual(['fake:///1 saved', 'fake:///2 saved']);
+  });
+
+  it('on interruption: aborts running saves, resumes the guests, drops the queue, destroys nothing', async () => {
+    const d = createFakeDriver([
+      { name: 'a', script: { saveMs: 5000 } },
+      { name: 'b', script: { saveMs: 'never' } },
+      { name: 'queued', script: { saveMs: 100 } },
+      { name: 'later', policy: { order: -1 } },
+    ]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d]), { parallel: 2, signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(d.state('a')).toBe('paused');
+    ac.abort(new Error('SIGTERM'));
+    await vi.advanceTimersByTimeAsync(100);
+    const out = await p;
+    for (const n of ['a', 'b', 'queued', 'later']) expect(d.state(n)).toBe('running');
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(d.calls.some((c) => c.op === 'save' && c.name === 'queued')).toBe(false);
+    expect(byName(out, 'a').result).toBe('failed');
+    expect(byName(out, 'queued').result).toBe('skipped');
+    expect(byName(out, 'later').result).toBe('skipped');
+  });
+
+  it('interrupted during a shutdown: no destroy', async () => {
+    const d = createFakeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d], 'shutdown'), { signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(1000);
+    ac.abort(new Error('SIGINT'));
+    await vi.advanceTimersByTimeAsync(20_000);
+    const [o] = await p;
+    expect(o!.result).toBe('failed');
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+
+  it("one guest's exception does not stop the others", async () => {
+    const d = createFakeDriver([{ name: 'bug', script: { explodes: 'boom' } }, { name: 'ok' }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(20_000);
+    const out = await p;
+    expect(byName(out, 'ok').result).toBe('saved');
+    expect(['failed', 'destroyed']).toContain(byName(out, 'bug').result);
+  });
+
+  it('resumes a paused guest before its ACPI shutdown', async () => {
+    const d = createFakeDriver([{ name: 'p', state: 'paused', script: { shutdownMs: 500 } }]);
+    const p = run(await tasksFor([d], 'shutdown'));
+    await vi.advanceTimersByTimeAsync(500);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(d.calls.map((c) => c.op)).toEqual(['resume', 'shutdown', 'off']);
+  });
+
+  it('saves a paused guest as paused', async () => {
+    const d = createFakeDriver([{ name: 'p', state: 'paused' }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(o!.result).toBe('saved');
+    expect(o!.stateBefore).toBe('paused');
+    expect(d.calls.some((c) => c.op === 'resume')).toBe(false);
+  });
+
+  it('a planned destroy (ON_SHUTDOWN=destroy) is not a forced one', async () => {
+    const d = createFakeDriver([{ name: 'scratch', policy: { onShutdown: 'destroy' } }]);
+    const out = await run(await tasksFor([d]));
+    expect(out[0]!.result).toBe('destroyed');
+    expect(out[0]!.plannedDestroy).toBe(true);
+  });
+});

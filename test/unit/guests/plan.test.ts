@@ -1,0 +1,74 @@
+import { describe, expect, it } from 'vitest';
+import type { DomainDriver, Guest } from '../../../src/domain/types.js';
+import { decidePlan, MARGIN_BYTES, type GuestPlan } from '../../../src/guests/plan.js';
+import { createFakeDriver, type FakeGuest } from './fake-driver.js';
+
+const MiB = 1024 * 1024;
+
+async function plan(list: FakeGuest[], opts: { free?: number; total?: number; error?: string; mode?: 'policy' | 'shutdown'; canResume?: boolean; onShutdown?: 'managedsave' | 'shutdown' | 'destroy' } = {}) {
+  const d = createFakeDriver(list, { canResume: opts.canResume ?? true });
+  const items: { guest: Guest; driver: DomainDriver }[] = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
+  const fs = opts.error ? { error: opts.error } : { freeBytes: opts.free ?? 1e12, totalBytes: opts.total ?? 0 };
+  return decidePlan(items, { onShutdown: opts.onShutdown ?? 'managedsave', timeout: 300 }, opts.mode ?? 'policy', new Map([['/fake/save', fs]]));
+}
+
+function of(p: { guests: GuestPlan[] }, name: string): GuestPlan {
+  const g = p.guests.find((x) => x.guest.name === name);
+  if (!g) throw new Error(`no plan for ${name}`);
+  return g;
+}
+
+describe('decidePlan', () => {
+  it('plans a save for running guests and skips inactive ones', async () => {
+    const p = await plan([{ name: 'a' }, { name: 'off', state: 'shutoff' }]);
+    expect(p.guests.map((g) => [g.guest.name, g.action, g.timeout, g.order])).toEqual([['a', 'save', 300, 0]]);
+  });
+
+  it('plans a shutdown, with the reason, for a guest with save blockers or a transient one', async () => {
+    const p = await plan([{ name: 'gpu', saveBlockers: ['host device 0000:01:00.0'] }, { name: 'tmp', persistent: false }]);
+    expect(of(p, 'gpu').action).toBe('shutdown');
+    expect(of(p, 'gpu').reasons.join()).toContain('0000:01:00.0');
+    expect(of(p, 'tmp').action).toBe('shutdown');
+    expect(of(p, 'tmp').reasons.join()).toContain('transient');
+  });
+
+  it('fills the save directory greedily, smallest first, keeping a margin', async () => {
+    const free = MARGIN_BYTES + 700 * MiB;
+    const p = await plan([
+      { name: 'big', memoryKiB: 600 * 1024 },
+      { name: 'small', memoryKiB: 256 * 1024 },
+      { name: 'mid', memoryKiB: 400 * 1024 },
+    ], { free });
+    expect(of(p, 'small').action).toBe('save');
+    expect(of(p, 'mid').action).toBe('save');
+    expect(of(p, 'big').action).toBe('shutdown');
+    expect(of(p, 'big').reasons.join()).toMatch(/does not fit in \/fake\/save/);
+    expect(p.space[0]!.plannedBytes).toBe(656 * MiB);
+  });
+
+  it('plans a shutdown for every guest when the save directory cannot be measured', async () => {
+    const p = await plan([{ name: 'a' }], { error: '/fake/save: EIO' });
+    expect(of(p, 'a').action).toBe('shutdown');
+    expect(of(p, 'a').reasons.join()).toContain('EIO');
+  });
+
+  it('lets the guest policy override the settings, and shutdown mode override both', async () => {
+    const list: FakeGuest[] = [{ name: 'db', policy: { onShutdown: 'shutdown', timeout: 120, order: 2 } }, { name: 'x', policy: { onShutdown: 'destroy' } }];
+    const p = await plan(list);
+    expect([of(p, 'db').action, of(p, 'db').timeout, of(p, 'db').order]).toEqual(['shutdown', 120, 2]);
+    expect(of(p, 'x').action).toBe('destroy');
+    const s = await plan(list, { mode: 'shutdown' });
+    expect(s.guests.map((g) => g.action)).toEqual(['shutdown', 'shutdown']);
+    const d = await plan([{ name: 'y' }], { onShutdown: 'shutdown' });
+    expect(of(d, 'y').action).toBe('shutdown');
+  });
+
+  it('saves paused guests as paused, and resumes a paused guest planned for shutdown', async () => {
+    const p = await plan([{ name: 'p', state: 'paused' }, { name: 'q', state: 'paused', policy: { onShutdown: 'shutdown' } }]);
+    expect(of(p, 'p').action).toBe('save');
+    expect(of(p, 'p').resumeFirst).toBe(false);
+    expect(of(p, 'q').resumeFirst).toBe(true);
+    const n = await plan([{ name: 'q', state: 'paused', policy: { onShutdown: 'shutdown' } }], { canResume: false });
+    expect(of(n, 'q').reasons.join()).toContain('destroyed at its deadline if it does not');
+  });
+});

@@ -1,0 +1,86 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { Journal, JournalEntry } from '../../../src/guests/journal.js';
+import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
+import { rebootAll } from '../../../src/guests/reboot.js';
+import { restoreAll } from '../../../src/guests/restore.js';
+import { createFakeDriver } from './fake-driver.js';
+
+function memJournal(entries: JournalEntry[]): Journal & { cleared: string[] } {
+  const cleared: string[] = [];
+  return {
+    cleared,
+    entries: () => entries,
+    record: async () => undefined,
+    clear: async (_uri, id) => {
+      cleared.push(id);
+    },
+  };
+}
+const entry = (name: string, order = 0, over: Partial<JournalEntry> = {}): JournalEntry => ({
+  uri: 'fake:///one', id: name, name, action: 'saved', stateBefore: 'running', order, at: 'x', ...over,
+});
+
+describe('restore at start', () => {
+  let t0: number;
+  beforeEach(() => {
+    vi.useFakeTimers();
+    t0 = performance.now();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('goes ascending by order with START_DELAY between launches, clearing each entry once back', async () => {
+    const d = createFakeDriver([
+      { name: 'late', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
+      { name: 'early', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
+      { name: 'early2', state: 'shutoff', script: { startMs: 100 } },
+    ], { uri: 'fake:///one' });
+    const j = memJournal([entry('late', 5), entry('early', 1), entry('early2', 1, { action: 'shutdown' })]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 10, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(60_000);
+    const out = await p;
+    const starts = d.calls.filter((c) => c.op === 'restore' || c.op === 'start').map((c) => [c.name, c.op, c.at - t0]);
+    expect(starts).toEqual([['early', 'restore', 0], ['early2', 'start', 10_000], ['late', 'restore', 20_000]]);
+    expect(out.map((o) => o.result)).toEqual(['restored', 'restored', 'started']);
+    expect(j.cleared.sort()).toEqual(['early', 'early2', 'late']);
+  });
+
+  it('keeps the entry of a guest that does not come back in time', async () => {
+    const d = createFakeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
+    const j = memJournal([entry('slow')]);
+    const p = restoreAll([{ entry: entry('slow') }], {
+      drivers: [d], journal: j, timeout: 30, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(30_000);
+    const [o] = await p;
+    expect(o!.result).toBe('failed');
+    expect(o!.reason).toContain('not back within 30 s');
+    expect(j.cleared).toEqual([]);
+  });
+});
+
+describe('guests_reboot', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('reboots running guests at once and reports the ones that do not run again in time', async () => {
+    const d = createFakeDriver([
+      { name: 'a', script: { rebootMs: 2000 } },
+      { name: 'hang', script: { rebootMs: 'never' } },
+      { name: 'p', state: 'paused' },
+    ]);
+    const items = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
+    const p = rebootAll(items, { timeout: 10, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = await p;
+    expect(out.map((o) => `${o.guest.name}:${o.result}`)).toEqual(['a:rebooted', 'hang:failed', 'p:skipped']);
+    expect(out[1]!.reason).toBe('did not run again within 10 s');
+  });
+});

@@ -1,0 +1,136 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULTS, type Settings } from '../../../src/config/settings.js';
+import { JOURNAL_FILE } from '../../../src/guests/journal.js';
+import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
+import { createMemoryLog } from '../../../src/report/log.js';
+import { createFakeDriver, type FakeDriver } from '../guests/fake-driver.js';
+import { NotReachableError } from '../../../src/domain/errors.js';
+
+const fast = { saveMs: 20, shutdownMs: 20, startMs: 5 };
+
+describe('stopGuests and startGuests', () => {
+  let dir: string;
+  let settings: Settings;
+  let out: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rcl-steps-'));
+    settings = { ...DEFAULTS, stateDir: join(dir, 'state'), timeout: 5, uris: ['fake:///one'] };
+    out = '';
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const ctx = (over: Partial<GuestStepContext> = {}): GuestStepContext => {
+    const stdout = new PassThrough();
+    stdout.on('data', (b: Buffer) => (out += b.toString()));
+    return { settings, log: createMemoryLog(), signal: new AbortController().signal, dryRun: false, stdout, ...over };
+  };
+  const deps = (d: FakeDriver) => ({ openDrivers: async () => [d] });
+
+  it('stop journals what it did; start brings back exactly those guests, paused ones paused', async () => {
+    const d = createFakeDriver([
+      { name: 'web', script: fast },
+      { name: 'paused one', state: 'paused', script: fast },
+      { name: '-gpu', saveBlockers: ['hostdev'], script: fast },
+      { name: 'off', state: 'shutoff', script: fast },
+    ], { uri: 'fake:///one' });
+    const stop = await stopGuests(ctx(), 'policy', deps(d));
+    expect(stop.clean).toBe(true);
+    expect(out).toMatch(/GUEST +ACTION +RESULT/);
+    expect(out).toContain("'-gpu'");
+    expect((await pendingGuests(settings)).map((p) => [p.name, p.action, p.stateBefore]).sort()).toEqual([
+      ['-gpu', 'shutdown', 'running'],
+      ['paused one', 'saved', 'paused'],
+      ['web', 'saved', 'running'],
+    ]);
+    const start = await startGuests(ctx(), deps(d));
+    expect(start.clean).toBe(true);
+    expect(d.state('web')).toBe('running');
+    expect(d.state('paused one')).toBe('paused');
+    expect(d.state('-gpu')).toBe('running');
+    expect(d.state('off')).toBe('shutoff');
+    expect(start.outcomes!.map((o) => `${o.guest.name}:${o.result}`).sort()).toEqual(['-gpu:started', 'paused one:restored', 'web:restored']);
+    expect(await pendingGuests(settings)).toEqual([]);
+  });
+
+  it('leaves a guest libvirt already brought back alone and clears its entry; keeps one that fails', async () => {
+    const d = createFakeDriver([{ name: 'auto', script: fast }, { name: 'broken', script: { ...fast, startFails: 'no such network' } }], { uri: 'fake:///one' });
+    await stopGuests(ctx(), 'policy', deps(d));
+    await d.start('auto', { signal: new AbortController().signal });
+    d.calls.length = 0;
+    const start = await startGuests(ctx(), deps(d));
+    expect(d.calls.filter((c) => c.name === 'auto').map((c) => c.op)).toEqual([]);
+    expect(start.clean).toBe(false);
+    expect(start.failed).toEqual(['broken']);
+    expect((await pendingGuests(settings)).map((p) => p.name)).toEqual(['broken']);
+  });
+
+  it('honours on_boot=ignore per guest', async () => {
+    const d = createFakeDriver([{ name: 'db', policy: { onBoot: 'ignore' }, script: fast }], { uri: 'fake:///one' });
+    await stopGuests(ctx(), 'policy', deps(d));
+    const start = await startGuests(ctx(), deps(d));
+    expect(start.outcomes![0]!.result).toBe('skipped');
+    expect(d.state('db')).toBe('shutoff');
+  });
+
+  it('a damaged journal is kept aside and saved guests are restored all the same', async () => {
+    const d = createFakeDriver([{ name: 'saved', state: 'shutoff', hasSavedImage: true, script: fast }], { uri: 'fake:///one' });
+    await (await import('node:fs/promises')).mkdir(settings.stateDir, { recursive: true });
+    await writeFile(join(settings.stateDir, JOURNAL_FILE), '{broken');
+    const c = ctx();
+    const start = await startGuests(c, deps(d));
+    expect(d.state('saved')).toBe('running');
+    expect(start.outcomes![0]!.result).toBe('restored');
+    expect((c.log as ReturnType<typeof createMemoryLog>).lines.some((l) => l.level === 'error' && /damaged/.test(l.msg))).toBe(true);
+  });
+
+  it('--dry-run prints the plan and changes nothing', async () => {
+    const d = createFakeDriver([{ name: 'web', script: fast }], { uri: 'fake:///one' });
+    const r = await stopGuests(ctx({ dryRun: true }), 'policy', deps(d));
+    expect(r.clean).toBe(true);
+    expect(d.calls).toEqual([]);
+    expect(out).toMatch(/web +running .* save/);
+    expect(out).toContain('dry run');
+    await expect(readFile(join(settings.stateDir, JOURNAL_FILE))).rejects.toThrow();
+  });
+
+  it('a forced destroy makes the step unclean and is named', async () => {
+    const d = createFakeDriver([{ name: 'stubborn', policy: { timeout: 1 }, script: { shutdownMs: 'never' } }], { uri: 'fake:///one' });
+    const r = await stopGuests(ctx(), 'shutdown', deps(d));
+    expect(r.clean).toBe(false);
+    expect(r.destroyed).toEqual(['stubborn']);
+    expect(out).toMatch(/stubborn +shutdown→destroy +destroyed/);
+  });
+
+  it('libvirtd not answering: the hung daemon is ended and its guests go down through the rescue driver', async () => {
+    const hung = createFakeDriver([], { uri: 'qemu:///system' });
+    hung.listGuests = async () => {
+      throw new NotReachableError('virsh did not answer within 15 s');
+    };
+    const rescued = createFakeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
+    const released: string[] = [];
+    const r = await stopGuests(ctx(), 'policy', {
+      openDrivers: async () => [hung],
+      releaseMonitors: async () => void released.push('libvirtd'),
+      createRescueDriver: () => rescued,
+    });
+    expect(released).toEqual(['libvirtd']);
+    expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}`).sort()).toEqual(['r 2:shutdown', 'r1:shutdown']);
+    expect(r.clean).toBe(true);
+    expect((await pendingGuests(settings)).map((p) => p.name).sort()).toEqual(['r 2', 'r1']);
+  });
+
+  it('a connection that cannot be rescued makes the step unclean, naming it', async () => {
+    const hung = createFakeDriver([], { uri: 'qemu+ssh://far/system' });
+    hung.listGuests = async () => {
+      throw new NotReachableError('no answer');
+    };
+    const r = await stopGuests(ctx(), 'policy', { openDrivers: async () => [hung] });
+    expect(r.clean).toBe(false);
+    expect(r.failed.join()).toContain('qemu+ssh://far/system');
+  });
+});
