@@ -16,7 +16,9 @@ data written to a tmpfs). The largest N are booted once and saved with
 (\`virsh restore\`), so all rounds see the same filled, ready guests without a
 fresh boot each time.
 
-**stop.** Per round, in this order on the same running guests:
+**stop.** Per round, on the same running guests (the floor and ours swap
+places every other round, so neither always runs second; libvirt-guests.sh
+comes last):
 - *floor*: every \`virsh managedsave --domain=UUID\` started at once, timed until
   the last returns (*saves*); then SIGTERM to libvirtd, virtlogd and virtlockd
   at once, timed until all three have exited (*daemons*, polled every 10 ms).
@@ -45,7 +47,8 @@ fresh boot each time.
   the daemons' exits (the script never waits for them), so it flatters the
   original.
 
-**guests_shutdown.** Per round, from the reference images: *floor*: every
+**guests_shutdown.** Per round, from the reference images (floor and ours
+swap places every other round): *floor*: every
 \`virsh shutdown\` at once, done at the timestamp of the last guest's *Stopped*
 lifecycle event (an independent \`virsh event --loop --event lifecycle
 --timestamp\` started by the bench); *ours*: \`dist/rc.libvirt guests_shutdown\`,
@@ -61,6 +64,9 @@ wait resolving. A *Stopped* event ends the wait at once; other events wake
 the wait, which then asks \`virsh domstate\` (one process spawn). *Command
 line*: each guest's result line of \`rc.libvirt guests_shutdown\`, stamped when
 it reached the bench through the pipe, minus that guest's *Stopped* timestamp.
+Our driver's own \`virsh event\` gets the same event from libvirtd at the same
+moment as the witness, so a sample can be 0 (or a few ms below): the reaction
+is then below what this can resolve.
 
 **qmp scale.** N definitions \`{"argv": ["qemu-system-x86_64", "-machine",
 "none", "-nodefaults", "-display", "none", "-m", "16"], "autostart": true}\` in a

@@ -36,19 +36,35 @@ export async function benchGuestsShutdown(ctx: LibvirtContext, n: number, reps: 
   const witness = await startEventWitness();
   try {
     for (let rep = 1; rep <= reps; rep++) {
-      await ctx.bed.setRunning(n);
-      const f = await floorGuestsShutdown(guests, witness);
-      await expectInactive(guests, 'the floor guests_shutdown');
-      floor.push(f);
-      model.push(originalWaitModelMs(f));
-      await ctx.bed.setRunning(n);
-      const run = await ctx.ours.run(['guests_shutdown']);
-      await expectInactive(guests, 'rc.libvirt guests_shutdown');
-      ours.push(run.ms);
-      last = trace(run);
-      // The witness may print the last event a moment after our program exited.
-      await witness.waitFor((e) => e.name === guests[guests.length - 1]?.name && e.event === 'Stopped' && e.time >= run.startedAt, 10_000).catch(() => undefined);
-      reactions.push(...cliReactions(run, guests, witness));
+      const floorRound = async (): Promise<number> => {
+        await ctx.bed.setRunning(n);
+        const f = await floorGuestsShutdown(guests, witness);
+        await expectInactive(guests, 'the floor guests_shutdown');
+        floor.push(f);
+        model.push(originalWaitModelMs(f));
+        return f;
+      };
+      const oursRound = async (): Promise<TimedRun> => {
+        await ctx.bed.setRunning(n);
+        const run = await ctx.ours.run(['guests_shutdown']);
+        await expectInactive(guests, 'rc.libvirt guests_shutdown');
+        ours.push(run.ms);
+        last = trace(run);
+        // The witness may print the last event a moment after our program exited.
+        await witness.waitFor((e) => e.name === guests[guests.length - 1]?.name && e.event === 'Stopped' && e.time >= run.startedAt, 10_000).catch(() => undefined);
+        reactions.push(...cliReactions(run, guests, witness));
+        return run;
+      };
+      // Odd rounds: the floor first; even rounds: ours first.
+      let f: number;
+      let run: TimedRun;
+      if (rep % 2 === 1) {
+        f = await floorRound();
+        run = await oursRound();
+      } else {
+        run = await oursRound();
+        f = await floorRound();
+      }
       ctx.log(`guests_shutdown N=${n} round ${rep}: floor ${ms(f)}, ours ${ms(run.ms)}`);
     }
     await ctx.bed.setRunning(n);

@@ -42,32 +42,41 @@ export async function benchStopStart(ctx: LibvirtContext, n: number, reps: numbe
   const traces: Record<string, [number, string][]> = {};
   for (let rep = 1; rep <= reps; rep++) {
     await expectActive(guests, 'the previous round');
-    const fl = await floorStop(guests, ctx.bed.daemons());
-    expectDaemonsDown(ctx.bed, 'the floor stop');
-    s.floorSave.push(fl.saveMs);
-    s.floorDaemons.push(fl.daemonsMs);
-    s.floor.push(fl.totalMs);
-    s.model.push(originalStopModelMs(fl.saveMs));
-    const fs = await floorStart(guests);
-    ctx.bed.adoptDaemons();
-    await expectActive(guests, 'the floor start');
-    s.floorAnswer.push(fs.answerMs);
-    s.floorAll.push(fs.allRunningMs);
-
-    const stop = await ctx.ours.run(['stop']);
-    expectDaemonsDown(ctx.bed, 'rc.libvirt stop');
-    s.ours.push(stop.ms);
-    const poll = pollForAnswer(50);
-    const t0 = performance.now();
-    const start = await ctx.ours.run(['start']);
-    poll.stop();
-    const answered = await poll.answered;
-    ctx.bed.adoptDaemons();
-    await expectActive(guests, 'rc.libvirt start');
-    s.oursAnswer.push(answered - t0);
-    s.oursAll.push(start.ms);
-    traces[`stop N=${n}`] = trace(stop);
-    traces[`start N=${n}`] = trace(start);
+    const floorRound = async (): Promise<{ stop: number; start: number }> => {
+      const fl = await floorStop(guests, ctx.bed.daemons());
+      expectDaemonsDown(ctx.bed, 'the floor stop');
+      s.floorSave.push(fl.saveMs);
+      s.floorDaemons.push(fl.daemonsMs);
+      s.floor.push(fl.totalMs);
+      s.model.push(originalStopModelMs(fl.saveMs));
+      const fs = await floorStart(guests);
+      ctx.bed.adoptDaemons();
+      await expectActive(guests, 'the floor start');
+      s.floorAnswer.push(fs.answerMs);
+      s.floorAll.push(fs.allRunningMs);
+      return { stop: fl.totalMs, start: fs.allRunningMs };
+    };
+    const oursRound = async (): Promise<{ stop: number; start: number }> => {
+      const stop = await ctx.ours.run(['stop']);
+      expectDaemonsDown(ctx.bed, 'rc.libvirt stop');
+      s.ours.push(stop.ms);
+      const poll = pollForAnswer(50);
+      const t0 = performance.now();
+      const start = await ctx.ours.run(['start']);
+      poll.stop();
+      const answered = await poll.answered;
+      ctx.bed.adoptDaemons();
+      await expectActive(guests, 'rc.libvirt start');
+      s.oursAnswer.push(answered - t0);
+      s.oursAll.push(start.ms);
+      traces[`stop N=${n}`] = trace(stop);
+      traces[`start N=${n}`] = trace(start);
+      return { stop: stop.ms, start: start.ms };
+    };
+    // Odd rounds: the floor first; even rounds: ours first, so neither always follows the other.
+    const first = rep % 2 === 1 ? await floorRound() : await oursRound();
+    const second = rep % 2 === 1 ? await oursRound() : await floorRound();
+    const [f, o] = rep % 2 === 1 ? [first, second] : [second, first];
 
     const lgStop = await ctx.lg.run('stop', { ON_SHUTDOWN: 'suspend' });
     await expectInactive(guests, 'libvirt-guests.sh stop (suspend)');
@@ -76,7 +85,7 @@ export async function benchStopStart(ctx: LibvirtContext, n: number, reps: numbe
     const lgStart = await ctx.lg.run('start', { ON_SHUTDOWN: 'suspend', ON_BOOT: 'start' });
     await expectActive(guests, 'libvirt-guests.sh start');
     s.lgStart.push(lgStart.ms);
-    ctx.log(`stop N=${n} round ${rep}: floor ${ms(fl.totalMs)}, ours ${ms(stop.ms)}, libvirt-guests ${ms(lgStop.ms)}; start: floor ${ms(fs.allRunningMs)}, ours ${ms(start.ms)}, libvirt-guests (restore only) ${ms(lgStart.ms)}`);
+    ctx.log(`stop N=${n} round ${rep}: floor ${ms(f.stop)}, ours ${ms(o.stop)}, libvirt-guests ${ms(lgStop.ms)}; start: floor ${ms(f.start)}, ours ${ms(o.start)}, libvirt-guests (restore only) ${ms(lgStart.ms)}`);
   }
   const diff = (a: number[], b: number[]): number[] => a.map((x, i) => x - (b[i] ?? 0));
   return {
