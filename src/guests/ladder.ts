@@ -111,7 +111,7 @@ export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<S
       if (isDomainError(settled.error, 'not-found')) return done('failed', action, `save: ${errorMessage(settled.error)}`);
       reasons.push(`save failed: ${errorMessage(settled.error)}; fell back to shutdown`);
       obs.step(guest, 'shutdown', `save failed (${errorMessage(settled.error)}): shutting down`);
-      action = 'save→shutdown';
+      action = 'save->shutdown';
       saving = undefined;
     }
     // Shutdown (planned, or the fallback).
@@ -206,9 +206,9 @@ async function atDeadline(
     if ((await currentState(driver, guest, g.signal)) === 'shutoff') return done(save ? 'saved' : 'shutdown', action, 'went off just at its deadline');
     if (interrupt.aborted) return done('failed', action, 'interrupted: not destroyed');
     await driver.destroy(guest.id, { signal: g.signal });
-    return done('destroyed', `${action}→destroy`);
+    return done('destroyed', `${action}->destroy`);
   } catch (err) {
-    return done('failed', `${action}→destroy`, `destroy failed: ${errorMessage(err)}`);
+    return done('failed', `${action}->destroy`, `destroy failed: ${errorMessage(err)}`);
   } finally {
     g.clear();
   }

@@ -31,6 +31,13 @@ export interface GuestPlan {
   saveDirectory?: string;
 }
 
+/** A connection whose guests could not be listed. */
+export interface Unreachable {
+  uri: string;
+  error: string;
+  hung: boolean;
+}
+
 /** The free space of one save directory, and what the plan puts in it. */
 export interface SpaceReport {
   directory: string;
@@ -49,12 +56,14 @@ export interface StopPlan {
   mode: StopMode;
   guests: GuestPlan[];
   space: SpaceReport[];
-  /** Connections that could not be listed, with why. */
-  unreachable: { uri: string; error: string }[];
+  /** Connections that could not be listed, with why; `hung`: the daemon did not answer a ping (the rescue path applies). */
+  unreachable: Unreachable[];
 }
 
-/** How long listing one connection's guests may take before it counts as not reachable. */
-export const LIST_TIMEOUT_MS = 15_000;
+/** How long a driver's ping (libvirt: `virsh version`) may take before its daemon counts as hung. */
+export const PING_TIMEOUT_MS = 10_000;
+/** How long listing one connection's guests may take (many guests, a busy host) before it is given up. */
+export const LIST_TIMEOUT_MS = 60_000;
 
 /** Always kept free in a save directory, on top of 2 % of its file system. */
 export const MARGIN_BYTES = 64 * 1024 * 1024;
@@ -117,14 +126,25 @@ export async function buildStopPlan(
   signal: AbortSignal,
 ): Promise<StopPlan & { items: DriverGuest[] }> {
   const items: DriverGuest[] = [];
-  const unreachable: { uri: string; error: string }[] = [];
+  const unreachable: Unreachable[] = [];
   await Promise.all(drivers.map(async (driver) => {
+    // A driver that can be pinged (libvirt) is asked first, briefly: no answer means the daemon hangs.
+    const pingable = driver as DomainDriver & { ping?: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void> };
+    if (typeof pingable.ping === 'function') {
+      try {
+        await pingable.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
+      } catch (err) {
+        if (signal.aborted) throw err;
+        unreachable.push({ uri: driver.uri, error: errorMessage(err), hung: true });
+        return;
+      }
+    }
     const dl = deadline(LIST_TIMEOUT_MS, signal);
     try {
       for (const guest of await driver.listGuests({ signal: dl.signal })) items.push({ guest, driver });
     } catch (err) {
       if (signal.aborted) throw err;
-      unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no answer within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err) });
+      unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no list of guests within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err), hung: false });
     } finally {
       dl.clear();
     }

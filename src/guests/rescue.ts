@@ -9,6 +9,7 @@ import { createLibvirtRescueDriver } from '../domain/libvirt/rescue-driver.js';
 import { describeDaemon } from '../daemons/daemon-spec.js';
 import { stopDaemon } from '../daemons/daemon-process.js';
 import type { Log } from '../report/log.js';
+import type { Unreachable } from './plan.js';
 
 /** The URIs whose guests live under this host's libvirtd status files. */
 export const RESCUABLE_URIS: readonly string[] = ['qemu:///system', 'qemu://localhost/system'];
@@ -27,15 +28,16 @@ export async function killHungLibvirtd(settings: Settings, log: Log, signal: Abo
 
 /** Rescue drivers for the unreachable libvirt connections that can be rescued; the others are named in `lost`. */
 export async function rescueDrivers(
-  unreachable: readonly { uri: string; error: string }[],
+  unreachable: readonly Unreachable[],
   settings: Settings,
   log: Log,
   signal: AbortSignal,
   deps: RescueDeps = {},
-): Promise<{ drivers: DomainDriver[]; lost: { uri: string; error: string }[] }> {
+): Promise<{ drivers: DomainDriver[]; lost: Unreachable[] }> {
   if (settings.driver !== 'libvirt') return { drivers: [], lost: [...unreachable] };
-  const rescuable = unreachable.filter((u) => RESCUABLE_URIS.includes(u.uri));
-  const lost = unreachable.filter((u) => !RESCUABLE_URIS.includes(u.uri));
+  // Only a daemon that does not answer a ping is ended; a slow listing is reported, never a reason to kill libvirtd.
+  const rescuable = unreachable.filter((u) => u.hung && RESCUABLE_URIS.includes(u.uri));
+  const lost = unreachable.filter((u) => !rescuable.includes(u));
   if (rescuable.length === 0) return { drivers: [], lost };
   log.error(`libvirtd does not answer (${rescuable.map((u) => u.error).join('; ')}): rescue path — ending it and bringing its guests down through their QMP monitors`);
   try {

@@ -2,7 +2,7 @@
 // guest side (plan, ladder, journal): stop and start the guests, reboot them,
 // show the plan, and list what waits to be restored.
 import type { Settings } from '../config/settings.js';
-import type { DomainDriver } from '../domain/types.js';
+import type { DomainDriver, Guest } from '../domain/types.js';
 import type { Log } from '../report/log.js';
 import { errorMessage } from '../domain/errors.js';
 import { now } from '../util/deadline.js';
@@ -192,7 +192,7 @@ export async function rebootGuests(ctx: GuestStepContext, deps: GuestStepDeps = 
   const t0 = now();
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    const items: { guest: import('../domain/types.js').Guest; driver: DomainDriver }[] = [];
+    const items: { guest: Guest; driver: DomainDriver }[] = [];
     let unreachable = false;
     for (const d of drivers) {
       try {

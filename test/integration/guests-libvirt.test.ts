@@ -114,7 +114,7 @@ describe('guest steps with libvirt', () => {
     expect(r.destroyed).toEqual([stubborn.name]);
     expect(by.get(stubborn.name)?.ms).toBeGreaterThanOrEqual(20_000);
     for (const g of [one, dash, paused, db]) expect(by.get(g.name)?.result, run.output()).toBe('shutdown');
-    expect(run.output()).toMatch(/'rcl guests stubborn' +shutdown→destroy +destroyed/);
+    expect(run.output()).toMatch(/'rcl guests stubborn' +shutdown->destroy +destroyed/);
     for (const g of [one, dash, paused, db, stubborn]) expect(await domainState(g.uuid)).toBe('shut off');
   });
 });

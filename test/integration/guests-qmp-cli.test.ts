@@ -75,12 +75,24 @@ describe('rc.libvirt with the qmp driver', () => {
     expect(again.stdout).toContain('no guests to act on');
   });
 
+  it('guests_reboot reboots every running guest at once and waits until each runs again', async () => {
+    await waitFor('q first to be ready after its fresh start', () => bed.bootId('q first') !== firstBootBefore, { timeoutMs: 150_000, intervalMs: 250 });
+    const before = new Map(NAMES.map((n) => [n, bed.bootId(n)]));
+    const r = await runRc(['guests_reboot'], bed.env());
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    for (const n of NAMES) expect(r.stdout).toMatch(new RegExp(`^'${n}' +reboot +rebooted`, 'm'));
+    for (const n of NAMES) {
+      await waitFor(`${n} to boot again`, () => bed.bootId(n) !== before.get(n), { timeoutMs: 150_000, intervalMs: 250 });
+      expect(await state(n)).toBe('running');
+    }
+  });
+
   it('guests_shutdown: the stubborn guest is destroyed at its deadline and not before; the others shut down; exit 1', async () => {
     // `q first` was started afresh: wait for its ready line (a button pressed before it is lost).
     await waitFor('q first to be ready after its fresh start', () => bed.bootId('q first') !== firstBootBefore, { timeoutMs: 150_000, intervalMs: 250 });
     const r = await runRc(['guests_shutdown', '--timeout', '20'], bed.env());
     expect(r.code, r.stdout + r.stderr).toBe(1);
-    const m = /^'q stubborn' +shutdown→destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
+    const m = /^'q stubborn' +shutdown->destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThanOrEqual(20);
     for (const n of ['q one', '-q dash', 'q paused', 'q first']) expect(r.stdout).toMatch(new RegExp(`^'${n}' +shutdown +shutdown`, 'm'));

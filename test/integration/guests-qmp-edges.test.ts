@@ -34,13 +34,17 @@ describe('the ladder on real QEMU guests', () => {
   const state = async (name: string): Promise<string> => (await driver.getGuest(name, { signal: sig() })).state;
   const ensureRunning = async (names: string[]): Promise<void> => {
     await Promise.all(names.map(async (n) => {
-      if ((await state(n)) === 'shutoff') await bed.boot(driver, n);
+      const g = await driver.getGuest(n, { signal: sig() });
+      if (g.state !== 'shutoff') return;
+      // A restore continues the same boot (no new ready line); a fresh start prints one.
+      if (g.hasSavedImage) await driver.start(n, { signal: sig() });
+      else await bed.boot(driver, n);
     }));
   };
 
   beforeAll(async () => {
     requireTestbed();
-    bed = await makeQmpBed('rcl-guests-edge-', NAMES.map((name) => ({ name, fill: 64, memMiB: 192 })));
+    bed = await makeQmpBed('rcl-guests-edge-', NAMES.map((name) => ({ name, fill: 96, memMiB: 192 })));
     driver = bed.driver();
     await Promise.all(NAMES.map((n) => bed.boot(driver, n)));
   }, 10 * 60_000);
@@ -51,6 +55,29 @@ describe('the ladder on real QEMU guests', () => {
     } finally {
       await bed?.cleanup();
     }
+  });
+
+  it('SIGTERM to `rc.libvirt stop` as the saves begin: summary printed, exit 1, no guest paused, none destroyed', async () => {
+    let sent = false;
+    const r = await runRc(['stop'], bed.env(), {
+      onStdout: (all, kill) => {
+        if (!sent && /^'e [abc]': save$/m.test(all)) {
+          sent = true;
+          kill('SIGTERM');
+        }
+      },
+    });
+    expect(sent, r.stdout + r.stderr).toBe(true);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/SIGTERM received/);
+    expect(r.stdout).toMatch(/^GUEST +ACTION +RESULT/m);
+    expect(r.stdout).not.toMatch(/destroyed/);
+    // Every guest either saved completely or runs again: none is left paused.
+    for (const n of NAMES) {
+      const g = await driver.getGuest(n, { signal: sig() });
+      expect(g.state === 'running' || (g.state === 'shutoff' && g.hasSavedImage), `${n}: ${g.stateDetail}\n${r.stdout}`).toBe(true);
+    }
+    await ensureRunning(NAMES);
   });
 
   it('interrupted mid-save (SIGTERM): running saves are aborted, every guest runs, none paused, none destroyed', async () => {
@@ -80,7 +107,7 @@ describe('the ladder on real QEMU guests', () => {
     const r = await stopGuests(run.ctx, 'policy', { openDrivers: async () => [onlyGuests(slow, () => new Set(['e a']))] });
     const o = r.outcomes![0]!;
     expect(o.result, run.output()).toBe('destroyed');
-    expect(o.action).toBe('save→destroy');
+    expect(o.action).toBe('save->destroy');
     expect(o.reason).toMatch(/still saving at its deadline \(6 s\); save job aborted/);
     expect(o.ms).toBeGreaterThanOrEqual(6000);
     const mine = events.filter((e) => e.name === 'e a').map((e) => e.event);
@@ -120,7 +147,7 @@ describe('the ladder on real QEMU guests', () => {
     expect(r.destroyed, run.output()).toEqual([]);
     expect(r.failed).toEqual([]);
     const results = r.outcomes!.map((o) => `${o.action}:${o.result}`);
-    expect(results, run.output()).toContain('save→shutdown:shutdown');
+    expect(results, run.output()).toContain('save->shutdown:shutdown');
     for (const o of r.outcomes!) expect(['saved', 'shutdown']).toContain(o.result);
     for (const n of NAMES) expect(await state(n)).toBe('shutoff');
   });

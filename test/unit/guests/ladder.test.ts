@@ -57,7 +57,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
-    expect(o!.action).toBe('save→shutdown');
+    expect(o!.action).toBe('save->shutdown');
     expect(o!.reason).toContain('invtsc');
     expect(at(d, 'shutdown', 'blocked') - t0).toBe(0);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);

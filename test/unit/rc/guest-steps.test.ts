@@ -103,14 +103,15 @@ describe('stopGuests and startGuests', () => {
     const r = await stopGuests(ctx(), 'shutdown', deps(d));
     expect(r.clean).toBe(false);
     expect(r.destroyed).toEqual(['stubborn']);
-    expect(out).toMatch(/stubborn +shutdown→destroy +destroyed/);
+    expect(out).toMatch(/stubborn +shutdown->destroy +destroyed/);
   });
 
   it('libvirtd not answering: the hung daemon is ended and its guests go down through the rescue driver', async () => {
-    const hung = createFakeDriver([], { uri: 'qemu:///system' });
-    hung.listGuests = async () => {
-      throw new NotReachableError('virsh did not answer within 15 s');
-    };
+    const hung = Object.assign(createFakeDriver([], { uri: 'qemu:///system' }), {
+      ping: async () => {
+        throw new NotReachableError('virsh did not answer within 10 s');
+      },
+    });
     const rescued = createFakeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
     const released: string[] = [];
     const r = await stopGuests(ctx(), 'policy', {
@@ -122,6 +123,17 @@ describe('stopGuests and startGuests', () => {
     expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}`).sort()).toEqual(['r 2:shutdown', 'r1:shutdown']);
     expect(r.clean).toBe(true);
     expect((await pendingGuests(settings)).map((p) => p.name).sort()).toEqual(['r 2', 'r1']);
+  });
+
+  it('a connection that answers its ping but cannot list is reported, never rescued (libvirtd is not killed)', async () => {
+    const slow = createFakeDriver([], { uri: 'qemu:///system' });
+    slow.listGuests = async () => {
+      throw new NotReachableError('virsh list did not answer');
+    };
+    const released: string[] = [];
+    const r = await stopGuests(ctx(), 'policy', { openDrivers: async () => [slow], releaseMonitors: async () => void released.push('x') });
+    expect(released).toEqual([]);
+    expect(r.clean).toBe(false);
   });
 
   it('a connection that cannot be rescued makes the step unclean, naming it', async () => {

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import type { Guest } from '../../../src/domain/types.js';
+import { decidePlan, MARGIN_BYTES } from '../../../src/guests/plan.js';
+import { formatPlan, planToJson } from '../../../src/report/plan-output.js';
+import { createFakeDriver } from '../guests/fake-driver.js';
+
+describe('plan output', () => {
+  it('prints a table by order, the save directory and the JSON for scripts', async () => {
+    const d = createFakeDriver([
+      { name: 'db', memoryKiB: 1024 * 1024, policy: { order: 2, timeout: 120 } },
+      { name: 'mail server', state: 'paused', memoryKiB: 256 * 1024 },
+      { name: '-gpu', saveBlockers: ['host device 0000:01:00.0'] },
+    ]);
+    const guests: Guest[] = await d.listGuests({ signal: new AbortController().signal });
+    const plan = { ...decidePlan(guests.map((guest) => ({ guest, driver: d })), { onShutdown: 'managedsave', timeout: 300 }, 'policy', new Map([['/fake/save', { freeBytes: MARGIN_BYTES + 600 * 1024 * 1024, totalBytes: 0 }]])), unreachable: [{ uri: 'qemu+ssh://far/system', error: 'no answer', hung: false }] };
+    const text = formatPlan(plan);
+    const lines = text.split('\n');
+    expect(lines[0]).toMatch(/^ORDER +GUEST +STATE +MEMORY +ACTION +TIMEOUT +WHY$/);
+    expect(lines[1]).toMatch(/^2 +db +running +1\.0 GiB +shutdown +120 s +does not fit/);
+    expect(text).toMatch(/'-gpu' +running +256 MiB +shutdown +300 s +cannot be saved \(host device 0000:01:00\.0\)/);
+    expect(text).toMatch(/'mail server' +paused +256 MiB +save +300 s +paused: saved as paused/);
+    expect(text).toContain('save directory /fake/save: 664 MiB free, 256 MiB planned, 64 MiB kept free');
+    expect(text).toContain('connection qemu+ssh://far/system: not reachable (no answer)');
+    const json = planToJson(plan) as { guests: { name: string; action: string; order: number; reasons: string[] }[] };
+    expect(json.guests.map((g) => [g.name, g.action, g.order])).toEqual([['db', 'shutdown', 2], ['mail server', 'save', 0], ['-gpu', 'shutdown', 0]]);
+    expect(JSON.parse(JSON.stringify(json))).toEqual(json);
+  });
+});
