@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { recordTestDaemons, startLibvirtDaemons, stopLibvirtDaemons, type DaemonName } from '../../test/helpers/daemons.js';
+import { consoleOffset, readConsole, waitForGuestReady } from '../../test/helpers/console.js';
 import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest } from '../../test/helpers/libvirt-guest.js';
 import { findPidsByComm, identifyPid, isSameProcessAlive, makeTempDir, type ProcessIdentity } from '../../test/helpers/process.js';
 import { requireTestbed } from '../../test/helpers/testbed.js';
@@ -62,6 +63,31 @@ function daemonsFromPidfiles(): DaemonId[] {
     if (id) found.push({ name, id });
   }
   return found;
+}
+
+// Guests booted at once; attempts per guest.
+const BOOT_BATCH = 4;
+const BOOT_ATTEMPTS = 3;
+const PANIC = /Kernel panic/;
+
+// Starts a defined guest and waits for its ready line; a boot whose kernel panics (or that is not ready in 4 min) is destroyed and tried again.
+async function bootWithRetry(g: BenchGuest, log: (msg: string) => void): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const from = consoleOffset(g.consolePath);
+    await virsh(['start', `--domain=${g.uuid}`]);
+    try {
+      await waitForGuestReady(g.consolePath, {
+        timeoutMs: 240_000,
+        fromOffset: from,
+        failIf: () => (PANIC.test(readConsole(g.consolePath).slice(from)) ? 'the guest kernel panicked' : undefined),
+      });
+      return;
+    } catch (err) {
+      if (attempt >= BOOT_ATTEMPTS) throw err;
+      log(`${g.name}: boot ${attempt} failed (${(err as Error).message.split('\n')[0]}); trying again`);
+      await virsh(['destroy', `--domain=${g.uuid}`]).catch(() => undefined);
+    }
+  }
 }
 
 // UUIDs of the active guests on qemu:///system.
@@ -126,9 +152,13 @@ export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBe
     const active = await activeGuestUuids();
     if (active.length > 0) throw new Error(`guests run on qemu:///system that are not ours (${active.join(', ')}); the benchmarks need it to themselves`);
     opts.log(`booting ${opts.count} test guests (${opts.memMiB} MiB, fill=${opts.fill}) under TCG`);
-    const booted = await Promise.all(Array.from({ length: opts.count }, (_, i) =>
-      defineLibvirtGuest({ name: `rcl-bench-${i + 1}`, memMiB: opts.memMiB, fill: opts.fill, readyTimeoutMs: 600_000 })));
-    for (const g of booted) guests.push({ ...g, imagePath: join(dir, `${g.name}.img`) });
+    const defined = await Promise.all(Array.from({ length: opts.count }, (_, i) =>
+      defineLibvirtGuest({ name: `rcl-bench-${i + 1}`, memMiB: opts.memMiB, fill: opts.fill, start: false })));
+    for (const g of defined) guests.push({ ...g, imagePath: join(dir, `${g.name}.img`) });
+    // A few at a time: on a starved host a TCG guest's kernel can panic at boot ("IO-APIC + timer doesn't work").
+    for (let i = 0; i < guests.length; i += BOOT_BATCH) {
+      await Promise.all(guests.slice(i, i + BOOT_BATCH).map((g) => bootWithRetry(g, opts.log)));
+    }
     opts.log('saving reference images');
     await Promise.all(guests.map((g) => virsh(['save', `--domain=${g.uuid}`, `--file=${g.imagePath}`], { timeoutMs: 300_000 })));
   } catch (err) {
