@@ -3,8 +3,8 @@
 // lock: stop/start, guests_shutdown, PARALLEL and reaction with N guests.
 // Writes bench/results/MODE-DATE.json and the Markdown report (full:
 // docs/benchmarks.md; quick: bench/results/quick.md).
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { repoRoot } from '../test/helpers/testbed.js';
 import { benchConfig } from './config.js';
@@ -36,10 +36,19 @@ async function part(results: BenchResults, what: string, fn: () => Promise<void>
 
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
-  const unknown = args.filter((a) => !['--quick', '--full'].includes(a) && !a.startsWith('--only='));
+  const unknown = args.filter((a) => !['--quick', '--full'].includes(a) && !a.startsWith('--only=') && !a.startsWith('--render='));
   if (unknown.length > 0) {
-    process.stderr.write(`usage: bench [--quick] [--only=help,qmp,libvirt]\nunknown: ${unknown.join(' ')}\n`);
+    process.stderr.write(`usage: bench [--quick] [--only=help,qmp,libvirt] | bench --render=bench/results/FILE.json\nunknown: ${unknown.join(' ')}\n`);
     return 2;
+  }
+  // Draw docs/benchmarks.md again from a recorded run (e.g. after editing bench/findings.md).
+  const render = args.find((a) => a.startsWith('--render='))?.slice('--render='.length);
+  if (render) {
+    const recorded = JSON.parse(await readFile(render, 'utf8')) as BenchResults;
+    const md = join(repoRoot, 'docs', 'benchmarks.md');
+    await writeFile(md, renderReport(recorded, relative(repoRoot, resolve(render))));
+    log(`wrote ${md} from ${render}`);
+    return 0;
   }
   const mode = args.includes('--quick') ? 'quick' : 'full';
   const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
