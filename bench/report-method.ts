@@ -11,7 +11,9 @@ end. Others share this 2-core machine, so the floor is measured in the same
 rounds as ours and ratios matter more than absolute times.
 
 **Guests.** The test guest (busybox initramfs, TCG, 256 MiB, 150 MiB of random
-data written to a tmpfs). The largest N are booted once and saved with
+data written to a tmpfs). The largest N are booted once (four at a time;
+on a starved host a TCG kernel can panic at boot, and such a guest is booted
+again) and saved with
 \`virsh save\` to reference images; every round starts from those images
 (\`virsh restore\`), so all rounds see the same filled, ready guests without a
 fresh boot each time.

@@ -61,6 +61,7 @@ export function renderReport(r: BenchResults, jsonPath: string): string {
   out.push('## Machine', '');
   out.push(table(['', ''], [
     ['date', m.date],
+    ['commit measured', m.commit ?? 'not recorded'],
     ['CPU', `${m.cpuModel}, ${m.cores} cores`],
     ['memory', `${m.memoryMiB} MiB`],
     ['kernel', m.kernel],

@@ -1,6 +1,7 @@
 // The machine and the versions a benchmark ran on, for the report.
 import { cpus, loadavg, totalmem } from 'node:os';
 import { runCommand } from '../../test/helpers/process.js';
+import { repoRoot } from '../../test/helpers/testbed.js';
 
 /** What the report says about where it ran. */
 export interface MachineInfo {
@@ -14,6 +15,8 @@ export interface MachineInfo {
   node: string;
   qemu: string;
   libvirt: string;
+  /** The commit of this checkout the run measured (`+dirty` with uncommitted changes). */
+  commit?: string;
 }
 
 // The first line of a program's output, or 'not installed'.
@@ -31,6 +34,8 @@ export async function machineInfo(): Promise<MachineInfo> {
   const qemu = await firstLine('qemu-system-x86_64', ['--version']);
   const libvirt = await firstLine('libvirtd', ['--version']);
   const kernel = await firstLine('uname', ['-sr']);
+  const head = await firstLine('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']);
+  const dirty = await runCommand('git', ['-C', repoRoot, 'status', '--porcelain', '--untracked-files=no'], { timeoutMs: 20_000 }).catch(() => undefined);
   return {
     date: new Date().toISOString(),
     cores: cpus().length,
@@ -41,5 +46,6 @@ export async function machineInfo(): Promise<MachineInfo> {
     node: process.version,
     qemu: qemu.replace(/^QEMU emulator version /, ''),
     libvirt: libvirt.replace(/^libvirtd \(libvirt\) /, ''),
+    commit: `${head}${dirty?.stdout.trim() ? '+dirty' : ''}`,
   };
 }
