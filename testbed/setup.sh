@@ -15,7 +15,7 @@ GUEST_DIR=${RCL_TESTGUEST_DIR:-$REPO_ROOT/.cache/testguest}
 GUEST_INIT=$REPO_ROOT/testbed/guest/init
 KERNEL_META=linux-image-cloud-amd64
 PACKAGES=(qemu-system-x86 qemu-utils libvirt-daemon libvirt-daemon-driver-qemu
-  libvirt-clients busybox-static cpio groff-base man-db kmod procps util-linux)
+  libvirt-clients busybox-static cpio groff-base man-db kmod procps util-linux time)
 BACKUP_SUFFIX=.rcl-testbed.orig
 
 say() { printf '==> %s\n' "$*"; }

@@ -1,0 +1,88 @@
+// The "Method" section of docs/benchmarks.md: how each number is measured.
+
+/** Markdown explaining what every table measures. */
+export const METHOD = `## Method
+
+All of it runs from \`bench/\` (\`npm run bench\`; \`npm run bench:quick\` for one
+round with two guests), as root, on a machine set up by \`bash testbed/setup.sh\`.
+The libvirt part holds the test bed's host-wide libvirtd lock for its whole
+duration; every guest, daemon and temp file it starts is removed by PID at the
+end. Others share this 2-core machine, so the floor is measured in the same
+rounds as ours and ratios matter more than absolute times.
+
+**Guests.** The test guest (busybox initramfs, TCG, 256 MiB, 150 MiB of random
+data written to a tmpfs). The largest N are booted once (four at a time;
+on a starved host a TCG kernel can panic at boot, and such a guest is booted
+again) and saved with
+\`virsh save\` to reference images; every round starts from those images
+(\`virsh restore\`), so all rounds see the same filled, ready guests without a
+fresh boot each time.
+
+**stop.** Per round, on the same running guests (the floor and ours swap
+places every other round, so neither always runs second; libvirt-guests.sh
+comes last):
+- *floor*: every \`virsh managedsave --domain=UUID\` started at once, timed until
+  the last returns (*saves*); then SIGTERM to libvirtd, virtlogd and virtlockd
+  at once, timed until all three have exited (*daemons*, polled every 10 ms).
+  Then the *start floor*: the three daemons started at once (\`-d\`, rc.libvirt's
+  default options), \`virsh version\` every 20 ms until it answers, then every
+  \`virsh start\` (a restore) at once, until the last returns.
+- *ours*: \`dist/rc.libvirt stop\` with the daemons the previous start left
+  running, wall time of the process; then \`dist/rc.libvirt start\`, wall time
+  (it returns once every restored guest runs), and a separate \`virsh version\`
+  poll every 50 ms for when libvirtd first answers.
+- *libvirt-guests.sh*: Debian's \`/usr/lib/libvirt/libvirt-guests.sh stop\` with
+  \`ON_SHUTDOWN=suspend\` (it saves one guest after the other, checking each
+  save once a second), then \`start\` with \`ON_BOOT=start\` (one \`virsh start\`
+  after the other). It reads its settings by sourcing
+  \`/etc/default/libvirt-guests\` after setting its defaults, so the environment
+  cannot set them; the bench runs a copy whose only change is \`sysconfdir\` and
+  \`localstatedir\` pointing into a temp folder holding the settings file, so
+  the host's /etc and /var are not touched. It leaves the daemons running,
+  so it does less than \`stop\`; the comparison is still in its favour.
+- *original (model)*: the original rc.libvirt cannot run here (it is a Slackware
+  script), so its waiting is modelled from the same round's floor save time
+  *S*: saves start at once, \`sleep 2\`, then \`virsh list\` once a second until no
+  guest is left, i.e. *W* = 2 s + ⌈max(0, *S* − 2 s)⌉ whole seconds; then
+  \`kill\` libvirtd + \`sleep 3\`, virtlogd + \`sleep 1\`, virtlockd + \`sleep 1\`:
+  *W* + 5 s. The model leaves out the cost of the \`virsh list\` calls and of
+  the daemons' exits (the script never waits for them), so it flatters the
+  original.
+
+**guests_shutdown.** Per round, from the reference images (floor and ours
+swap places every other round): *floor*: every
+\`virsh shutdown\` at once, done at the timestamp of the last guest's *Stopped*
+lifecycle event (an independent \`virsh event --loop --event lifecycle
+--timestamp\` started by the bench); *ours*: \`dist/rc.libvirt guests_shutdown\`,
+wall time. Once per N: libvirt-guests.sh \`stop\` with \`ON_SHUTDOWN=shutdown
+PARALLEL_SHUTDOWN=N\` (for N=1 its one-by-one path; both poll once a second).
+Original (model): 2 s + ⌈max(0, floor − 2 s)⌉.
+
+**Reaction.** The same independent \`virsh event\` stream gives each event's
+timestamp. *Driver*: in process (\`createLibvirtDriver\`), a
+\`waitForState\` is waiting when the bench runs \`virsh suspend\`/\`resume\` or
+\`virsh shutdown\`; the sample is the time from the event's timestamp to the
+wait resolving. A *Stopped* event ends the wait at once; other events wake
+the wait, which then asks \`virsh domstate\` (one process spawn). *Command
+line*: each guest's result line of \`rc.libvirt guests_shutdown\`, stamped when
+it reached the bench through the pipe, minus that guest's *Stopped* timestamp.
+Our driver's own \`virsh event\` gets the same event from libvirtd at the same
+moment as the witness, so a sample can be 0 (or a few ms below): the reaction
+is then below what this can resolve.
+
+**qmp scale.** N definitions \`{"argv": ["qemu-system-x86_64", "-machine",
+"none", "-nodefaults", "-display", "none", "-m", "16"], "autostart": true}\` in a
+private \`QEMU_GUESTS_DIR\`. Each round starts them afresh (nothing saved, no
+journal) with \`rc.libvirt --driver qmp start\` and saves them with \`stop\`:
+wall time and peak RSS (\`/usr/bin/time -f %M\`, package \`time\`). Then one
+\`start\` restores what the last stop saved (its time, and how many guests it
+failed to restore). Such guests have no ACPI (they would be "stubborn" for a
+shutdown), but saving works.
+
+**PARALLEL.** \`rc.libvirt stop --parallel P\` of the largest N filled guests
+for each P (0 = all at once; the order of the settings rotates per round),
+each followed by \`rc.libvirt start\`.
+
+**--help.** \`dist/rc.libvirt --help\` spawned one after another (after one
+warm-up), median wall time; \`node -e ''\` the same way for comparison.
+`;
