@@ -95,7 +95,7 @@ describe('rc.libvirt with the qmp driver', () => {
     const m = /^'q stubborn' +shutdown->destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThanOrEqual(20);
-    for (const n of ['q one', '-q dash', 'q paused', 'q first']) expect(r.stdout).toMatch(new RegExp(`^'${n}' +shutdown +shutdown`, 'm'));
+    for (const n of ['q one', '-q dash', 'q paused', 'q first']) expect(r.stdout, r.stdout + r.stderr).toMatch(new RegExp(`^'${n}' +shutdown +shutdown`, 'm'));
     expect(r.stderr).toMatch(/destroyed at the timeout: 'q stubborn'/);
     expect(readConsole(bed.consoleOf('q stubborn'))).not.toContain('RCL-POWEROFF');
     expect(readConsole(bed.consoleOf('q one'))).toContain('RCL-POWEROFF');

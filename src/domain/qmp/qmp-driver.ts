@@ -9,7 +9,7 @@ import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOp
 import { abortError } from './abort.js';
 import { qmpCommand, stateOfRunState, type DriverContext, type GuestFiles, type QmpStatus } from './driver-context.js';
 import { checkGuestName, listDefinitionFiles, loadDefinition, type QmpGuestDefinition } from './guest-definition.js';
-import { MonitorPool } from './monitor-pool.js';
+import { MonitorPool, type MonitorLease } from './monitor-pool.js';
 import type { QmpClient } from './qmp-client.js';
 import { ensurePrivateDir } from './private-dir.js';
 import { startGuest } from './qmp-restore.js';
@@ -41,6 +41,14 @@ const STATE_POLL_MS = 200;
  * so a QEMU still there this long after the guest's SHUTDOWN is killed.
  */
 export const EXIT_GRACE_MS = 10_000;
+/**
+ * How long the monitor connection of a shutdown is held at most when nobody
+ * waits for the guest to go off (waitForState takes it over). Between the
+ * press and the wait no new connection may be opened: QEMU sends events to
+ * negotiated connections only (a SHUTDOWN between two connections is lost),
+ * and a `qmp_capabilities` in flight as QEMU exits is what hangs it.
+ */
+export const SHUTDOWN_HOLD_MS = 60_000;
 
 /** A DomainDriver for QEMU guests run directly through QMP. */
 export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
@@ -69,6 +77,25 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   const uri = `qmp://${opts.guestsDir}`;
   const saves = new Map<string, { ac: AbortController; done: Promise<void> }>();
   const starting = new Set<string>();
+  // Monitor connections held from a shutdown press until QEMU exits (see SHUTDOWN_HOLD_MS).
+  const held = new Map<string, { lease: MonitorLease; timer: NodeJS.Timeout }>();
+  const letGo = (id: string, lease?: MonitorLease): void => {
+    const h = held.get(id);
+    if (!h || (lease && h.lease !== lease)) return;
+    held.delete(id);
+    clearTimeout(h.timer);
+    void h.lease.release();
+  };
+  const hold = (id: string, lease: MonitorLease): void => {
+    if (held.has(id)) {
+      void lease.release();
+      return;
+    }
+    const timer = setTimeout(() => letGo(id, lease), SHUTDOWN_HOLD_MS);
+    timer.unref();
+    held.set(id, { lease, timer });
+    void lease.qmp.closed.then(() => letGo(id, lease));
+  };
   let dirsReady: Promise<void> | undefined;
 
   const ensureDirs = (): Promise<void> => {
@@ -231,8 +258,19 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
     async shutdown(id: string, { signal }: OpOptions): Promise<void> {
       const g = await load(id);
-      await requireActive(g, signal, 'shut down');
-      await withMonitor(g, signal, (qmp) => qmpCommand(ctx, qmp, 'system_powerdown', undefined, signal));
+      // A guest that is not running is refused (by requireActive) before any connection is tried.
+      if (!(await processState(g)).pid) await requireActive(g, signal, 'shut down');
+      // One connection from before the press until QEMU exits (see SHUTDOWN_HOLD_MS).
+      const lease = await pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs });
+      let kept = false;
+      try {
+        await requireActive(g, signal, 'shut down');
+        await qmpCommand(ctx, lease.qmp, 'system_powerdown', undefined, signal);
+        hold(id, lease);
+        kept = true;
+      } finally {
+        if (!kept) await lease.release();
+      }
     },
 
     async resume(id: string, { signal }: OpOptions): Promise<void> {
@@ -285,7 +323,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       // QEMU exits can hang it (see EXIT_GRACE_MS). An idle connection is held for the
       // guest's SHUTDOWN event, and the process is watched.
       const offOnly = states.every((s) => s === 'shutoff');
-      const lease = offOnly ? pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }).catch(() => undefined) : undefined;
+      // It takes over the connection a shutdown held (the same one: the pool shares it), and lets it go when done.
+      const lease = offOnly
+        ? pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }).then(
+            (l) => (letGo(id), l),
+            () => undefined,
+          )
+        : undefined;
       try {
         for (;;) {
           const p = offOnly ? await processState(g) : await probe(g, signal);
@@ -316,6 +360,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     async close(): Promise<void> {
       for (const s of saves.values()) s.ac.abort(new Error('driver closing'));
       await Promise.all([...saves.values()].map((s) => s.done));
+      for (const id of [...held.keys()]) letGo(id);
       await pool.closeAll();
     },
   };
