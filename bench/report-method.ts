@@ -18,6 +18,10 @@ again) and saved with
 (\`virsh restore\`), so all rounds see the same filled, ready guests without a
 fresh boot each time.
 
+*Ours* is always run as users run it: the rc script \`rc/rc.libvirt\` (the
+file installed as \`/etc/rc.d/rc.libvirt\`, which starts node with its
+options) running the bundled \`dist/rc.libvirt\`.
+
 **stop.** Per round, on the same running guests (the floor and ours swap
 places every other round, so neither always runs second; libvirt-guests.sh
 comes last):
@@ -27,8 +31,8 @@ comes last):
   Then the *start floor*: the three daemons started at once (\`-d\`, rc.libvirt's
   default options), \`virsh version\` every 20 ms until it answers, then every
   \`virsh start\` (a restore) at once, until the last returns.
-- *ours*: \`dist/rc.libvirt stop\` with the daemons the previous start left
-  running, wall time of the process; then \`dist/rc.libvirt start\`, wall time
+- *ours*: \`rc.libvirt stop\` with the daemons the previous start left
+  running, wall time of the process; then \`rc.libvirt start\`, wall time
   (it returns once every restored guest runs), and a separate \`virsh version\`
   poll every 50 ms for when libvirtd first answers.
 - *libvirt-guests.sh*: Debian's \`/usr/lib/libvirt/libvirt-guests.sh stop\` with
@@ -53,7 +57,7 @@ comes last):
 swap places every other round): *floor*: every
 \`virsh shutdown\` at once, done at the timestamp of the last guest's *Stopped*
 lifecycle event (an independent \`virsh event --loop --event lifecycle
---timestamp\` started by the bench); *ours*: \`dist/rc.libvirt guests_shutdown\`,
+--timestamp\` started by the bench); *ours*: \`rc.libvirt guests_shutdown\`,
 wall time. Once per N: libvirt-guests.sh \`stop\` with \`ON_SHUTDOWN=shutdown
 PARALLEL_SHUTDOWN=N\` (for N=1 its one-by-one path; both poll once a second).
 Original (model): 2 s + ⌈max(0, floor − 2 s)⌉.
@@ -83,6 +87,6 @@ shutdown), but saving works.
 for each P (0 = all at once; the order of the settings rotates per round),
 each followed by \`rc.libvirt start\`.
 
-**--help.** \`dist/rc.libvirt --help\` spawned one after another (after one
+**--help.** \`rc.libvirt --help\` spawned one after another (after one
 warm-up), median wall time; \`node -e ''\` the same way for comparison.
 `;

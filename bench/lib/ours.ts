@@ -1,6 +1,7 @@
-// Our program as users run it: the bundled dist/rc.libvirt, with its run,
-// state and config paths moved into a temp folder so the bench leaves the
-// host's journal and run lock alone.
+// Our program as users run it: /etc/rc.d/rc.libvirt (the shim rc/rc.libvirt,
+// which runs node with its options) handing over to the bundled
+// dist/rc.libvirt, with its run, state and config paths moved into a temp
+// folder so the bench leaves the host's journal and run lock alone.
 import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,6 +14,10 @@ const EXTRA_ARGS = (process.env.RCL_BENCH_OURS_ARGS ?? '').split(/\s+/).filter(B
 
 // The bundled program `npm run build` makes.
 export const OUR_PROGRAM = join(repoRoot, 'dist', 'rc.libvirt');
+// The rc script that runs it, as installed in /etc/rc.d/.
+export const OUR_RC_SCRIPT = join(repoRoot, 'rc', 'rc.libvirt');
+/** The environment that points the rc script at the built program and this node. */
+export const RC_SCRIPT_ENV = { RC_LIBVIRT_BUNDLE: OUR_PROGRAM, RC_LIBVIRT_NODE: process.execPath };
 
 /** Our program with private paths. */
 export interface Ours {
@@ -39,6 +44,7 @@ export async function prepareOurs(prefix = 'rcl-bench-ours-'): Promise<Ours> {
   await writeFile(config, '# rc-libvirt benchmarks: defaults only\n');
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...RC_SCRIPT_ENV,
     RC_LIBVIRT_CONFIG: config,
     RC_LIBVIRT_RUN_DIR: join(dir, 'run'),
     RC_LIBVIRT_STATE_DIR: join(dir, 'state'),
@@ -47,7 +53,7 @@ export async function prepareOurs(prefix = 'rcl-bench-ours-'): Promise<Ours> {
     env,
     dir,
     async run(args, opts = {}) {
-      const run = await timedRun([OUR_PROGRAM, ...EXTRA_ARGS, ...args], {
+      const run = await timedRun([OUR_RC_SCRIPT, ...EXTRA_ARGS, ...args], {
         env: { ...env, ...opts.extraEnv },
         timeoutMs: 900_000,
         measureRss: opts.measureRss,

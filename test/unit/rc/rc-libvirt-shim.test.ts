@@ -49,7 +49,7 @@ describe('rc/rc.libvirt', () => {
     writeFileSync(fakeNode, '#!/bin/sh\necho "fake node: $*"\n');
     chmodSync(fakeNode, 0o755);
     const r = runShim(['start'], { RC_LIBVIRT_BUNDLE: stubBundle, PATH: `${bin}:/usr/bin:/bin` });
-    expect(r.stdout).toBe(`fake node: ${stubBundle} start\n`);
+    expect(r.stdout).toBe(`fake node: --max-semi-space-size=2 ${stubBundle} start\n`);
     expect(r.status).toBe(0);
   });
 
