@@ -1,6 +1,7 @@
 // Messages of a run: to the console (stderr for warnings and errors) and, when
-// `logger` exists, to syslog with the tag rc.libvirt (at shutdown the console scrolls away).
-import { spawn } from 'node:child_process';
+// `logger` exists, to syslog with the tag rc.libvirt (at shutdown the console
+// scrolls away), through one `logger` process per run.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
 /** How loud a message is. */
@@ -16,7 +17,7 @@ export interface Log {
   error(msg: string): void;
   /** To syslog only, not the console (for facts the console already shows another way, e.g. live progress lines). */
   record?(level: LogLevel, msg: string): void;
-  /** Wait until everything was handed to syslog (bounded). */
+  /** Wait until everything was handed to syslog (bounded by SYSLOG_FLUSH_MS); later messages start a new `logger`. */
   flush(): Promise<void>;
 }
 
@@ -30,32 +31,86 @@ export interface LogOptions {
   logger?: string | false;
 }
 
-const SYSLOG_PRIORITY: Record<LogLevel, string> = {
-  debug: 'daemon.debug',
-  info: 'daemon.info',
-  notice: 'daemon.notice',
-  warn: 'daemon.warning',
-  error: 'daemon.err',
+// Syslog priorities (RFC 5424): facility daemon (3) * 8 + the level's severity.
+const SYSLOG_PRIORITY: Record<LogLevel, number> = {
+  debug: 3 * 8 + 7,
+  info: 3 * 8 + 6,
+  notice: 3 * 8 + 5,
+  warn: 3 * 8 + 4,
+  error: 3 * 8 + 3,
 };
+
+/** How long flush() waits for `logger` to hand everything over before killing it. */
+export const SYSLOG_FLUSH_MS = 2000;
+
+/**
+ * One `logger` process for the whole run, fed through its stdin: each line
+ * carries its own priority (`--prio-prefix`), so messages keep their order and
+ * a run spawns one process, not one per message.
+ */
+class SyslogPipe {
+  #child: ChildProcess | undefined;
+  #closed: Promise<void> | undefined;
+  #broken = false;
+
+  constructor(private readonly loggerPath: string) {}
+
+  send(level: LogLevel, msg: string): void {
+    if (this.#broken) return;
+    const child = this.#child ?? this.#start();
+    if (!child?.stdin) return;
+    // A line break would start a syslog line without a priority: every line gets its own.
+    const text = msg
+      .split('\n')
+      .filter((l) => l.trim() !== '')
+      .map((l) => `<${SYSLOG_PRIORITY[level]}>${l}\n`)
+      .join('');
+    if (text) child.stdin.write(text);
+  }
+
+  async flush(): Promise<void> {
+    const child = this.#child;
+    const closed = this.#closed;
+    this.#child = undefined;
+    this.#closed = undefined;
+    if (!child || !closed) return;
+    child.stdin?.end();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SYSLOG_FLUSH_MS)));
+    if ((await Promise.race([closed, late])) === 'late') child.kill('SIGKILL');
+    clearTimeout(timer);
+  }
+
+  #start(): ChildProcess | undefined {
+    try {
+      const child = spawn(this.loggerPath, ['-t', 'rc.libvirt', '--prio-prefix'], { stdio: ['pipe', 'ignore', 'ignore'] });
+      this.#closed = new Promise<void>((resolve) => {
+        child.on('error', () => {
+          this.#broken = true;
+          resolve();
+        });
+        child.on('close', () => resolve());
+      });
+      // A logger that went away loses syslog lines, never the run.
+      child.stdin?.on('error', () => (this.#broken = true));
+      // Neither the process nor its pipe keeps the run alive; flush() ends them.
+      child.unref();
+      (child.stdin as (NodeJS.WritableStream & { unref?: () => void }) | null)?.unref?.();
+      this.#child = child;
+      return child;
+    } catch {
+      this.#broken = true;
+      return undefined;
+    }
+  }
+}
 
 /** A console (and syslog) log. */
 export function createLog(opts: LogOptions): Log {
   const loggerPath = opts.logger === undefined ? findLogger() : opts.logger || undefined;
-  const pending = new Set<Promise<void>>();
+  const syslog = loggerPath ? new SyslogPipe(loggerPath) : undefined;
   const toSyslog = (level: LogLevel, msg: string): void => {
-    if (!loggerPath || level === 'debug') return;
-    const p = new Promise<void>((resolve) => {
-      try {
-        const child = spawn(loggerPath, ['-t', 'rc.libvirt', '-p', SYSLOG_PRIORITY[level], '--', msg], { stdio: 'ignore' });
-        const t = setTimeout(() => child.kill('SIGKILL'), 2000);
-        child.on('error', () => { clearTimeout(t); resolve(); });
-        child.on('close', () => { clearTimeout(t); resolve(); });
-      } catch {
-        resolve();
-      }
-    });
-    pending.add(p);
-    void p.then(() => pending.delete(p));
+    if (level !== 'debug') syslog?.send(level, msg);
   };
   const write = (level: LogLevel, msg: string): void => {
     toSyslog(level, msg);
@@ -73,7 +128,7 @@ export function createLog(opts: LogOptions): Log {
     error: (m) => write('error', m),
     record: (level, m) => toSyslog(level, m),
     flush: async () => {
-      await Promise.all([...pending]);
+      await syslog?.flush();
     },
   };
 }
