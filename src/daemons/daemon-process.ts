@@ -5,6 +5,7 @@ import { dirname } from 'node:path';
 import type { Log } from '../report/log.js';
 import { deadline, formatMs, now, sleep } from '../util/deadline.js';
 import { describeRun, runProcess } from '../util/run.js';
+import { errorMessage } from '../domain/errors.js';
 import type { DaemonSpec } from './daemon-spec.js';
 import {
   clearBadPidfile,
@@ -58,16 +59,32 @@ export async function runningPid(spec: DaemonSpec, ctx: DaemonOpContext): Promis
   return undefined;
 }
 
-/** Start a daemon unless it runs; resolves once its pidfile names a live process of it (or with the daemon's own error). */
+/** Start a daemon unless it runs; resolves once its pidfile names a live process of it that outlived SETTLE_MS (or with the daemon's own error). */
 export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeoutMs: number, opts: StartDaemonOptions = {}): Promise<DaemonResult> {
+  const l = await launchDaemon(spec, ctx, timeoutMs, opts);
+  return l.settled;
+}
+
+/** A daemon launched: `result` once its pidfile names it, `settled` once it also outlived the settling time. */
+export interface LaunchedDaemon {
+  result: DaemonResult;
+  settled: Promise<DaemonResult>;
+}
+
+/**
+ * Start a daemon unless it runs; resolves as soon as its pidfile names a live
+ * process of it, so the next daemon can start while this one settles.
+ */
+export async function launchDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeoutMs: number, opts: StartDaemonOptions = {}): Promise<LaunchedDaemon> {
+  const done = (result: DaemonResult): LaunchedDaemon => ({ result, settled: Promise.resolve(result) });
   const running = await runningPid(spec, ctx);
   if (running !== undefined) {
     ctx.log.info(`${spec.name} is already running (pid ${running})`);
-    return { name: spec.name, action: 'already-running', pid: running };
+    return done({ name: spec.name, action: 'already-running', pid: running });
   }
   const strays = await findStrayProcesses(spec, undefined, ctx.fs ?? NODE_PROC_FS);
   if (strays.length > 0) {
-    return { name: spec.name, action: 'failed', error: `${describeStrays(spec, strays)}: not starting a second one; stop it, or point the -p option at its pidfile` };
+    return done({ name: spec.name, action: 'failed', error: `${describeStrays(spec, strays)}: not starting a second one; stop it, or point the -p option at its pidfile` });
   }
   await mkdir(dirname(spec.pidfile), { recursive: true, mode: 0o755 });
   const logFile = `/var/log/libvirt/${spec.name}.log`;
@@ -83,26 +100,33 @@ export async function startDaemon(spec: DaemonSpec, ctx: DaemonOpContext, timeou
   if (r.exitCode !== 0) {
     const said = daemonWords(r.stderr) || daemonWords(r.stdout);
     const how = said ? `${spec.startArgv.join(' ')}: exit ${r.exitCode ?? r.killedBy}: ${said}` : describeRun(r);
-    return { name: spec.name, action: 'failed', error: `${spec.name} did not start: ${how}${said ? '' : await ownWords()}` };
+    return done({ name: spec.name, action: 'failed', error: `${spec.name} did not start: ${how}${said ? '' : await ownWords()}` });
   }
   const dl = deadline(Math.max(1000, timeoutMs - (now() - started)), ctx.signal);
   try {
     for (;;) {
       const st = await inspectPidfile(spec, ctx.fs ?? NODE_PROC_FS);
       if (st.state === 'running') {
+        const pid = st.pid;
+        const result: DaemonResult = { name: spec.name, action: 'started', pid };
         // A daemon that dies right after writing its pidfile (a bad socket, a config it rejects late) did not start.
-        const settleMs = opts.settleMs ?? SETTLE_MS;
-        if (settleMs > 0) await sleep(settleMs);
-        if (!(await isAlive(spec, st.pid, ctx.fs ?? NODE_PROC_FS))) {
-          return { name: spec.name, action: 'failed', pid: st.pid, error: `${spec.name} (pid ${st.pid}) exited right after starting${await ownWords()}` };
-        }
-        ctx.log.notice(`${spec.name} started (pid ${st.pid})`);
-        return { name: spec.name, action: 'started', pid: st.pid };
+        const settle = async (): Promise<DaemonResult> => {
+          const settleMs = opts.settleMs ?? SETTLE_MS;
+          if (settleMs > 0) await sleep(settleMs);
+          if (!(await isAlive(spec, pid, ctx.fs ?? NODE_PROC_FS))) {
+            return { name: spec.name, action: 'failed', pid, error: `${spec.name} (pid ${pid}) exited right after starting${await ownWords()}` };
+          }
+          ctx.log.notice(`${spec.name} started (pid ${pid})`);
+          return result;
+        };
+        // Never a rejection (it may wait unobserved while the next daemons start).
+        const settled = settle().catch((err: unknown): DaemonResult => ({ name: spec.name, action: 'failed', pid, error: `${spec.name} (pid ${pid}): cannot check it after starting: ${errorMessage(err)}` }));
+        return { result, settled };
       }
       await sleep(PIDFILE_POLL_MS, dl.signal).catch(() => undefined);
       if (dl.signal.aborted) {
         const why = ctx.signal.aborted ? 'interrupted' : `${spec.pidfile} names no running ${spec.name} after ${formatMs(now() - started)}`;
-        return { name: spec.name, action: 'failed', error: `${spec.name} did not start: ${why}${await ownWords()}` };
+        return done({ name: spec.name, action: 'failed', error: `${spec.name} did not start: ${why}${await ownWords()}` });
       }
     }
   } finally {

@@ -5,6 +5,7 @@ import type { Settings } from '../config/settings.js';
 import { describeDaemon, describeDaemons, type DaemonName, type DaemonSpec } from '../daemons/daemon-spec.js';
 import {
   isAlive,
+  launchDaemon,
   reexecDaemon,
   runningPid,
   startDaemon,
@@ -47,22 +48,25 @@ export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult
   if (ctx.dryRun) return dryRun(ctx, specs, 'start');
   await makeRuntimeDirs(ctx.settings, ctx.log);
   await checkQemuConfOwner(ctx.settings, ctx.log);
-  const results: DaemonResult[] = [];
+  // In order, each once its pidfile names it; whether virtlockd and virtlogd
+  // outlive their first SETTLE_MS is checked while the next ones start.
+  const results: Promise<DaemonResult>[] = [];
   for (const spec of specs) {
     if (ctx.signal.aborted) {
-      results.push({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` });
+      results.push(Promise.resolve({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` }));
       continue;
     }
     if (spec.name === 'libvirtd') {
       // The original loads the modules right before libvirtd.
       await loadModules(await modulesToLoad(ctx.settings.modules, ctx.log), { log: ctx.log, signal: ctx.signal });
-      results.push(await startLibvirtd(spec, ctx));
+      results.push(startLibvirtd(spec, ctx));
     } else {
-      results.push(await startDaemon(spec, opContext(ctx), timeoutMs(ctx)));
+      results.push((await launchDaemon(spec, opContext(ctx), timeoutMs(ctx))).settled);
     }
   }
-  for (const r of results) if (r.error) ctx.log.error(r.error);
-  return results;
+  const settled = await Promise.all(results);
+  for (const r of settled) if (r.error) ctx.log.error(r.error);
+  return settled;
 }
 
 // libvirtd: started (or found running), then waited for until it answers `virsh version`.
