@@ -74,7 +74,7 @@ export async function withRun(
           signal: cmd.signal,
           waitMs: deps.lockWaitMs ?? LOCK_WAIT_MS,
           onWait: (h) =>
-            log.notice(`waiting up to ${formatMs(deps.lockWaitMs ?? LOCK_WAIT_MS)} for another rc.libvirt run (pid ${h.pid}, "${h.command}") to finish`),
+            log.notice(`waiting up to ${formatMs(deps.lockWaitMs ?? LOCK_WAIT_MS)} for another rc.libvirt run${h ? ` (pid ${h.pid}, "${h.command}")` : ''} to finish`),
         })
       : undefined;
     try {

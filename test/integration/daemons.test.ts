@@ -2,7 +2,7 @@
 // start from nothing and from half-up states, stale and foreign pidfiles,
 // stop twice, soft_restart under a running guest, status, two runs at once.
 // Holds the host-wide libvirtd lock for the whole file; stops what it started by pid.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CommandContext } from '../../src/cli/context.js';
 import { main } from '../../src/cli/main.js';
 import { runDaemonCommand, type DaemonCommand, type GuestSteps } from '../../src/rc/daemon-commands.js';
+import { FLOCK } from '../../src/rc/run-lock.js';
 import type { Status } from '../../src/rc/status.js';
 import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock } from '../helpers/daemons.js';
 import { defineLibvirtGuest, libvirtGuestPid, removeLibvirtGuests } from '../helpers/libvirt-guest.js';
@@ -90,6 +91,11 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
   const e = sink();
   const code = await main(args, { env, stdout: o.stream, stderr: e.stream });
   return { code, stdout: o.text(), stderr: e.text() };
+}
+
+// Whether nobody holds the run lock: flock(1) gets it at once.
+function lockIsFree(): boolean {
+  return spawnSync(FLOCK, ['--exclusive', '--nonblock', join(dir, 'run', 'rc.libvirt.lock'), 'true']).status === 0;
 }
 
 function startOwnSleep(): ChildProcess {
@@ -301,7 +307,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect([a.code, b.code]).toEqual([0, 0]);
     const waited = [a, b].filter((r) => /waiting up to 30\.0 s for another rc\.libvirt run \(pid \d+, "soft_restart"\)/.test(r.stdout));
     expect(waited).toHaveLength(1);
-    expect(existsSync(join(dir, 'run', 'rc.libvirt.lock'))).toBe(false);
+    expect(lockIsFree()).toBe(true);
   });
 
   it('fails with the daemon\'s own error when libvirtd cannot start', async () => {
@@ -361,7 +367,7 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     expect(code).toBe(1);
     expect(out).toContain('SIGTERM received');
     expect(out).toContain('interrupted');
-    expect(existsSync(join(dir, 'run', 'rc.libvirt.lock'))).toBe(false);
+    expect(lockIsFree()).toBe(true);
     expect((await rc('stop')).code).toBe(0);
   });
 
