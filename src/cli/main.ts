@@ -14,6 +14,11 @@ const USAGE = `Usage: rc.libvirt [options] COMMAND\n\nCOMMAND: ${COMMANDS.map((c
 // tens of ms at run time. Undefined outside the bundle.
 declare const __RCL_HELP__: string | undefined;
 
+/** The part of yargs' internals (yargs 18) that main() touches. */
+interface YargsInternals {
+  getInternalMethods(): { getUsageInstance(): { cacheHelpMessage: () => void } };
+}
+
 /** Parse `args` (without node and the script) and run the command; resolves to the exit code. */
 export async function main(args: string[], io: Pick<CommandContext, 'env' | 'stdout' | 'stderr'> = {
   env: process.env,
@@ -55,6 +60,10 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
       .epilogue('Exit codes: 0 done cleanly, 1 a failure or a guest had to be destroyed, 2 bad usage, 3 status: not running, 4 not root, 5 a program is missing, 6 bad configuration.');
     for (const c of COMMANDS) parser.command(c.name, c.describe);
     parser.showHelpOnFail(false);
+    // yargs lays out the whole help text before it runs a command, in case the
+    // command shows it later (about 15 ms of every run); ours never does, and
+    // --help still renders it when asked.
+    (parser as unknown as YargsInternals).getInternalMethods().getUsageInstance().cacheHelpMessage = () => undefined;
     const out: string[] = [];
     parsed = await parser.parseAsync(args, {}, (err, _argv, output) => {
       if (!err && output) {
