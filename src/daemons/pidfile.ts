@@ -43,6 +43,11 @@ export function parsePidfile(text: string): { pid: number } | { error: string } 
   return { pid };
 }
 
+/** The program name of a /proc/PID/exe link (a binary replaced by an upgrade still counts). */
+function programOfExe(link: string): string {
+  return basename(link.replace(/ \(deleted\)$/, ''));
+}
+
 /** Who a live process is: its executable's base name (or its comm), or undefined when there is no such live process. */
 export async function processProgram(pid: number, fs: ProcFs = NODE_PROC_FS): Promise<{ exe?: string; comm?: string } | undefined> {
   let text: string;
@@ -55,7 +60,7 @@ export async function processProgram(pid: number, fs: ProcFs = NODE_PROC_FS): Pr
   if (!stat || hasEnded(stat)) return undefined;
   const who: { exe?: string; comm?: string } = {};
   try {
-    who.exe = basename((await fs.readlink(`/proc/${pid}/exe`)).replace(/ \(deleted\)$/, ''));
+    who.exe = programOfExe(await fs.readlink(`/proc/${pid}/exe`));
   } catch {
     /* kernel threads, other users' processes: fall back to comm */
   }
@@ -125,13 +130,14 @@ export async function findStrayProcesses(spec: DaemonSpec, except: number | unde
   } catch {
     return [];
   }
+  const pids = entries.filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => pid !== except);
+  // Every process's program at once (a host runs hundreds): only a readable exe
+  // counts here, comm alone is too weak to accuse a process.
+  const exes = await Promise.all(pids.map((pid) => fs.readlink(`/proc/${pid}/exe`).then(programOfExe, () => undefined)));
   const found: number[] = [];
-  for (const e of entries) {
-    if (!/^\d+$/.test(e)) continue;
-    const pid = Number(e);
-    if (pid === except) continue;
+  for (const [i, pid] of pids.entries()) {
+    if (exes[i] === undefined || !isDaemonProgram({ exe: exes[i] }, spec)) continue;
     const who = await processProgram(pid, fs);
-    // Only a readable exe counts here: comm alone is too weak to accuse a process.
     if (who?.exe === undefined || !isDaemonProgram({ exe: who.exe }, spec)) continue;
     // A child the daemon forked (before it execs a helper) is the daemon's business.
     if (except !== undefined && (await parentPid(pid, fs)) === except) continue;

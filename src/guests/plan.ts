@@ -4,7 +4,7 @@
 import type { Settings } from '../config/settings.js';
 import type { DomainDriver, Guest, ShutdownAction } from '../domain/types.js';
 import { errorMessage } from '../domain/errors.js';
-import { deadline } from '../util/deadline.js';
+import { anySignal, deadline } from '../util/deadline.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
 
 /** What the ladder starts with for a guest. */
@@ -128,24 +128,34 @@ export async function buildStopPlan(
   const items: DriverGuest[] = [];
   const unreachable: Unreachable[] = [];
   await Promise.all(drivers.map(async (driver) => {
-    // A driver that can be pinged (libvirt) is asked first, briefly: no answer means the daemon hangs.
-    const pingable = driver as DomainDriver & { ping?: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void> };
-    if (typeof pingable.ping === 'function') {
+    const dl = deadline(LIST_TIMEOUT_MS, signal);
+    const cut = new AbortController();
+    const listSignal = anySignal(dl.signal, cut.signal);
+    try {
+      // The listing starts at once; a driver that can be pinged (libvirt) is
+      // asked alongside, briefly: no answer means the daemon hangs, and the
+      // listing is called off.
+      const listing = driver.listGuests({ signal: listSignal.signal });
+      listing.catch(() => undefined);
+      const pingable = driver as DomainDriver & { ping?: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void> };
+      if (typeof pingable.ping === 'function') {
+        try {
+          await pingable.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
+        } catch (err) {
+          cut.abort(new Error('libvirtd does not answer'));
+          if (signal.aborted) throw err;
+          unreachable.push({ uri: driver.uri, error: errorMessage(err), hung: true });
+          return;
+        }
+      }
       try {
-        await pingable.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
+        for (const guest of await listing) items.push({ guest, driver });
       } catch (err) {
         if (signal.aborted) throw err;
-        unreachable.push({ uri: driver.uri, error: errorMessage(err), hung: true });
-        return;
+        unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no list of guests within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err), hung: false });
       }
-    }
-    const dl = deadline(LIST_TIMEOUT_MS, signal);
-    try {
-      for (const guest of await driver.listGuests({ signal: dl.signal })) items.push({ guest, driver });
-    } catch (err) {
-      if (signal.aborted) throw err;
-      unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no list of guests within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err), hung: false });
     } finally {
+      listSignal.clear();
       dl.clear();
     }
   }));
