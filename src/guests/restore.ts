@@ -95,8 +95,15 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   const dl = deadline(timeout, opts.signal);
   const paused = entry.stateBefore === 'paused';
   try {
-    await driver.start(guest.id, { signal: dl.signal, paused });
-    const state = await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
+    // A paused guest is asked to come back paused; any other comes back as its image says, and is resumed
+    // below if that was paused (one state query fewer per guest than asking the driver to make sure).
+    await driver.start(guest.id, paused ? { signal: dl.signal, paused } : { signal: dl.signal });
+    let state = await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
+    if (state === 'paused' && !paused && driver.resume) {
+      await driver.resume(guest.id, { signal: dl.signal });
+      state = await driver.waitForState(guest.id, ['running'], { signal: dl.signal });
+      notes.push('came back paused: resumed');
+    }
     if (state !== entry.stateBefore) {
       return finish(guest, action, 'failed', [...notes, `came back ${state}, not ${entry.stateBefore}: left in the journal`].join('; '), false);
     }

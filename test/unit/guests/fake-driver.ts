@@ -22,6 +22,8 @@ export interface FakeScript {
   /** ms a start or restore takes (default 100). */
   startMs?: number;
   startFails?: string;
+  /** Its saved image comes back paused unless asked otherwise (`paused: false`). */
+  startsPaused?: boolean;
   /** ms a reboot takes (default 500); `never` hangs. */
   rebootMs?: number | 'never';
   /** Every wait for a state fails at once (the daemon does not answer). */
@@ -148,7 +150,7 @@ export function createFakeDriver(list: FakeGuest[], opts: { uri?: string; saveDi
       if (g.state !== 'shutoff') throw new OperationRefusedError('already active', { guest: g.name });
       await sleep(s.startMs ?? 100, o.signal);
       g.hasSavedImage = false;
-      setState(id, o.paused ? 'paused' : 'running');
+      setState(id, (o.paused ?? s.startsPaused) ? 'paused' : 'running');
     },
     async shutdown(id) {
       const g = log('shutdown', id);

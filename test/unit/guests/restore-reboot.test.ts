@@ -48,6 +48,26 @@ describe('restore at start', () => {
     expect(j.cleared.sort()).toEqual(['early', 'early2', 'late']);
   });
 
+  it('resumes a guest that was running but comes back paused, and asks a paused one to come back paused', async () => {
+    const d = createFakeDriver([
+      { name: 'was running', state: 'shutoff', hasSavedImage: true, script: { startsPaused: true } },
+      { name: 'was paused', state: 'shutoff', hasSavedImage: true },
+    ], { uri: 'fake:///one' });
+    const j = memJournal([entry('was running'), entry('was paused', 0, { stateBefore: 'paused' })]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = await p;
+    const byName = new Map(out.map((o) => [o.guest.name, o]));
+    expect(byName.get('was running')).toMatchObject({ result: 'restored', reason: 'came back paused: resumed' });
+    expect(byName.get('was paused')).toMatchObject({ result: 'restored', reason: 'paused, as it was' });
+    expect(d.calls.filter((c) => c.op === 'resume').map((c) => c.name)).toEqual(['was running']);
+    expect((await d.getGuest('was running', { signal: new AbortController().signal })).state).toBe('running');
+    expect((await d.getGuest('was paused', { signal: new AbortController().signal })).state).toBe('paused');
+    expect(j.cleared.sort()).toEqual(['was paused', 'was running']);
+  });
+
   it('keeps the entry of a guest that does not come back in time', async () => {
     const d = createFakeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
     const j = memJournal([entry('slow')]);
