@@ -46,9 +46,14 @@ export async function waitForGuestState(
     if (pending !== 'event') pending = why;
     wake?.(why);
   };
+  // Waiting for shutoff, only a Stopped event can end the wait: any other event of
+  // the guest (Shutdown, Suspended...) would cost a state query for nothing.
+  const offOnly = states.length === 1 && states[0] === 'shutoff';
   const unsub = deps.stream.subscribe((ev) => {
     if (!matches(ev)) return;
-    eventState = stateFromEvent(ev) ?? eventState;
+    const said = stateFromEvent(ev);
+    if (offOnly && said === undefined) return;
+    eventState = said ?? eventState;
     poke('event');
   });
   const unsubDeath = deps.stream.onDeath(() => poke('poll'));

@@ -1,7 +1,7 @@
 // The libvirt driver against a fake virsh: waits woken by the event stream,
 // the fall back to polling when the stream dies, and output no real libvirtd
 // gives (garbage, odd states).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ const op = () => ({ signal: AbortSignal.timeout(10_000) });
 function script(stateDir: string, eventBody: string): string {
   return `D='${stateDir}'
 case "$4" in
-  domstate) cat "$D/state" ;;
+  domstate) echo q >> "$D/queries"; cat "$D/state" ;;
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
   version) exec sleep 600 ;;
@@ -49,6 +49,15 @@ describe('libvirt driver (fake virsh)', () => {
   it('ends a wait on the Stopped line of the event stream', async () => {
     const d = make(`sleep 0.3; echo "2026-11-26 22:47:35.695+0000: event 'lifecycle' for domain 'web server': Stopped Shutdown"; exec sleep 600`);
     expect(await d.waitForState(UUID, ['shutoff'], op())).toBe('shutoff');
+    expect(d.waitStats).toEqual({ byEvent: 1, byPoll: 0, immediate: 0 });
+  });
+
+  it('waiting for shutoff, asks for the state once: a Shutdown event of the guest costs no query, its Stopped ends the wait', async () => {
+    const d = make(
+      `sleep 0.2; echo "2026-11-26 22:47:35.100+0000: event 'lifecycle' for domain 'web server': Shutdown Finished after guest request"; sleep 0.3; echo "2026-11-26 22:47:35.695+0000: event 'lifecycle' for domain 'web server': Stopped Shutdown"; exec sleep 600`,
+    );
+    expect(await d.waitForState(UUID, ['shutoff'], op())).toBe('shutoff');
+    expect(readFileSync(join(dir, 'queries'), 'utf8')).toBe('q\n');
     expect(d.waitStats).toEqual({ byEvent: 1, byPoll: 0, immediate: 0 });
   });
 
