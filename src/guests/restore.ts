@@ -4,11 +4,21 @@
 // An entry is cleared only once its guest is back as it was.
 import type { BootAction, DomainDriver, Guest } from '../domain/types.js';
 import { errorMessage, isDomainError } from '../domain/errors.js';
-import { deadline, now } from '../util/deadline.js';
+import { deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { Journal, JournalEntry } from './journal.js';
 import type { GuestObserver } from './observer.js';
 import type { GuestOutcome } from './outcome.js';
+
+/** How often a start that failed for a passing lack of a resource is tried, in all (within the guest's timeout). */
+export const START_ATTEMPTS = 3;
+/** The pause before trying such a start again. */
+export const START_RETRY_MS = 1000;
+
+/** Whether a failed start names a resource that was unavailable for a moment (EAGAIN: "Resource temporarily unavailable"). */
+export function isTransient(err: unknown): boolean {
+  return /temporarily unavailable|try again/i.test(errorMessage(err));
+}
 
 /** One guest to bring back: its journal entry (or a stand-in for a guest found another way). */
 export interface RestoreTask {
@@ -97,7 +107,17 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   try {
     // A paused guest is asked to come back paused; any other comes back as its image says, and is resumed
     // below if that was paused (one state query fewer per guest than asking the driver to make sure).
-    await driver.start(guest.id, paused ? { signal: dl.signal, paused } : { signal: dl.signal });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await driver.start(guest.id, paused ? { signal: dl.signal, paused } : { signal: dl.signal });
+        break;
+      } catch (err) {
+        // A resource the host lacks for a moment (many guests coming back at once) is worth another try.
+        if (attempt >= START_ATTEMPTS || dl.signal.aborted || !isTransient(err)) throw err;
+        if (attempt === 1) notes.push(`${action} failed (${errorMessage(err)}): tried again`);
+        await sleep(START_RETRY_MS, dl.signal);
+      }
+    }
     let state = await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
     if (state === 'paused' && !paused && driver.resume) {
       await driver.resume(guest.id, { signal: dl.signal });

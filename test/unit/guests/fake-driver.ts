@@ -22,6 +22,8 @@ export interface FakeScript {
   /** ms a start or restore takes (default 100). */
   startMs?: number;
   startFails?: string;
+  /** Only the first N starts fail (with `startFails`); later ones work. */
+  startFailsFirst?: number;
   /** Its saved image comes back paused unless asked otherwise (`paused: false`). */
   startsPaused?: boolean;
   /** ms a reboot takes (default 500); `never` hangs. */
@@ -146,7 +148,7 @@ export function createFakeDriver(list: FakeGuest[], opts: { uri?: string; saveDi
     async start(id, o: StartOptions) {
       const g = log(g0(id).hasSavedImage ? 'restore' : 'start', id);
       const s = script(id);
-      if (s.startFails) throw new OperationRefusedError(s.startFails, { guest: g.name });
+      if (s.startFails && (s.startFailsFirst === undefined || s.startFailsFirst-- > 0)) throw new OperationRefusedError(s.startFails, { guest: g.name });
       if (g.state !== 'shutoff') throw new OperationRefusedError('already active', { guest: g.name });
       await sleep(s.startMs ?? 100, o.signal);
       g.hasSavedImage = false;

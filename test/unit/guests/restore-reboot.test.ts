@@ -68,6 +68,28 @@ describe('restore at start', () => {
     expect(j.cleared.sort()).toEqual(['was paused', 'was running']);
   });
 
+  it('tries a start that failed for a resource unavailable for a moment again, and no other failure', async () => {
+    const eagain = "Failed to start domain 'x' / failed to load cgroup BPF prog: Resource temporarily unavailable";
+    const d = createFakeDriver([
+      { name: 'busy host', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain, startFailsFirst: 1 } },
+      { name: 'always busy', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain } },
+      { name: 'broken', state: 'shutoff', hasSavedImage: true, script: { startFails: 'internal error: process exited while connecting to monitor' } },
+    ], { uri: 'fake:///one' });
+    const j = memJournal([entry('busy host'), entry('always busy'), entry('broken')]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(out.get('busy host')).toMatchObject({ result: 'restored' });
+    expect(out.get('busy host')!.reason).toMatch(/^restore failed \(.*Resource temporarily unavailable\): tried again$/);
+    expect(out.get('always busy')!.result).toBe('failed');
+    expect(out.get('broken')!.result).toBe('failed');
+    const tries = (name: string): number => d.calls.filter((c) => c.op === 'restore' && c.name === name).length;
+    expect([tries('busy host'), tries('always busy'), tries('broken')]).toEqual([2, 3, 1]);
+    expect(j.cleared).toEqual(['busy host']);
+  });
+
   it('keeps the entry of a guest that does not come back in time', async () => {
     const d = createFakeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
     const j = memJournal([entry('slow')]);
