@@ -37,9 +37,3 @@ export class NotInstalledError extends ExitError {
   }
 }
 
-/** A command that exists in the interface but is not built yet (exit 1, never a fake success). */
-export class NotImplementedError extends ExitError {
-  constructor(command: string) {
-    super(EXIT.failure, `${command}: not built yet in this version`);
-  }
-}

@@ -21,11 +21,6 @@ export interface GuestOutcome {
   plannedDestroy?: boolean;
 }
 
-/** A guest's key across every connection. */
-export function guestKey(g: Pick<Guest, 'uri' | 'id'>): string {
-  return `${g.uri}\u0000${g.id}`;
-}
-
 /** True when the outcome counts against a clean run: a forced destroy or a failure. */
 export function isBadOutcome(o: GuestOutcome): boolean {
   return o.result === 'failed' || (o.result === 'destroyed' && !o.plannedDestroy);

@@ -2,7 +2,7 @@
 // libvirtd up (waiting until libvirtd answers), the reverse down, and the
 // re-exec of virtlogd/virtlockd that keeps running guests' locks and logs.
 import type { Settings } from '../config/settings.js';
-import { describeDaemon, describeDaemons, type DaemonName, type DaemonSpec } from '../daemons/daemon-spec.js';
+import { describeDaemons, type DaemonSpec } from '../daemons/daemon-spec.js';
 import {
   isAlive,
   launchDaemon,
@@ -129,18 +129,6 @@ export async function softRestartDaemons(ctx: DaemonStepContext): Promise<Daemon
   }
   for (const r of results) if (r.error) ctx.log.error(r.error);
   return results;
-}
-
-/** Stop (SIGTERM, then SIGKILL at the deadline) or, with `force`, kill one daemon by its checked pidfile: the guest side's rescue path uses it for a libvirtd that hangs. */
-export async function killDaemon(
-  ctx: { settings: Settings; log: Log; signal: AbortSignal },
-  name: DaemonName,
-  opts: { force?: boolean; timeoutMs?: number } = {},
-): Promise<DaemonResult> {
-  return stopDaemon(describeDaemon(ctx.settings, name), { log: ctx.log, signal: ctx.signal }, {
-    timeoutMs: opts.timeoutMs ?? ctx.settings.daemonTimeout * 1000,
-    force: opts.force ?? false,
-  });
 }
 
 // --dry-run: say what would happen to each daemon, change nothing.
