@@ -2,10 +2,10 @@
 // and only after checking that pid is that daemon.
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 import { deadline, formatMs, now, sleep } from '../util/deadline.js';
 import { describeRun, runProcess } from '../util/run.js';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import type { DaemonSpec } from './daemon-spec.js';
 import {
   clearBadPidfile,

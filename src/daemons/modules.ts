@@ -2,7 +2,7 @@
 // start and unloaded at stop when no one uses them. Failures are warnings:
 // libvirt runs without them (slower, or without tun networking).
 import { readFile } from 'node:fs/promises';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 import { describeRun, runProcess } from '../util/run.js';
 
 /** The KVM modules for a CPU, from /proc/cpuinfo's flags (`vmx`: Intel, `svm`: AMD), kvm first (unloading goes in reverse); empty without KVM support. */

@@ -3,7 +3,7 @@
 // qemu.conf's `user`/`group` ("keep this in sync with what qemu uses").
 import { chmod, chown, mkdir, readFile } from 'node:fs/promises';
 import type { Settings } from '../config/settings.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 
 /** libvirtd's runtime directories (the original script made the same ones). */
 export const LIBVIRT_RUNTIME_DIRS = ['/run/libvirt/lockd', '/run/libvirt/lxc', '/run/libvirt/network', '/run/libvirt/qemu/swtpm'];

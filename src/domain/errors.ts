@@ -68,9 +68,3 @@ export class ProtocolError extends DomainError {
 export function isDomainError(err: unknown, code?: DomainErrorCode): err is DomainError {
   return err instanceof DomainError && (code === undefined || err.code === code);
 }
-
-/** The message of any thrown value, for reports. */
-export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}

@@ -1,7 +1,7 @@
 // Free space of a save directory (statfs), for the plan's check of what fits.
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { deadline } from '../util/deadline.js';
 
 /** What statfs says of a directory: bytes available (`bavail`, leaving the file system's reserve alone) and its size. */

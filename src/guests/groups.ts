@@ -2,7 +2,7 @@
 // p-limit (PARALLEL, 0 = all), across every connection at once. Each guest's
 // deadline counts from the moment its group starts.
 import pLimit from 'p-limit';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { now, sleep } from '../util/deadline.js';
 
 /** One guest's work in a batch. */

@@ -4,7 +4,7 @@
 // validated on read; a damaged journal is kept aside, not lost.
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 
 /** What stop did to a guest (only guests that are down are journaled). */
 export type JournalAction = 'saved' | 'shutdown' | 'destroyed';

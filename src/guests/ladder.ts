@@ -2,7 +2,8 @@
 // save → (fails while time is left) shutdown → (deadline) abort what still
 // runs, then destroy. On interruption: abort a running save (the guest runs
 // again), never destroy.
-import { errorMessage, isDomainError } from '../domain/errors.js';
+import { isDomainError } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
 import { anySignal, deadline, now } from '../util/deadline.js';
 import { runInGroups } from './groups.js';

@@ -5,7 +5,7 @@ import type { Settings } from '../config/settings.js';
 import type { DomainDriver } from '../domain/types.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
 import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 
 /** The qmp driver's runtime directory (QMP sockets, pidfiles) under RC_LIBVIRT_RUN_DIR. */
 export function qmpRunDir(settings: Pick<Settings, 'runDir'>): string {

@@ -3,7 +3,7 @@
 // directory's free space against the guests' memory).
 import type { Settings } from '../config/settings.js';
 import type { DomainDriver, Guest, ShutdownAction } from '../domain/types.js';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { anySignal, deadline } from '../util/deadline.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
 

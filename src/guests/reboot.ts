@@ -1,7 +1,7 @@
 // guests_reboot: every running guest at once (PARALLEL), each waited for until
 // it runs again (the driver's reboot resolves then) or its timeout.
 import type { DomainDriver, Guest } from '../domain/types.js';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { deadline, now } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { GuestObserver } from './observer.js';

@@ -5,7 +5,7 @@
 // libvirtd does not run at all, only guests whose QEMU still runs need it.
 import type { Settings } from '../config/settings.js';
 import type { DomainDriver } from '../domain/types.js';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { createLibvirtRescueDriver } from '../domain/libvirt/rescue-driver.js';
 import { isGuestQemu, queryStatus } from '../domain/libvirt/rescue.js';
 import { withQmp } from '../domain/qmp/qmp-client.js';
@@ -14,7 +14,7 @@ import { DEFAULT_STATUS_DIR, readStatusFiles } from '../domain/libvirt/status-fi
 import { describeDaemon } from '../daemons/daemon-spec.js';
 import { stopDaemon } from '../daemons/daemon-process.js';
 import { inspectPidfile } from '../daemons/pidfile.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 import type { Unreachable } from './plan.js';
 
 /** The URIs whose guests live under this host's libvirtd status files. */

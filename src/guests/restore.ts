@@ -3,7 +3,8 @@
 // restored, shut-down (and destroyed) ones started, paused ones paused again.
 // An entry is cleared only once its guest is back as it was.
 import type { BootAction, DomainDriver, Guest } from '../domain/types.js';
-import { errorMessage, isDomainError } from '../domain/errors.js';
+import { isDomainError } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { Journal, JournalEntry } from './journal.js';

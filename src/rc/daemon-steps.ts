@@ -17,7 +17,7 @@ import { loadModules, modulesToLoad, unloadModules } from '../daemons/modules.js
 import { describePidfileProblem, inspectPidfile } from '../daemons/pidfile.js';
 import { waitUntilAnswering } from '../daemons/readiness.js';
 import { checkQemuConfOwner, makeRuntimeDirs } from '../daemons/runtime-dirs.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 import { formatMs, now } from '../util/deadline.js';
 import { destroyActiveNetworks } from './networks.js';
 

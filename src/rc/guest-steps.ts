@@ -3,8 +3,8 @@
 // show the plan, and list what waits to be restored.
 import type { Settings } from '../config/settings.js';
 import type { DomainDriver, Guest } from '../domain/types.js';
-import type { Log } from '../report/log.js';
-import { errorMessage } from '../domain/errors.js';
+import type { Log } from '../util/log.js';
+import { errorMessage } from '../util/error-message.js';
 import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
 import { buildStopPlan, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';

@@ -2,7 +2,7 @@
 // `net-destroy` loop), through the libvirt driver (every virsh call has a deadline).
 import type { Settings } from '../config/settings.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 
 const VIRSH_CALL_MS = 15_000;
 

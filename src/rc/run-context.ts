@@ -8,7 +8,7 @@ import type { CommandContext } from '../cli/context.js';
 import { NotInstalledError, NotRootError } from '../cli/errors.js';
 import { loadSettings, type ReadFileFn } from '../config/load.js';
 import type { Settings } from '../config/settings.js';
-import { createLog, type Log } from '../report/log.js';
+import { createLog, type Log } from '../util/log.js';
 import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
 import { acquireRunLock, LOCK_WAIT_MS } from './run-lock.js';

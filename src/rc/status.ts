@@ -7,12 +7,12 @@ import type { Settings } from '../config/settings.js';
 import { describeDaemons } from '../daemons/daemon-spec.js';
 import { describePidfileProblem, describeStrays, findStrayProcesses, inspectPidfile } from '../daemons/pidfile.js';
 import { askLibvirtd } from '../daemons/readiness.js';
-import { errorMessage } from '../domain/errors.js';
+import { errorMessage } from '../util/error-message.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
 import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
 import type { GuestState } from '../domain/types.js';
 import { qmpRunDir } from '../guests/open-drivers.js';
-import type { Log } from '../report/log.js';
+import type { Log } from '../util/log.js';
 import { deadline } from '../util/deadline.js';
 import { pendingGuests, type PendingGuest } from './guest-steps.js';
 

@@ -5,7 +5,7 @@
 import type { Guest } from '../domain/types.js';
 import type { GuestObserver } from '../guests/observer.js';
 import type { GuestOutcome } from '../guests/outcome.js';
-import type { Log } from './log.js';
+import type { Log } from '../util/log.js';
 
 /** Where the progress goes. */
 export interface ProgressOptions {

@@ -3,7 +3,7 @@
 // outcome the exit code comes from.
 import { isBadOutcome, type GuestOutcome } from '../guests/outcome.js';
 import { guestLabel } from './guest-progress.js';
-import type { Log } from './log.js';
+import type { Log } from '../util/log.js';
 
 /** Columns laid out with two spaces between them; the last column is not padded. */
 export function formatTable(header: string[], rows: string[][]): string {

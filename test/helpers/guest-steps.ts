@@ -10,7 +10,7 @@ import { createLibvirtDriver } from '../../src/domain/libvirt/driver.js';
 import { createLibvirtRescueDriver } from '../../src/domain/libvirt/rescue-driver.js';
 import type { DomainDriver } from '../../src/domain/types.js';
 import type { GuestStepContext, GuestStepDeps } from '../../src/rc/guest-steps.js';
-import { createMemoryLog } from '../../src/report/log.js';
+import { createMemoryLog } from '../../src/util/log.js';
 
 /** A driver that lists only the guests whose id or name is in `keep`. */
 export function onlyGuests(driver: DomainDriver, keep: () => ReadonlySet<string>): DomainDriver {

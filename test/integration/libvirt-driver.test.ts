@@ -10,7 +10,7 @@ import { requireTestbed } from '../helpers/testbed.js';
 import { LIBVIRT_URI, virsh } from '../helpers/virsh.js';
 import { createLibvirtDriver, type LibvirtDriver } from '../../src/domain/libvirt/driver.js';
 import { InterruptedError, OperationRefusedError } from '../../src/domain/errors.js';
-import { createMemoryLog } from '../../src/report/log.js';
+import { createMemoryLog } from '../../src/util/log.js';
 import type { SaveProgress } from '../../src/domain/types.js';
 
 const NAMES = ['web server', '-dash', '--dd'] as const;

@@ -13,7 +13,7 @@ import { requireTestbed } from '../helpers/testbed.js';
 import { rescueGuests } from '../../src/domain/libvirt/rescue.js';
 import { createLibvirtRescueDriver } from '../../src/domain/libvirt/rescue-driver.js';
 import { OperationRefusedError } from '../../src/domain/errors.js';
-import { createMemoryLog } from '../../src/report/log.js';
+import { createMemoryLog } from '../../src/util/log.js';
 import type { DomainDriver } from '../../src/domain/types.js';
 
 const op = () => ({ signal: AbortSignal.timeout(60_000) });

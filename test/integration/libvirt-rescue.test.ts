@@ -14,7 +14,7 @@ import { rescueGuests, isGuestQemu } from '../../src/domain/libvirt/rescue.js';
 import { readStatusFiles } from '../../src/domain/libvirt/status-files.js';
 import { connectQmp } from '../../src/domain/qmp/qmp-client.js';
 import { NotReachableError } from '../../src/domain/errors.js';
-import { createMemoryLog } from '../../src/report/log.js';
+import { createMemoryLog } from '../../src/util/log.js';
 
 const op = () => ({ signal: AbortSignal.timeout(60_000) });
 

@@ -9,7 +9,7 @@ import { DomainError, InterruptedError, NotReachableError, OperationRefusedError
 import { createQmpDriver } from '../../src/domain/qmp/qmp-driver.js';
 import { connectQmp, withQmp } from '../../src/domain/qmp/qmp-client.js';
 import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domain/types.js';
-import { createMemoryLog } from '../../src/report/log.js';
+import { createMemoryLog } from '../../src/util/log.js';
 import { deadline } from '../../src/util/deadline.js';
 import { consoleOffset, readConsole, waitForConsoleLine, waitForGuestReady } from '../helpers/console.js';
 import { identifyPid, makeTempDir, runChecked, terminateProcess } from '../helpers/process.js';

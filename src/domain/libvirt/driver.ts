@@ -2,7 +2,7 @@
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
 import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../types.js';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 import { anySignal } from '../../util/deadline.js';
 import { parseDomainXml } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';

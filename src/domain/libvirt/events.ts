@@ -3,7 +3,7 @@
 // `alive` turns false (waits then poll) and the next `ensure()` starts it again.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { now } from '../../util/deadline.js';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 import { parseEventLine, type EventLine } from './parse.js';
 import type { Virsh } from './virsh.js';
 

@@ -8,8 +8,8 @@
 // monitors (`releaseMonitors`: end the hung libvirtd by its checked pid).
 import { readFileSync, readlinkSync } from 'node:fs';
 import { deadline, now, sleep } from '../../util/deadline.js';
-import { errorMessage } from '../errors.js';
-import type { Log } from '../../report/log.js';
+import { errorMessage } from '../../util/error-message.js';
+import type { Log } from '../../util/log.js';
 import { connectQmp, type QmpClient } from '../qmp/qmp-client.js';
 import { DEFAULT_STATUS_DIR, readStatusFiles, type StatusGuest } from './status-files.js';
 

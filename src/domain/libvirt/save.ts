@@ -1,9 +1,10 @@
 // managedsave with progress (from `--verbose`), cut off by the caller's signal
 // through libvirt's job abort (`domjobabort`), so the guest is left as it was:
 // running when it ran, paused when it was paused.
-import { InterruptedError, errorMessage, isDomainError } from '../errors.js';
+import { InterruptedError, isDomainError } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import type { GuestState, SaveOptions } from '../types.js';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 import { parseVerbosePercents } from './parse.js';
 import type { Virsh } from './virsh.js';
 import { sleep } from '../../util/deadline.js';

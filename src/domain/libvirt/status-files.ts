@@ -4,7 +4,7 @@
 // reported and skipped, never fatal.
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { errorMessage } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import { parseXmlDocument, readDomainFacts, type DomainXmlFacts } from './domain-xml.js';
 
 /** Where libvirt's QEMU driver keeps the status of running guests (qemu:///system). */

@@ -13,7 +13,7 @@ import {
   ProtocolError,
   TimedOutError,
 } from '../errors.js';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 
 /** How to reach virsh and a libvirt connection. */
 export interface VirshConfig {

@@ -1,7 +1,7 @@
 // What the QMP driver's operations share: the guest's files, the monitor pool,
 // the per-command deadline, and small helpers over them.
 import { deadline } from '../../util/deadline.js';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 import type { GuestState } from '../types.js';
 import type { QmpGuestDefinition } from './guest-definition.js';
 import type { MonitorPool } from './monitor-pool.js';

@@ -6,7 +6,8 @@
 import { createConnection, createServer, type Socket } from 'node:net';
 import type { FileHandle } from 'node:fs/promises';
 import { sleep } from '../../util/deadline.js';
-import { errorMessage, InterruptedError, NotReachableError, OperationRefusedError } from '../errors.js';
+import { InterruptedError, NotReachableError, OperationRefusedError } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import { abortError } from './abort.js';
 import { openNoFollow, removeStale } from './private-dir.js';
 

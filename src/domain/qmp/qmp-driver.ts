@@ -2,9 +2,10 @@
 // QEMU directly (daemonized, a QMP socket and pidfile under our runtime
 // directory), saved to and restored from our save directory.
 import { join } from 'node:path';
-import type { Log } from '../../report/log.js';
+import type { Log } from '../../util/log.js';
 import { deadline, sleep } from '../../util/deadline.js';
-import { errorMessage, GuestNotFoundError, OperationRefusedError } from '../errors.js';
+import { GuestNotFoundError, OperationRefusedError } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import { abortError } from './abort.js';
 import { qmpCommand, stateOfRunState, type DriverContext, type GuestFiles, type QmpStatus } from './driver-context.js';

@@ -2,7 +2,8 @@
 // `-incoming defer`, `migrate-incoming` from a unix socket we feed from the
 // file, wait for MIGRATION `completed`, `cont` only if it ran when saved, and
 // remove the image only once it runs again), else a plain launch.
-import { errorMessage, OperationRefusedError } from '../errors.js';
+import { OperationRefusedError } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import type { StartOptions } from '../types.js';
 import { abortError } from './abort.js';
 import { nextMigrationStatus, qmpCommand, type DriverContext, type GuestFiles, type QmpStatus } from './driver-context.js';

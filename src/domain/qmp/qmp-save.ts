@@ -5,7 +5,8 @@
 import { rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { anySignal, deadline } from '../../util/deadline.js';
-import { errorMessage, InterruptedError, OperationRefusedError } from '../errors.js';
+import { InterruptedError, OperationRefusedError } from '../errors.js';
+import { errorMessage } from '../../util/error-message.js';
 import type { SaveOptions } from '../types.js';
 import { abortError } from './abort.js';
 import { nextMigrationStatus, qmpCommand, type DriverContext, type GuestFiles, type QmpStatus, type QueryMigrate } from './driver-context.js';

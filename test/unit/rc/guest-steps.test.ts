@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../../src/config/settings.js';
 import { JOURNAL_FILE } from '../../../src/guests/journal.js';
 import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
-import { createMemoryLog } from '../../../src/report/log.js';
+import { createMemoryLog } from '../../../src/util/log.js';
 import { createFakeDriver, type FakeDriver } from '../guests/fake-driver.js';
 import { NotReachableError } from '../../../src/domain/errors.js';
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { Guest } from '../../../src/domain/types.js';
 import type { GuestOutcome } from '../../../src/guests/outcome.js';
 import { createProgress, guestLabel } from '../../../src/report/guest-progress.js';
-import { createMemoryLog } from '../../../src/report/log.js';
+import { createMemoryLog } from '../../../src/util/log.js';
 import { formatSummary, reportSummary } from '../../../src/report/summary.js';
 
 const guest = (name: string): Guest => ({

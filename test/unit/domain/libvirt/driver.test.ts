@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
 import { NotReachableError, ProtocolError } from '../../../../src/domain/errors.js';
-import { createMemoryLog } from '../../../../src/report/log.js';
+import { createMemoryLog } from '../../../../src/util/log.js';
 import { writeFakeVirsh, type FakeVirsh } from './fake-virsh.js';
 
 const UUID = '084149e7-9171-411b-a0a7-4233aaefdf57';

@@ -6,7 +6,7 @@ import { InterruptedError, OperationRefusedError } from '../../../../src/domain/
 import { saveGuest } from '../../../../src/domain/libvirt/save.js';
 import type { Virsh, VirshCall } from '../../../../src/domain/libvirt/virsh.js';
 import type { GuestState } from '../../../../src/domain/types.js';
-import { createMemoryLog } from '../../../../src/report/log.js';
+import { createMemoryLog } from '../../../../src/util/log.js';
 
 /** How the scripted libvirt behaves. */
 interface Script {

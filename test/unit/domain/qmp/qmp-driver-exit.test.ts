@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createQmpDriver } from '../../../../src/domain/qmp/qmp-driver.js';
-import { createMemoryLog } from '../../../../src/report/log.js';
+import { createMemoryLog } from '../../../../src/util/log.js';
 import { GREETING } from './fake-qmp-server.js';
 
 describe('QMP driver: a QEMU stuck after its guest shut down', () => {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createLog, SYSLOG_FLUSH_MS } from '../../../src/report/log.js';
+import { createLog, SYSLOG_FLUSH_MS } from '../../../src/util/log.js';
 
 const LOGGER = '/usr/bin/logger';
 let dir: string;
