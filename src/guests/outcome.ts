@@ -25,3 +25,17 @@ export interface GuestOutcome {
 export function isBadOutcome(o: GuestOutcome): boolean {
   return o.result === 'failed' || (o.result === 'destroyed' && !o.plannedDestroy);
 }
+
+/** How a batch of guests went: the guests destroyed at the deadline, the failed ones, and whether the run was clean (neither). */
+export interface BatchVerdict {
+  clean: boolean;
+  destroyed: string[];
+  failed: string[];
+}
+
+/** Judge a batch: clean only when no guest was destroyed at its deadline and none failed. */
+export function judgeOutcomes(outcomes: readonly GuestOutcome[]): BatchVerdict {
+  const destroyed = outcomes.filter((o) => o.result === 'destroyed' && !o.plannedDestroy).map((o) => o.guest.name);
+  const failed = outcomes.filter((o) => o.result === 'failed').map((o) => o.guest.name);
+  return { clean: destroyed.length === 0 && failed.length === 0, destroyed, failed };
+}

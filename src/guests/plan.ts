@@ -5,6 +5,7 @@ import type { Settings } from '../config/settings.js';
 import type { DomainDriver, Guest, ShutdownAction } from '../domain/types.js';
 import { errorMessage } from '../util/error-message.js';
 import { anySignal, deadline } from '../util/deadline.js';
+import { mib } from '../util/units.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
 
 /** What the ladder starts with for a guest. */
@@ -216,10 +217,4 @@ function settlePaused(plan: GuestPlan, driver: DomainDriver | undefined): void {
       plan.reasons.push('paused, and this driver cannot resume it: it may not act on the ACPI request (destroyed at its deadline if it does not)');
     }
   }
-}
-
-/** `1.5 GiB` / `300 MiB` */
-export function mib(bytes: number): string {
-  const m = bytes / (1024 * 1024);
-  return m >= 1024 ? `${(m / 1024).toFixed(1)} GiB` : `${Math.round(m)} MiB`;
 }

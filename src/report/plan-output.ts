@@ -1,7 +1,7 @@
 // The plan for people (a table, the save directories, unreachable
 // connections) and for scripts (`--json`).
 import type { StopPlan } from '../guests/plan.js';
-import { mib } from '../guests/plan.js';
+import { mib } from '../util/units.js';
 import { guestLabel } from './guest-progress.js';
 import { formatTable } from './summary.js';
 

@@ -1,7 +1,7 @@
 // The summary after a batch of guests: a table (guest, action, result,
-// seconds, reason), a one-line total, the same facts to syslog, and the
-// outcome the exit code comes from.
-import { isBadOutcome, type GuestOutcome } from '../guests/outcome.js';
+// seconds, reason), a one-line total, the same facts to syslog; the verdict
+// itself (clean or not) is guests/outcome's.
+import { isBadOutcome, judgeOutcomes, type BatchVerdict, type GuestOutcome } from '../guests/outcome.js';
 import { guestLabel } from './guest-progress.js';
 import type { Log } from '../util/log.js';
 
@@ -36,15 +36,15 @@ export function reportSummary(
   out: NodeJS.WritableStream,
   log: Log,
   showUri = false,
-): { clean: boolean; destroyed: string[]; failed: string[] } {
+): BatchVerdict {
   out.write(`${formatSummary(what, outcomes, ms, showUri)}\n`);
   for (const o of outcomes) {
     log.record?.(isBadOutcome(o) ? 'warn' : 'info', `${o.guest.name}: ${o.action} ${o.result} in ${(o.ms / 1000).toFixed(1)} s${o.reason ? `: ${o.reason}` : ''}`);
   }
-  const destroyed = outcomes.filter((o) => o.result === 'destroyed' && !o.plannedDestroy).map((o) => o.guest.name);
-  const failed = outcomes.filter((o) => o.result === 'failed').map((o) => o.guest.name);
+  const verdict = judgeOutcomes(outcomes);
+  const { destroyed, failed } = verdict;
   if (destroyed.length) log.warn(`destroyed at the timeout: ${destroyed.map((n) => guestLabel({ name: n, uri: '' })).join(', ')}`);
   if (failed.length) log.warn(`failed: ${failed.map((n) => guestLabel({ name: n, uri: '' })).join(', ')}`);
   log.record?.('notice', formatTotal(what, outcomes, ms));
-  return { clean: destroyed.length === 0 && failed.length === 0, destroyed, failed };
+  return verdict;
 }
