@@ -2,9 +2,10 @@
 // prints errors and sets the exit code. The only place that does either.
 import yargs from 'yargs';
 import { COMMANDS } from './commands.js';
-import type { CliOptions, CommandContext } from './context.js';
-import { ExitError, UsageError } from './errors.js';
-import { EXIT } from './exit-codes.js';
+import type { CliOptions } from '../config/cli-options.js';
+import { withRun, type CommandContext } from '../rc/run-context.js';
+import { UsageError } from './errors.js';
+import { EXIT, exitCodeOf, exitCodeOfError } from './exit-codes.js';
 import { VERSION } from '../version.js';
 import { runController } from '../util/deadline.js';
 
@@ -112,8 +113,9 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const runner = await spec.load();
-    return await runner({ command: spec.name, options, env: io.env, signal: ac.signal, stdout: io.stdout, stderr: io.stderr });
+    const body = await spec.load();
+    const ctx: CommandContext = { command: spec.name, options, env: io.env, signal: ac.signal, stdout: io.stdout, stderr: io.stderr };
+    return exitCodeOf(await withRun(ctx, spec.needs(options), body));
   } catch (err) {
     return reportError(err, io.stderr);
   } finally {
@@ -127,11 +129,12 @@ function reportError(err: unknown, stderr: NodeJS.WritableStream): number {
   if (err instanceof Error && err.name === 'YError') err = new UsageError(err.message);
   if (err instanceof UsageError) {
     stderr.write(`rc.libvirt: ${err.message}\n${USAGE}\nTry 'rc.libvirt --help' for the options.\n`);
-    return err.exitCode;
+    return EXIT.usage;
   }
-  if (err instanceof ExitError) {
-    stderr.write(`rc.libvirt: ${err.message}\n`);
-    return err.exitCode;
+  const code = exitCodeOfError(err);
+  if (code !== undefined) {
+    stderr.write(`rc.libvirt: ${(err as Error).message}\n`);
+    return code;
   }
   const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
   stderr.write(`rc.libvirt: internal error: ${msg}\n`);

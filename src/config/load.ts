@@ -1,8 +1,8 @@
 // Resolving the settings: defaults < settings file < environment < options
 // (cli-contract.md, "Options"). Every bad value is a ConfigError naming where.
 import { readFile as fsReadFile } from 'node:fs/promises';
-import type { CliOptions } from '../cli/context.js';
-import { ConfigError } from '../cli/errors.js';
+import type { CliOptions } from './cli-options.js';
+import { ConfigError } from './errors.js';
 import { DEFAULTS, type Settings } from './settings.js';
 import { parseSettingsFile } from './settings-file.js';
 import { SETTING_KEYS, type SettingKey } from './setting-keys.js';

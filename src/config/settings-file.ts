@@ -1,7 +1,7 @@
 // The settings file (/etc/default/libvirt): `KEY=value` lines, `#` comments,
 // blank lines, optional `export `, values optionally in single or double quotes.
 // Nothing is expanded: the file stays readable by a shell and by us alike.
-import { ConfigError } from '../cli/errors.js';
+import { ConfigError } from './errors.js';
 
 /** One assignment of the settings file. */
 export interface FileEntry {

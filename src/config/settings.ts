@@ -1,6 +1,11 @@
 // The settings rc.libvirt runs with, and their defaults (see docs/configuration.md).
 // Precedence: option > environment > config file > default.
-import type { BootAction, ShutdownAction } from '../domain/types.js';
+
+/** What `stop` does to a guest. */
+export type ShutdownAction = 'managedsave' | 'shutdown' | 'destroy';
+
+/** What `start` does with the guests the last `stop` handled. */
+export type BootAction = 'restore' | 'ignore';
 
 /** Which domain-control driver acts on the guests. */
 export type DriverName = 'libvirt' | 'qmp';

@@ -1,7 +1,7 @@
 // The three libvirt daemons, each described once: its binary, its options
 // (from the settings, split into argv) and the pidfile it writes.
 import { basename } from 'node:path';
-import { ConfigError } from '../cli/errors.js';
+import { ConfigError } from '../config/errors.js';
 import { splitOptions } from '../config/options-string.js';
 import type { Settings } from '../config/settings.js';
 

@@ -1,14 +1,9 @@
 // The domain-control contract: what a driver (libvirt through virsh, or QEMU
 // through QMP) offers to the orchestration. Both drivers implement it alike.
+import type { BootAction, ShutdownAction } from '../config/settings.js';
 
 /** A guest's state, reduced to what the orchestration acts on. */
 export type GuestState = 'running' | 'paused' | 'shutoff' | 'other';
-
-/** What `stop` does to a guest. */
-export type ShutdownAction = 'managedsave' | 'shutdown' | 'destroy';
-
-/** What `start` does with the guests the last `stop` handled. */
-export type BootAction = 'restore' | 'ignore';
 
 /** A guest's own policy (libvirt metadata `urn:rc-libvirt:policy:1`, or the qmp definition's `policy`); absent keys fall back to the settings. */
 export interface GuestPolicy {

@@ -1,8 +1,8 @@
 // The plan: per active guest, before anything is done, what stop will do to it,
 // its timeout and order group, and why (save blockers, transient, the save
 // directory's free space against the guests' memory).
-import type { Settings } from '../config/settings.js';
-import type { DomainDriver, Guest, ShutdownAction } from '../domain/types.js';
+import type { Settings, ShutdownAction } from '../config/settings.js';
+import type { DomainDriver, Guest } from '../domain/types.js';
 import { errorMessage } from '../util/error-message.js';
 import { anySignal, deadline } from '../util/deadline.js';
 import { mib } from '../util/units.js';

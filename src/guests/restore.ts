@@ -2,7 +2,8 @@
 // names, ascending order groups, START_DELAY between launches; saved ones
 // restored, shut-down (and destroyed) ones started, paused ones paused again.
 // An entry is cleared only once its guest is back as it was.
-import type { BootAction, DomainDriver, Guest } from '../domain/types.js';
+import type { BootAction } from '../config/settings.js';
+import type { DomainDriver, Guest } from '../domain/types.js';
 import { isDomainError } from '../domain/errors.js';
 import { errorMessage } from '../util/error-message.js';
 import { deadline, now, sleep } from '../util/deadline.js';

@@ -1,13 +1,11 @@
 // start, stop, restart, soft_restart and shutdown as sequences of daemon and
-// guest steps, with their summary and exit code. The CLI modules call these;
-// tests call them with other guest steps injected.
-import type { CommandContext } from '../cli/context.js';
-import { EXIT } from '../cli/exit-codes.js';
+// guest steps, with their summary and outcome. The command table
+// (cli/commands.ts) runs these; tests run them with other guest steps injected.
 import type { DaemonResult } from '../daemons/daemon-process.js';
 import * as realGuestSteps from './guest-steps.js';
 import type { GuestStepOutcome } from './guest-steps.js';
 import { allOk, softRestartDaemons, startDaemons, stopDaemons } from './daemon-steps.js';
-import { withRun, type RunContext, type RunDeps, type RunNeeds } from './run-context.js';
+import type { RunContext, RunOutcome } from './run-context.js';
 
 /** The guest side's steps (src/rc/guest-steps.ts), injectable. */
 export interface GuestSteps {
@@ -15,72 +13,57 @@ export interface GuestSteps {
   startGuests: typeof realGuestSteps.startGuests;
 }
 
-/** Injection points of the daemon commands. */
-export interface DaemonCommandDeps extends RunDeps {
-  guestSteps?: GuestSteps;
-}
-
 /** A daemon command: start | stop | restart | soft_restart | shutdown. */
 export type DaemonCommand = 'start' | 'stop' | 'restart' | 'soft_restart' | 'shutdown';
 
-/** Run a daemon command; resolves to the exit code. */
-export async function runDaemonCommand(cmd: CommandContext, which: DaemonCommand, deps: DaemonCommandDeps = {}): Promise<number> {
-  const steps = deps.guestSteps ?? realGuestSteps;
-  // DRIVER=qmp runs guests without libvirt: the daemons are not touched then.
-  // A dry run changes nothing: it needs neither root nor the lock.
-  const needs: RunNeeds = {
-    root: !cmd.options.dryRun,
-    programs: (s) => (s.driver === 'qmp' ? [] : ['virsh', 'libvirtd', 'virtlogd', 'virtlockd']),
-    lock: !cmd.options.dryRun,
+/** Run a daemon command's body (inside withRun): `ok` when every step went cleanly, else `failed`. */
+export async function daemonCommand(run: RunContext, which: DaemonCommand, steps: GuestSteps = realGuestSteps): Promise<RunOutcome> {
+  const manageDaemons = run.settings.driver === 'libvirt';
+  let ok = true;
+  const fold = (results: DaemonResult[]): void => {
+    if (!allOk(results)) ok = false;
   };
-  return withRun(cmd, needs, async (run) => {
-    const manageDaemons = run.settings.driver === 'libvirt';
-    let ok = true;
-    const fold = (results: DaemonResult[]): void => {
-      if (!allOk(results)) ok = false;
-    };
-    const doStop = async (mode: 'policy' | 'shutdown'): Promise<void> => {
-      if (!(await guestStep(run, 'stop', () => steps.stopGuests(run, mode)))) ok = false;
-      if (run.signal.aborted) return interrupted(run);
-      if (manageDaemons) fold(await stopDaemons(run));
-    };
-    const doStart = async (): Promise<void> => {
-      if (manageDaemons) {
-        const results = await startDaemons(run);
-        fold(results);
-        if (!allOk(results)) {
-          run.log.error('guests are not started: libvirtd is not up');
-          return;
-        }
+  const doStop = async (mode: 'policy' | 'shutdown'): Promise<void> => {
+    if (!(await guestStep(run, 'stop', () => steps.stopGuests(run, mode)))) ok = false;
+    if (run.signal.aborted) return interrupted(run);
+    if (manageDaemons) fold(await stopDaemons(run));
+  };
+  const doStart = async (): Promise<void> => {
+    if (manageDaemons) {
+      const results = await startDaemons(run);
+      fold(results);
+      if (!allOk(results)) {
+        run.log.error('guests are not started: libvirtd is not up');
+        return;
       }
-      if (run.signal.aborted) return interrupted(run);
-      if (!(await guestStep(run, 'start', () => steps.startGuests(run)))) ok = false;
-    };
-    switch (which) {
-      case 'start':
-        await doStart();
-        break;
-      case 'stop':
-        await doStop('policy');
-        break;
-      case 'shutdown':
-        await doStop('shutdown');
-        break;
-      case 'restart':
-        await doStop('policy');
-        if (!run.signal.aborted) await doStart();
-        break;
-      case 'soft_restart':
-        if (manageDaemons) fold(await softRestartDaemons(run));
-        else run.log.info('DRIVER=qmp: no libvirt daemons to restart');
-        break;
     }
-    if (run.signal.aborted) ok = false;
-    const verb = which.replace('_', ' ');
-    if (ok) run.log.notice(`${verb}: done${run.dryRun ? ' (dry run: nothing was changed)' : ''}`);
-    else run.log.error(`${verb}: finished with failures (see above)`);
-    return ok ? EXIT.ok : EXIT.failure;
-  }, deps);
+    if (run.signal.aborted) return interrupted(run);
+    if (!(await guestStep(run, 'start', () => steps.startGuests(run)))) ok = false;
+  };
+  switch (which) {
+    case 'start':
+      await doStart();
+      break;
+    case 'stop':
+      await doStop('policy');
+      break;
+    case 'shutdown':
+      await doStop('shutdown');
+      break;
+    case 'restart':
+      await doStop('policy');
+      if (!run.signal.aborted) await doStart();
+      break;
+    case 'soft_restart':
+      if (manageDaemons) fold(await softRestartDaemons(run));
+      else run.log.info('DRIVER=qmp: no libvirt daemons to restart');
+      break;
+  }
+  if (run.signal.aborted) ok = false;
+  const verb = which.replace('_', ' ');
+  if (ok) run.log.notice(`${verb}: done${run.dryRun ? ' (dry run: nothing was changed)' : ''}`);
+  else run.log.error(`${verb}: finished with failures (see above)`);
+  return ok ? 'ok' : 'failed';
 }
 
 // A guest step whose failures are reported, never thrown: the daemon side goes on. True when clean.

@@ -1,17 +1,32 @@
 // What every command runs with: the settings, the log (console + syslog), the
 // root and program checks, the one-run-at-a-time lock, and the abort signal
-// (SIGINT/SIGTERM). Commands wrap their body in withRun().
+// (SIGINT/SIGTERM). The CLI runs each command's body in withRun() with the
+// needs its command table declares.
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
-import type { CommandContext } from '../cli/context.js';
-import { NotInstalledError, NotRootError } from '../cli/errors.js';
+import type { CliOptions } from '../config/cli-options.js';
 import { loadSettings, type ReadFileFn } from '../config/load.js';
 import type { Settings } from '../config/settings.js';
 import { createLog, type Log } from '../util/log.js';
 import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
+import { NotInstalledError, NotRootError } from './errors.js';
 import { acquireRunLock, LOCK_WAIT_MS } from './run-lock.js';
+
+/** Everything a command runs with, from the command line and the process. */
+export interface CommandContext {
+  command: string;
+  options: CliOptions;
+  env: NodeJS.ProcessEnv;
+  /** Aborts when the run is asked to stop (SIGINT/SIGTERM): no new work starts. */
+  signal: AbortSignal;
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream;
+}
+
+/** How a command went; the CLI turns it into the exit code (cli/exit-codes.ts). */
+export type RunOutcome = 'ok' | 'failed' | 'not-running';
 
 /** A program a command needs, by its setting. */
 export type ProgramName = 'virsh' | 'libvirtd' | 'virtlogd' | 'virtlockd';
@@ -46,12 +61,12 @@ export interface RunDeps {
 }
 
 /** Set up a run (settings, log, checks, lock), run `body`, and always release the lock and flush the log. */
-export async function withRun(
+export async function withRun<T>(
   cmd: CommandContext,
   needs: RunNeeds,
-  body: (run: RunContext) => Promise<number>,
+  body: (run: RunContext) => Promise<T>,
   deps: RunDeps = {},
-): Promise<number> {
+): Promise<T> {
   const loadInput: Parameters<typeof loadSettings>[0] = { options: cmd.options, env: cmd.env };
   if (deps.readFile) loadInput.readFile = deps.readFile;
   const settings = await loadSettings(loadInput);

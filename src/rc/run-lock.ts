@@ -10,10 +10,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ExitError } from '../cli/errors.js';
-import { EXIT } from '../cli/exit-codes.js';
 import { hasEnded, parseProcStat } from '../daemons/proc-stat.js';
 import { formatMs } from '../util/deadline.js';
+import { NotInstalledError, RunLockError } from './errors.js';
 
 /** How long a second run waits for the lock by default. */
 export const LOCK_WAIT_MS = 30_000;
@@ -61,7 +60,7 @@ const heldHere = new Set<string>();
 export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock> {
   const path = lockPath(opts.runDir);
   const waitMs = opts.waitMs ?? LOCK_WAIT_MS;
-  if (heldHere.has(path)) throw new ExitError(EXIT.failure, `${path}: this process already holds the run lock`);
+  if (heldHere.has(path)) throw new RunLockError(`${path}: this process already holds the run lock`);
   await mkdir(opts.runDir, { recursive: true, mode: 0o755 });
   const flock = opts.flock ?? FLOCK;
   // First without waiting: the usual case, one spawn.
@@ -73,7 +72,7 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
     if (got === 'busy') {
       const who = (await readHolder(path)) ?? holder;
       const named = who ? `another rc.libvirt run (pid ${who.pid}, "${who.command}")` : 'another rc.libvirt run';
-      throw new ExitError(EXIT.failure, `${named} holds ${path}; gave up after waiting ${formatMs(waitMs)}`);
+      throw new RunLockError(`${named} holds ${path}; gave up after waiting ${formatMs(waitMs)}`);
     }
   }
   const child = got;
@@ -131,15 +130,15 @@ function holdLock(flock: string, path: string, waitMs: number | undefined, signa
       finish(() =>
         reject(
           e.code === 'ENOENT'
-            ? new ExitError(EXIT.notInstalled, `${flock} is missing: rc.libvirt takes its run lock with flock(1) from util-linux`)
-            : new ExitError(EXIT.failure, `${flock}: ${e.message}`),
+            ? new NotInstalledError(`${flock} is missing: rc.libvirt takes its run lock with flock(1) from util-linux`)
+            : new RunLockError(`${flock}: ${e.message}`),
         ),
       ),
     );
     child.on('close', (code) =>
       finish(() => {
         if (code === BUSY_EXIT) resolve('busy');
-        else reject(new ExitError(EXIT.failure, `cannot lock ${path}: ${flock} exited ${code}${err.trim() ? `: ${err.trim()}` : ''}`));
+        else reject(new RunLockError(`cannot lock ${path}: ${flock} exited ${code}${err.trim() ? `: ${err.trim()}` : ''}`));
       }),
     );
     child.stdin.write('locked\n');

@@ -15,6 +15,7 @@ import { qmpRunDir } from '../guests/open-drivers.js';
 import type { Log } from '../util/log.js';
 import { deadline } from '../util/deadline.js';
 import { pendingGuests, type PendingGuest } from './guest-steps.js';
+import { isRoot, type RunContext, type RunOutcome } from './run-context.js';
 
 /** One daemon in the status. */
 export interface DaemonStatus {
@@ -153,17 +154,24 @@ async function listGuestsForStatus(settings: Settings, uri: string, signal: Abor
 }
 
 /**
- * The exit code of `status`. libvirt: 0 libvirtd runs (and answers, where we may ask), 1 it runs but does not answer,
- * 3 it does not run. qmp (no daemon: the guests are the service): 0 a guest runs (or is paused), 1 the guests could not
- * be listed, 3 no guest runs.
+ * The outcome of `status`. libvirt: `ok` libvirtd runs (and answers, where we may ask), `failed` it runs but does not
+ * answer, `not-running` it does not run. qmp (no daemon: the guests are the service): `ok` a guest runs (or is paused),
+ * `failed` the guests could not be listed, `not-running` no guest runs.
  */
-export function statusExitCode(s: Status): 0 | 1 | 3 {
+export function statusOutcome(s: Status): RunOutcome {
   if (s.libvirtd === null) {
-    if (s.guests.some((g) => g.state === 'running' || g.state === 'paused')) return 0;
-    return s.guestErrors.some((e) => !e.startsWith('guests waiting to be restored:')) ? 1 : 3;
+    if (s.guests.some((g) => g.state === 'running' || g.state === 'paused')) return 'ok';
+    return s.guestErrors.some((e) => !e.startsWith('guests waiting to be restored:')) ? 'failed' : 'not-running';
   }
-  if (!s.libvirtd.running) return 3;
-  return s.libvirtd.answering === false ? 1 : 0;
+  if (!s.libvirtd.running) return 'not-running';
+  return s.libvirtd.answering === false ? 'failed' : 'ok';
+}
+
+/** The body of `status`: needs no root and takes no lock (it only reads, and must answer while a stop runs); as another user libvirtd may refuse to answer it. */
+export async function statusCommand(run: RunContext): Promise<RunOutcome> {
+  const status = await collectStatus(run.settings, run.signal, isRoot());
+  run.stdout.write(run.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+  return statusOutcome(status);
 }
 
 /** The status as lines for a person. */

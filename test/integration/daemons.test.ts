@@ -7,9 +7,11 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CommandContext } from '../../src/cli/context.js';
+import { COMMANDS } from '../../src/cli/commands.js';
+import { exitCodeOf } from '../../src/cli/exit-codes.js';
 import { main } from '../../src/cli/main.js';
-import { runDaemonCommand, type DaemonCommand, type GuestSteps } from '../../src/rc/daemon-commands.js';
+import { daemonCommand, type DaemonCommand, type GuestSteps } from '../../src/rc/daemon-commands.js';
+import { withRun, type CommandContext } from '../../src/rc/run-context.js';
 import { FLOCK } from '../../src/rc/run-lock.js';
 import type { Status } from '../../src/rc/status.js';
 import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock } from '../helpers/daemons.js';
@@ -78,7 +80,8 @@ async function rc(which: DaemonCommand, extraEnv: NodeJS.ProcessEnv = {}): Promi
     stderr: out.stream,
   };
   try {
-    const code = await runDaemonCommand(ctx, which, { guestSteps: noGuests, logger: false });
+    const needs = COMMANDS.find((c) => c.name === which)!.needs(ctx.options);
+    const code = exitCodeOf(await withRun(ctx, needs, (run) => daemonCommand(run, which, noGuests), { logger: false }));
     return { code, out: out.text() };
   } finally {
     remember();

@@ -4,7 +4,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OperationRefusedError } from '../errors.js';
-import type { BootAction, GuestPolicy, ShutdownAction } from '../types.js';
+import type { BootAction, ShutdownAction } from '../../config/settings.js';
+import type { GuestPolicy } from '../types.js';
 
 /** A validated guest definition. */
 export interface QmpGuestDefinition {

@@ -1,7 +1,8 @@
 import { Volume } from 'memfs';
 import { describe, expect, it } from 'vitest';
-import type { CliOptions } from '../../../src/cli/context.js';
-import { ConfigError } from '../../../src/cli/errors.js';
+import { exitCodeOfError } from '../../../src/cli/exit-codes.js';
+import type { CliOptions } from '../../../src/config/cli-options.js';
+import { ConfigError } from '../../../src/config/errors.js';
 import { loadSettings } from '../../../src/config/load.js';
 import { DEFAULTS } from '../../../src/config/settings.js';
 
@@ -78,7 +79,7 @@ describe('loadSettings', () => {
   it('refuses a missing file given with --config', async () => {
     const err = await configError(loadSettings({ options: { ...noOptions, config: '/nope' }, env: {}, readFile: fsWith({}) }));
     expect(err.message).toContain('/nope');
-    expect(err.exitCode).toBe(6);
+    expect(exitCodeOfError(err)).toBe(6);
   });
 
   it.each([

@@ -1,9 +1,13 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { CommandContext } from '../../../src/cli/context.js';
-import { ConfigError, NotInstalledError, NotRootError } from '../../../src/cli/errors.js';
-import { withRun } from '../../../src/rc/run-context.js';
-import { statusExitCode, formatStatus, type Status } from '../../../src/rc/status.js';
+import { exitCodeOf, exitCodeOfError } from '../../../src/cli/exit-codes.js';
+import { ConfigError } from '../../../src/config/errors.js';
+import { NotInstalledError, NotRootError } from '../../../src/rc/errors.js';
+import { withRun, type CommandContext } from '../../../src/rc/run-context.js';
+import { statusOutcome, formatStatus, type Status } from '../../../src/rc/status.js';
+
+// The exit code of a status, as the CLI chooses it from the outcome rc returns.
+const statusExitCode = (s: Status): number => exitCodeOf(statusOutcome(s));
 
 function ctx(env: NodeJS.ProcessEnv = {}): CommandContext {
   const sink = new Writable({ write: (_c, _e, cb) => cb() });
@@ -18,7 +22,7 @@ describe('withRun', () => {
   it('refuses to run without root where root is needed (exit 4)', async () => {
     const err = await withRun(ctx(), { root: true, programs: [], lock: false }, body, { readFile: noFile, isRoot: () => false, logger: false }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NotRootError);
-    expect((err as NotRootError).exitCode).toBe(4);
+    expect(exitCodeOfError(err)).toBe(4);
   });
 
   it('names every missing program (exit 5)', async () => {
@@ -29,7 +33,7 @@ describe('withRun', () => {
     expect(err).toBeInstanceOf(NotInstalledError);
     expect((err as Error).message).toContain('virsh (/nonexistent/virsh)');
     expect((err as Error).message).toContain('libvirtd (no-such-libvirtd)');
-    expect((err as NotInstalledError).exitCode).toBe(5);
+    expect(exitCodeOfError(err)).toBe(5);
   });
 
   it('checks the settings before anything else (exit 6)', async () => {

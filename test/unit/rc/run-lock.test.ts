@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ExitError } from '../../../src/cli/errors.js';
+import { exitCodeOfError } from '../../../src/cli/exit-codes.js';
+import { NotInstalledError, RunLockError } from '../../../src/rc/errors.js';
 import { acquireRunLock, FLOCK, lockPath } from '../../../src/rc/run-lock.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rcl-lock-'));
@@ -57,7 +58,7 @@ describe('run lock', () => {
     const lock = await acquireRunLock({ runDir: dir, command: 'start', signal });
     try {
       const err = await acquireRunLock({ runDir: dir, command: 'stop', signal, waitMs: 0 }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(ExitError);
+      expect(err).toBeInstanceOf(RunLockError);
       expect((err as Error).message).toContain('this process already holds the run lock');
     } finally {
       await lock.release();
@@ -70,8 +71,8 @@ describe('run lock', () => {
     const err = await acquireRunLock({ runDir: dir, command: 'start', signal, waitMs: 300, onWait: (h) => (waited = h) })
       .then(() => undefined, (e: unknown) => e);
     expect(waited).toEqual({ pid: 1, startTime: '?', command: 'stop' });
-    expect(err).toBeInstanceOf(ExitError);
-    expect((err as ExitError).exitCode).toBe(1);
+    expect(err).toBeInstanceOf(RunLockError);
+    expect(exitCodeOfError(err)).toBe(1);
     expect((err as Error).message).toContain('pid 1');
     expect((err as Error).message).toContain('"stop"');
     holder.end();
@@ -109,8 +110,8 @@ describe('run lock', () => {
 
   it('names flock(1) when it is missing (exit 5)', async () => {
     const err = await acquireRunLock({ runDir: dir, command: 'start', signal, flock: join(dir, 'no-such-flock') }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(ExitError);
-    expect((err as ExitError).exitCode).toBe(5);
+    expect(err).toBeInstanceOf(NotInstalledError);
+    expect(exitCodeOfError(err)).toBe(5);
     expect((err as Error).message).toContain('no-such-flock is missing');
   });
 });

@@ -1,4 +1,4 @@
-// What a command gets from the command line.
+// The options of the command line, as given (the config layer validates them).
 
 /** Options as given on the command line (strings: the config layer validates them). */
 export interface CliOptions {
@@ -15,15 +15,4 @@ export interface CliOptions {
   json: boolean;
   /** -1 quiet, 0 normal, 1+ verbose */
   verbosity: number;
-}
-
-/** Everything a command runs with. */
-export interface CommandContext {
-  command: string;
-  options: CliOptions;
-  env: NodeJS.ProcessEnv;
-  /** Aborts when the run is asked to stop (SIGINT/SIGTERM): no new work starts. */
-  signal: AbortSignal;
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream;
 }
