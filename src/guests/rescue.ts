@@ -8,7 +8,7 @@ import type { DomainDriver } from '../domain/types.js';
 import { errorMessage } from '../util/error-message.js';
 import { createLibvirtRescueDriver } from '../domain/libvirt/rescue-driver.js';
 import { isGuestQemu, queryStatus } from '../domain/libvirt/rescue.js';
-import { withQmp } from '../domain/qmp/qmp-client.js';
+import { withQmp } from '../qmp/qmp-client.js';
 import { deadline } from '../util/deadline.js';
 import { DEFAULT_STATUS_DIR, readStatusFiles } from '../domain/libvirt/status-files.js';
 import { describeDaemon } from '../daemons/daemon-spec.js';

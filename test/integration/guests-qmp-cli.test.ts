@@ -5,7 +5,7 @@
 // and a stubborn guest destroyed at its deadline and not before.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DomainDriver } from '../../src/domain/types.js';
-import { withQmp } from '../../src/domain/qmp/qmp-client.js';
+import { withQmp } from '../../src/qmp/qmp-client.js';
 import { join } from 'node:path';
 import { readConsole } from '../helpers/console.js';
 import { makeQmpBed, type QmpBed } from '../helpers/qmp-guests.js';

@@ -12,7 +12,7 @@ import { LIBVIRT_URI, domainState } from '../helpers/virsh.js';
 import { createLibvirtDriver, type LibvirtDriver } from '../../src/domain/libvirt/driver.js';
 import { rescueGuests, isGuestQemu } from '../../src/domain/libvirt/rescue.js';
 import { readStatusFiles } from '../../src/domain/libvirt/status-files.js';
-import { connectQmp } from '../../src/domain/qmp/qmp-client.js';
+import { connectQmp } from '../../src/qmp/qmp-client.js';
 import { NotReachableError } from '../../src/domain/errors.js';
 import { createMemoryLog } from '../../src/util/log.js';
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DomainError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
 import { createQmpDriver } from '../../src/domain/qmp/qmp-driver.js';
-import { connectQmp, withQmp } from '../../src/domain/qmp/qmp-client.js';
+import { connectQmp, withQmp } from '../../src/qmp/qmp-client.js';
 import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domain/types.js';
 import { createMemoryLog } from '../../src/util/log.js';
 import { deadline } from '../../src/util/deadline.js';

@@ -7,7 +7,7 @@ import { now } from '../../util/deadline.js';
 import { GuestNotFoundError, InterruptedError, OperationRefusedError } from '../errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
-import { connectQmp, type QmpClient } from '../qmp/qmp-client.js';
+import { connectQmp, type QmpClient } from '../../qmp/qmp-client.js';
 import { isGuestQemu, queryStatus, quitOrKill } from './rescue.js';
 import { DEFAULT_STATUS_DIR, readStatusFiles, type StatusGuest } from './status-files.js';
 

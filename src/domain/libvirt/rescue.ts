@@ -10,7 +10,7 @@ import { readFileSync, readlinkSync } from 'node:fs';
 import { deadline, now, sleep } from '../../util/deadline.js';
 import { errorMessage } from '../../util/error-message.js';
 import type { Log } from '../../util/log.js';
-import { connectQmp, type QmpClient } from '../qmp/qmp-client.js';
+import { connectQmp, type QmpClient } from '../../qmp/qmp-client.js';
 import { DEFAULT_STATUS_DIR, readStatusFiles, type StatusGuest } from './status-files.js';
 
 /** What happened to one guest. */

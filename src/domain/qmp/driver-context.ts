@@ -5,9 +5,9 @@ import type { Log } from '../../util/log.js';
 import type { GuestState } from '../types.js';
 import type { QmpGuestDefinition } from './guest-definition.js';
 import type { MonitorPool } from './monitor-pool.js';
-import type { QmpClient } from './qmp-client.js';
-import type { QmpEventListener } from './qmp-events.js';
-import { isDeadlineReason } from './abort.js';
+import type { QmpClient } from '../../qmp/qmp-client.js';
+import type { QmpEventListener } from '../../qmp/qmp-events.js';
+import { isDeadlineReason } from '../../qmp/abort.js';
 import type { GuestRuntimePaths } from './qemu-process.js';
 import type { SavedImagePaths } from './saved-image.js';
 

@@ -8,7 +8,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { sleep } from '../../util/deadline.js';
 import { InterruptedError, NotReachableError, OperationRefusedError } from '../errors.js';
 import { errorMessage } from '../../util/error-message.js';
-import { abortError } from './abort.js';
+import { abortError } from '../../qmp/abort.js';
 import { openNoFollow, removeStale } from './private-dir.js';
 
 /** A listening socket that writes the first connection's bytes into a file. */

@@ -3,9 +3,9 @@
 // guest share one connection. It is closed when its last user releases it,
 // and every one is closed by closeAll().
 import { deadline } from '../../util/deadline.js';
-import { abortError } from './abort.js';
-import { QmpClient } from './qmp-client.js';
-import type { QmpEvent } from './qmp-events.js';
+import { abortError } from '../../qmp/abort.js';
+import { QmpClient } from '../../qmp/qmp-client.js';
+import type { QmpEvent } from '../../qmp/qmp-events.js';
 
 /** One use of a guest's monitor; call release() when done. */
 export interface MonitorLease {

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { describeRun, runProcess } from '../../util/run.js';
 import { sleep } from '../../util/deadline.js';
 import { OperationRefusedError } from '../errors.js';
-import { abortError } from './abort.js';
+import { abortError } from '../../qmp/abort.js';
 import { isOwnRegularFile, removeStale } from './private-dir.js';
 
 /** The files of one guest under the runtime directory. */

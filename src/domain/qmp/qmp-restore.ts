@@ -5,7 +5,7 @@
 import { OperationRefusedError } from '../errors.js';
 import { errorMessage } from '../../util/error-message.js';
 import type { StartOptions } from '../types.js';
-import { abortError } from './abort.js';
+import { abortError } from '../../qmp/abort.js';
 import { nextMigrationStatus, qmpCommand, type DriverContext, type GuestFiles, type QmpStatus } from './driver-context.js';
 import { feedMigration } from './migration-stream.js';
 import { quitAndReap } from './qmp-save.js';

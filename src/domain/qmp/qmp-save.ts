@@ -8,12 +8,12 @@ import { anySignal, deadline } from '../../util/deadline.js';
 import { InterruptedError, OperationRefusedError } from '../errors.js';
 import { errorMessage } from '../../util/error-message.js';
 import type { SaveOptions } from '../types.js';
-import { abortError } from './abort.js';
+import { abortError } from '../../qmp/abort.js';
 import { nextMigrationStatus, qmpCommand, type DriverContext, type GuestFiles, type QmpStatus, type QueryMigrate } from './driver-context.js';
 import { receiveMigration } from './migration-stream.js';
 import { createExclusive, fsyncDir } from './private-dir.js';
-import type { QmpClient } from './qmp-client.js';
-import type { QmpEventListener } from './qmp-events.js';
+import type { QmpClient } from '../../qmp/qmp-client.js';
+import type { QmpEventListener } from '../../qmp/qmp-events.js';
 import { signalQemu, waitForExit } from './qemu-process.js';
 import { hasImage, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
 

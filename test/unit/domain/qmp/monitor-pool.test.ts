@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { InterruptedError } from '../../../../src/domain/errors.js';
 import { MonitorPool } from '../../../../src/domain/qmp/monitor-pool.js';
-import type { QmpEvent } from '../../../../src/domain/qmp/qmp-events.js';
+import type { QmpEvent } from '../../../../src/qmp/qmp-events.js';
 import { startFakeServer, type FakeServer } from './fake-qmp-server.js';
 
 let server: FakeServer | undefined;

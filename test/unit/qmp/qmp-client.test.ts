@@ -5,10 +5,10 @@ import {
   OperationRefusedError,
   ProtocolError,
   TimedOutError,
-} from '../../../../src/domain/errors.js';
-import { QmpClient, QmpCommandError, connectQmp } from '../../../../src/domain/qmp/qmp-client.js';
-import { deadline } from '../../../../src/util/deadline.js';
-import { GREETING, startFakeServer, type FakeServer } from './fake-qmp-server.js';
+} from '../../../src/domain/errors.js';
+import { QmpClient, QmpCommandError, connectQmp } from '../../../src/qmp/qmp-client.js';
+import { deadline } from '../../../src/util/deadline.js';
+import { GREETING, startFakeServer, type FakeServer } from '../domain/qmp/fake-qmp-server.js';
 
 let server: FakeServer | undefined;
 const clients: QmpClient[] = [];

@@ -1,8 +1,8 @@
 // Turning an aborted signal into the domain error a caller expects: a passed
 // deadline is "timed out", anything else is "interrupted"; a DomainError given
 // as the reason is passed through unwrapped.
-import { DeadlineError } from '../../util/deadline.js';
-import { DomainError, InterruptedError, TimedOutError } from '../errors.js';
+import { DeadlineError } from '../util/deadline.js';
+import { DomainError, InterruptedError, TimedOutError } from '../domain/errors.js';
 
 /** True when an abort reason says a deadline passed (ours, AbortSignal.timeout's, or a TimedOutError). */
 export function isDeadlineReason(reason: unknown): boolean {

@@ -1,7 +1,7 @@
 // QMP events and event listeners: a listener is a FIFO queue of the events it
 // was subscribed to, filled by the client's reader loop from the moment it is
 // created, so subscribing before the command that causes an event never misses it.
-import { InterruptedError, type DomainError } from '../errors.js';
+import { InterruptedError, type DomainError } from '../domain/errors.js';
 import { abortError } from './abort.js';
 
 /** One QMP event as the server sent it. */

@@ -4,7 +4,7 @@
 // The subclass establishes its session (reading lines itself) before the
 // reader loop starts. The core has no timeouts: callers pass signals.
 import { createConnection, type Socket } from 'node:net';
-import { DomainError, InterruptedError, NotReachableError, ProtocolError } from '../errors.js';
+import { DomainError, InterruptedError, NotReachableError, ProtocolError } from '../domain/errors.js';
 import { abortError } from './abort.js';
 
 /** Where a runner is in its life. */

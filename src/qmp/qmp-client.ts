@@ -3,7 +3,7 @@
 // QMP spec (docs/interop/qmp-spec): the server greets first; every command
 // before `qmp_capabilities` fails with CommandNotFound; replies carry the id of
 // their command; events may arrive at any time, also before that reply.
-import { NotReachableError, OperationRefusedError, ProtocolError, type DomainError } from '../errors.js';
+import { NotReachableError, OperationRefusedError, ProtocolError, type DomainError } from '../domain/errors.js';
 import { isDeadlineReason } from './abort.js';
 import { LineProtocol, type LineProtocolOptions } from './line-protocol.js';
 import { EventQueue, toQmpEvent, type QmpEvent, type QmpEventListener } from './qmp-events.js';
