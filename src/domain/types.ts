@@ -93,6 +93,8 @@ export interface DomainDriver {
   shutdown(id: string, opts: OpOptions): Promise<void>;
   /** Reboot the guest; resolves once it has been reset and runs again (the driver watches for the reset). */
   reboot(id: string, opts: OpOptions): Promise<void>;
+  /** Resolves when the hypervisor's daemon answers; NotReachableError when it does not within `timeoutMs` (optional: a driver without a daemon to hang, such as qmp, has none; the plan asks it alongside the listing and calls the listing off when it does not answer). */
+  ping?(opts: OpOptions & { timeoutMs?: number }): Promise<void>;
   /** Resume a paused guest (optional: the orchestration resumes a paused guest before an ACPI shutdown, which a paused guest cannot act on). */
   resume?(id: string, opts: OpOptions): Promise<void>;
   /** Power the guest off at once (data in it may be lost). */

@@ -138,10 +138,9 @@ export async function buildStopPlan(
       // listing is called off.
       const listing = driver.listGuests({ signal: listSignal.signal });
       listing.catch(() => undefined);
-      const pingable = driver as DomainDriver & { ping?: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void> };
-      if (typeof pingable.ping === 'function') {
+      if (driver.ping) {
         try {
-          await pingable.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
+          await driver.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
         } catch (err) {
           cut.abort(new Error('libvirtd does not answer'));
           if (signal.aborted) throw err;
