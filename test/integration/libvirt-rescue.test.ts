@@ -10,7 +10,8 @@ import { identifyPid, isSameProcessAlive, waitFor, type ProcessIdentity } from '
 import { requireTestbed } from '../helpers/testbed.js';
 import { LIBVIRT_URI, domainState } from '../helpers/virsh.js';
 import { createLibvirtDriver, type LibvirtDriver } from '../../src/domain/libvirt/driver.js';
-import { rescueGuests, isGuestQemu } from '../../src/domain/libvirt/rescue.js';
+import { isGuestQemu } from '../../src/domain/libvirt/rescue.js';
+import { createLibvirtRescueDriver } from '../../src/domain/libvirt/rescue-driver.js';
 import { readStatusFiles } from '../../src/domain/libvirt/status-files.js';
 import { connectQmp } from '../../src/qmp/qmp-client.js';
 import { NotReachableError } from '../../src/domain/errors.js';
@@ -88,21 +89,18 @@ describe('a hung libvirtd and the QMP rescue path', () => {
 
   it('powers the guests off through QMP once the hung libvirtd is ended', async () => {
     const boots = guests.map((g) => g.bootId());
-    const released: string[] = [];
-    const results = await rescueGuests({
-      graceMs: 60_000,
-      signal: AbortSignal.timeout(120_000),
-      log,
-      only: guests.map((g) => g.uuid),
-      releaseMonitors: async () => {
-        // What the rc layer does with a hung libvirtd: SIGKILL by its checked pid (a stopped process cannot act on SIGTERM).
-        process.kill(libvirtd!.pid, 'SIGKILL');
-        await waitFor('the frozen libvirtd to exit', () => !isSameProcessAlive(libvirtd!), { timeoutMs: 20_000, intervalMs: 50 });
-        released.push('libvirtd');
-      },
-    });
-    expect(released).toEqual(['libvirtd']);
-    expect(results.map((r) => [r.name, r.result]).sort()).toEqual(guests.map((g) => [g.name, 'powered-off']).sort());
+    // What the guest side does with a hung libvirtd: SIGKILL by its checked pid (a stopped process cannot act on SIGTERM).
+    process.kill(libvirtd!.pid, 'SIGKILL');
+    await waitFor('the frozen libvirtd to exit', () => !isSameProcessAlive(libvirtd!), { timeoutMs: 20_000, intervalMs: 50 });
+    // Then the ladder's steps through the rescue driver: the power button, and the wait for shutoff.
+    const rescue = createLibvirtRescueDriver({ uri: LIBVIRT_URI, log });
+    try {
+      await Promise.all(guests.map((g) => rescue.shutdown(g.uuid, op())));
+      const states = await Promise.all(guests.map((g) => rescue.waitForState(g.uuid, ['shutoff'], op())));
+      expect(states).toEqual(guests.map(() => 'shutoff'));
+    } finally {
+      await rescue.close();
+    }
     guests.forEach((g, i) => expect(readConsole(g.consolePath)).toContain(`RCL-POWEROFF boot=${boots[i]}`));
     // Under -no-shutdown the QEMU stays, powered off, for libvirt to reap.
     const { guests: status } = await readStatusFiles();
