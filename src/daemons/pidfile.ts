@@ -4,7 +4,7 @@
 import { readdir, readFile, readlink, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { programName, type DaemonSpec } from './daemon-spec.js';
-import { hasEnded, parseProcStat } from './proc-stat.js';
+import { hasEnded, parseProcStat } from '../proc/identity.js';
 
 /** The file operations pidfile checks use (memfs in unit tests). */
 export interface ProcFs {

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasEnded, parseProcStat } from '../daemons/proc-stat.js';
+import { hasEnded, parseProcStat } from '../proc/identity.js';
 import { formatMs } from '../util/deadline.js';
 import { NotInstalledError, RunLockError } from './errors.js';
 
