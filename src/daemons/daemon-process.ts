@@ -13,10 +13,9 @@ import {
   findStrayProcesses,
   inspectPidfile,
   isDaemonProgram,
-  NODE_PROC_FS,
-  processProgram,
-  type ProcFs,
 } from './pidfile.js';
+import { NODE_PROC_FS, processProgram, type ProcFs } from '../proc/identity.js';
+import { stopProcess } from '../proc/stop.js';
 
 /** Step of the watch for a daemon's pidfile after its start (one small file read). */
 export const PIDFILE_POLL_MS = 20;
@@ -158,24 +157,22 @@ export async function stopDaemon(spec: DaemonSpec, ctx: DaemonOpContext, opts: S
     else ctx.log.info(`${spec.name} is not running`);
     return { name: spec.name, action: 'not-running' };
   }
-  let action: DaemonResult['action'] = 'stopped';
-  if (!opts.force) {
-    ctx.log.info(`stopping ${spec.name} (pid ${pid})`);
-    sendSignal(pid, 'SIGTERM');
-    // The deadline is not cut short by an interrupt: a daemon half stopped is worse than one waited for.
-    if (await waitForExit(spec, pid, opts.timeoutMs, fs)) {
-      ctx.log.notice(`${spec.name} stopped (pid ${pid})`);
-      await removeIfStale(spec, ctx);
-      return { name: spec.name, action, pid };
-    }
-    ctx.log.warn(`${spec.name} (pid ${pid}) did not exit within ${formatMs(opts.timeoutMs)} of SIGTERM: sending SIGKILL`);
-  } else {
-    ctx.log.warn(`killing ${spec.name} (pid ${pid}) with SIGKILL`);
-  }
-  action = 'killed';
-  sendSignal(pid, 'SIGKILL');
-  if (await waitForExit(spec, pid, 10_000, fs)) {
-    ctx.log.notice(`${spec.name} killed (pid ${pid})`);
+  if (opts.force) ctx.log.warn(`killing ${spec.name} (pid ${pid}) with SIGKILL`);
+  else ctx.log.info(`stopping ${spec.name} (pid ${pid})`);
+  // The deadline is not cut short by an interrupt: a daemon half stopped is worse than one waited for.
+  const r = await stopProcess(pid, {
+    isOurs: () => isAlive(spec, pid, fs),
+    ask: opts.force ? null : undefined,
+    graceMs: opts.timeoutMs,
+    killWaitMs: 10_000,
+    pollMs: EXIT_POLL_MS,
+    onKill: () => {
+      if (!opts.force) ctx.log.warn(`${spec.name} (pid ${pid}) did not exit within ${formatMs(opts.timeoutMs)} of SIGTERM: sending SIGKILL`);
+    },
+  });
+  if (r.result === 'exited' || r.result === 'killed') {
+    const action = r.result === 'exited' && !opts.force ? 'stopped' : 'killed';
+    ctx.log.notice(`${spec.name} ${action} (pid ${pid})`);
     await removeIfStale(spec, ctx);
     return { name: spec.name, action, pid };
   }
@@ -202,16 +199,6 @@ export async function reexecDaemon(spec: DaemonSpec, ctx: DaemonOpContext): Prom
   }
   ctx.log.notice(`${spec.name} re-executed (pid ${pid} kept)`);
   return { name: spec.name, action: 'reexecuted', pid };
-}
-
-/** Wait until `pid` is no longer a live process of the daemon; false at the deadline. */
-export async function waitForExit(spec: DaemonSpec, pid: number, timeoutMs: number, fs: ProcFs = NODE_PROC_FS): Promise<boolean> {
-  const end = now() + timeoutMs;
-  for (;;) {
-    if (!(await isAlive(spec, pid, fs))) return true;
-    if (now() >= end) return false;
-    await sleep(EXIT_POLL_MS);
-  }
 }
 
 function sendSignal(pid: number, sig: NodeJS.Signals): void {

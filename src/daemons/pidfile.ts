@@ -1,26 +1,8 @@
 // Reading a daemon's pidfile safely: a pid counts only when that process is
 // alive and is that daemon (/proc/PID/exe, else /proc/PID/comm). A stale,
 // foreign or garbled pidfile is reported and never leads to signalling anyone.
-import { readdir, readFile, readlink, unlink } from 'node:fs/promises';
-import { basename } from 'node:path';
 import { programName, type DaemonSpec } from './daemon-spec.js';
-import { hasEnded, parseProcStat } from '../proc/identity.js';
-
-/** The file operations pidfile checks use (memfs in unit tests). */
-export interface ProcFs {
-  readFile(path: string): Promise<string>;
-  readlink(path: string): Promise<string>;
-  unlink(path: string): Promise<void>;
-  readdir(path: string): Promise<string[]>;
-}
-
-/** The real file system. */
-export const NODE_PROC_FS: ProcFs = {
-  readFile: (p) => readFile(p, 'utf8'),
-  readlink: (p) => readlink(p),
-  unlink: (p) => unlink(p),
-  readdir: (p) => readdir(p),
-};
+import { NODE_PROC_FS, parseProcStat, processProgram, programOfExe, type ProcFs } from '../proc/identity.js';
 
 /** What a daemon's pidfile says, checked against /proc. */
 export type PidfileState =
@@ -41,35 +23,6 @@ export function parsePidfile(text: string): { pid: number } | { error: string } 
   const pid = Number(t);
   if (!Number.isSafeInteger(pid) || pid < 2 || pid > 4194304) return { error: `not a valid process id: ${t}` };
   return { pid };
-}
-
-/** The program name of a /proc/PID/exe link (a binary replaced by an upgrade still counts). */
-function programOfExe(link: string): string {
-  return basename(link.replace(/ \(deleted\)$/, ''));
-}
-
-/** Who a live process is: its executable's base name (or its comm), or undefined when there is no such live process. */
-export async function processProgram(pid: number, fs: ProcFs = NODE_PROC_FS): Promise<{ exe?: string; comm?: string } | undefined> {
-  let text: string;
-  try {
-    text = await fs.readFile(`/proc/${pid}/stat`);
-  } catch {
-    return undefined;
-  }
-  const stat = parseProcStat(text);
-  if (!stat || hasEnded(stat)) return undefined;
-  const who: { exe?: string; comm?: string } = {};
-  try {
-    who.exe = programOfExe(await fs.readlink(`/proc/${pid}/exe`));
-  } catch {
-    /* kernel threads, other users' processes: fall back to comm */
-  }
-  try {
-    who.comm = (await fs.readFile(`/proc/${pid}/comm`)).trim();
-  } catch {
-    /* gone meanwhile */
-  }
-  return who;
 }
 
 /** Whether a process is the given daemon: its exe (or, without one, its 15-character comm) names the daemon's program. */

@@ -38,7 +38,8 @@ export async function probeLibvirtd(settings: Settings, signal: AbortSignal): Pr
   const st = await inspectPidfile(describeDaemon(settings, 'libvirtd'));
   const running = st.state === 'running';
   const { guests } = await readStatusFiles(DEFAULT_STATUS_DIR);
-  const alive = guests.filter((g) => isGuestQemu(g));
+  const live = await Promise.all(guests.map((g) => isGuestQemu(g)));
+  const alive = guests.filter((_, i) => live[i]);
   if (running) return { running, liveGuests: alive.map((g) => g.name) };
   // Without libvirtd a guest that powered off leaves its QEMU in `shutdown` (libvirt runs it with -no-shutdown)
   // until libvirtd comes back to reap it: that guest does not run. Its monitor is free, so ask it.

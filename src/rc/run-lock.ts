@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasEnded, parseProcStat } from '../proc/identity.js';
+import { processStartTime } from '../proc/identity.js';
 import { formatMs } from '../util/deadline.js';
 import { NotInstalledError, RunLockError } from './errors.js';
 
@@ -169,14 +169,4 @@ async function readHolder(path: string): Promise<LockHolder | undefined> {
   const start = await processStartTime(holder.pid);
   if (start === undefined || (holder.startTime !== '?' && start !== holder.startTime)) return undefined;
   return holder;
-}
-
-/** A live process's start time in clock ticks since boot (/proc/PID/stat field 22), or undefined when it does not run. */
-export async function processStartTime(pid: number): Promise<string | undefined> {
-  try {
-    const stat = parseProcStat(await readFile(`/proc/${pid}/stat`, 'utf8'));
-    return stat && !hasEnded(stat) ? stat.startTime : undefined;
-  } catch {
-    return undefined;
-  }
 }

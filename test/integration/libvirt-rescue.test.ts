@@ -104,7 +104,7 @@ describe('a hung libvirtd and the QMP rescue path', () => {
     guests.forEach((g, i) => expect(readConsole(g.consolePath)).toContain(`RCL-POWEROFF boot=${boots[i]}`));
     // Under -no-shutdown the QEMU stays, powered off, for libvirt to reap.
     const { guests: status } = await readStatusFiles();
-    for (const g of guests) expect(isGuestQemu(status.find((s) => s.uuid === g.uuid)!)).toBe(true);
+    for (const g of guests) expect(await isGuestQemu(status.find((s) => s.uuid === g.uuid)!)).toBe(true);
   });
 
   it('a new libvirtd reports them shut off, not crashed', async () => {

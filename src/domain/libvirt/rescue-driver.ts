@@ -61,7 +61,7 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Lib
   };
 
   const stateOf = async (g: StatusGuest, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> => {
-    if (!isGuestQemu(g)) return { state: 'shutoff', detail: 'shut off (QEMU exited)' };
+    if (!(await isGuestQemu(g))) return { state: 'shutoff', detail: 'shut off (QEMU exited)' };
     const c = clients.get(g.uuid);
     const s = c && c.state === 'running' ? await queryStatus(c, signal) : g.state;
     return { state: QEMU_STATES[s] ?? 'other', detail: `${s} (QEMU, libvirtd not answering)` };
@@ -91,7 +91,8 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Lib
     async listGuests(o) {
       const { guests, problems } = await readStatusFiles(statusDir);
       for (const p of problems) opts.log.warn(`rescue: ${p}`);
-      return Promise.all(guests.filter((g) => isGuestQemu(g)).map((g) => toGuest(g, o.signal)));
+      const live = await Promise.all(guests.map((g) => isGuestQemu(g)));
+      return Promise.all(guests.filter((_, i) => live[i]).map((g) => toGuest(g, o.signal)));
     },
     async getGuest(id, o) {
       return toGuest(await find(id), o.signal);
@@ -123,7 +124,7 @@ export function createLibvirtRescueDriver(opts: LibvirtRescueDriverOptions): Lib
     },
     async destroy(id, o: OpOptions) {
       const g = await find(id);
-      if (!isGuestQemu(g)) return;
+      if (!(await isGuestQemu(g))) return;
       // QMP quit when the monitor answers; else straight to the checked SIGKILL.
       const c = clients.get(g.uuid) ?? (await monitor(g, o.signal).catch(() => undefined));
       const r = await quitOrKill(g, c, opts.quitWaitMs ?? 3000);

@@ -4,9 +4,10 @@
 // deadline `quit`, then SIGKILL of the recorded pid once it is checked to be
 // that guest's QEMU. While libvirtd holds a monitor no second client gets a
 // greeting, so guests/rescue.ts first ends the hung libvirtd by its checked pid.
-import { readFileSync, readlinkSync } from 'node:fs';
-import { deadline, sleep } from '../../util/deadline.js';
+import { deadline } from '../../util/deadline.js';
 import { errorMessage } from '../../util/error-message.js';
+import { processProgram } from '../../proc/identity.js';
+import { stopProcess } from '../../proc/stop.js';
 import type { QmpClient } from '../../qmp/qmp-client.js';
 import type { StatusGuest } from './status-files.js';
 
@@ -16,19 +17,27 @@ export async function quitOrKill(
   client: QmpClient | undefined,
   quitWaitMs: number,
 ): Promise<{ result: 'quit' | 'killed' | 'failed'; reason: string }> {
-  const d = deadline(quitWaitMs);
-  try {
-    if (client) await client.execute('quit', undefined, { signal: d.signal }).catch(() => undefined);
-    while (client && !d.signal.aborted && isGuestQemu(g)) await sleep(50, d.signal).catch(() => undefined);
-  } finally {
-    d.clear();
-  }
-  if (!isGuestQemu(g)) return { result: 'quit', reason: 'QMP quit' };
-  try {
-    process.kill(g.pid, 'SIGKILL');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return { result: 'failed', reason: `quit ignored, SIGKILL of ${g.pid} failed: ${errorMessage(err)}` };
-  }
+  const r = await stopProcess(g.pid, {
+    isOurs: () => isGuestQemu(g),
+    // Without a monitor there is no asking: straight to the checked SIGKILL.
+    ask: async () => {
+      if (!client) return false;
+      const d = deadline(quitWaitMs);
+      try {
+        await client.execute('quit', undefined, { signal: d.signal }).catch(() => undefined);
+      } finally {
+        d.clear();
+      }
+      return true;
+    },
+    graceMs: quitWaitMs,
+    graceIncludesAsk: true,
+    unaskedGraceMs: 0,
+    killWaitMs: 0,
+    pollMs: 50,
+  });
+  if (r.result === 'exited') return { result: 'quit', reason: 'QMP quit' };
+  if (r.result === 'failed') return { result: 'failed', reason: `quit ignored, SIGKILL of ${g.pid} failed: ${errorMessage(r.error)}` };
   return { result: 'killed', reason: `${client ? 'quit ignored, ' : ''}SIGKILL of pid ${g.pid}` };
 }
 
@@ -39,25 +48,12 @@ export async function queryStatus(client: QmpClient, signal: AbortSignal): Promi
 }
 
 /** True when the recorded pid is still this guest's QEMU (exe is qemu-system-*, cmdline names its UUID). */
-export function isGuestQemu(g: Pick<StatusGuest, 'pid' | 'uuid'>): boolean {
-  try {
-    const stat = readFileSync(`/proc/${g.pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    if (state === 'Z' || state === 'X') return false;
-    const args = readFileSync(`/proc/${g.pid}/cmdline`, 'latin1').split('\0');
-    const exe = safeReadlink(`/proc/${g.pid}/exe`) ?? args[0] ?? '';
-    if (!/qemu/.test(exe.split('/').pop() ?? '')) return false;
-    const i = args.indexOf('-uuid');
-    return i >= 0 && args[i + 1]?.toLowerCase() === g.uuid.toLowerCase();
-  } catch {
-    return false;
-  }
-}
-
-function safeReadlink(p: string): string | undefined {
-  try {
-    return readlinkSync(p).replace(/ \(deleted\)$/, '');
-  } catch {
-    return undefined;
-  }
+export async function isGuestQemu(g: Pick<StatusGuest, 'pid' | 'uuid'>): Promise<boolean> {
+  const info = await processProgram(g.pid);
+  const args = info?.argv;
+  if (!args) return false;
+  const exe = info.exe ?? args[0]?.split('/').pop() ?? '';
+  if (!/qemu/.test(exe)) return false;
+  const i = args.indexOf('-uuid');
+  return i >= 0 && args[i + 1]?.toLowerCase() === g.uuid.toLowerCase();
 }

@@ -4,7 +4,8 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describeRun, runProcess } from '../../util/run.js';
-import { sleep } from '../../util/deadline.js';
+import { hasEnded, readProcess } from '../../proc/identity.js';
+import { signalIfOurs } from '../../proc/stop.js';
 import { OperationRefusedError } from '../errors.js';
 import { abortError } from '../../qmp/abort.js';
 import { isOwnRegularFile, removeStale } from './private-dir.js';
@@ -61,17 +62,10 @@ export async function checkProcess(paths: GuestRuntimePaths): Promise<ProcessChe
 
 /** Whether `pid` is alive (not a zombie) and its command line mentions `qmpPath`. */
 export async function checkPid(pid: number, qmpPath: string): Promise<{ alive: boolean; detail: string }> {
-  let stat: string;
-  let cmdline: string;
-  try {
-    stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return { alive: false, detail: `process ${pid} is gone` };
-  }
-  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  if (state === 'Z' || state === 'X') return { alive: false, detail: `process ${pid} has exited` };
-  if (!cmdline.split('\0').some((arg) => arg.includes(`unix:${qmpPath},`))) {
+  const info = await readProcess(pid);
+  if (!info || info.argv === undefined) return { alive: false, detail: `process ${pid} is gone` };
+  if (hasEnded(info.stat)) return { alive: false, detail: `process ${pid} has exited` };
+  if (!info.argv.some((arg) => arg.includes(`unix:${qmpPath},`))) {
     return { alive: false, detail: `process ${pid} is not this guest's QEMU (stale pidfile)` };
   }
   return { alive: true, detail: `process ${pid}` };
@@ -98,23 +92,12 @@ export async function launchQemu(argv: readonly string[], name: string, paths: G
   return check.pid;
 }
 
-/** Wait until `pid` is no longer our QEMU (polling /proc); false when `ms` passed first. */
-export async function waitForExit(pid: number, qmpPath: string, ms: number, signal: AbortSignal): Promise<boolean> {
-  const until = performance.now() + ms;
-  for (;;) {
-    if (!(await checkPid(pid, qmpPath)).alive) return true;
-    if (performance.now() >= until) return false;
-    await sleep(50, signal);
-  }
+/** Whether `pid` is still our QEMU (alive, its command line names `qmpPath`). */
+export async function isOurQemu(pid: number, qmpPath: string): Promise<boolean> {
+  return (await checkPid(pid, qmpPath)).alive;
 }
 
 /** Send `sig` to `pid`, only when it is still our QEMU; false when it was not (or is gone). */
 export async function signalQemu(pid: number, qmpPath: string, sig: NodeJS.Signals): Promise<boolean> {
-  if (!(await checkPid(pid, qmpPath)).alive) return false;
-  try {
-    process.kill(pid, sig);
-    return true;
-  } catch {
-    return false;
-  }
+  return signalIfOurs(pid, sig, () => isOurQemu(pid, qmpPath));
 }

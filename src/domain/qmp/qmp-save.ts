@@ -14,7 +14,8 @@ import { receiveMigration } from './migration-stream.js';
 import { createExclusive, fsyncDir } from './private-dir.js';
 import type { QmpClient } from '../../qmp/qmp-client.js';
 import type { QmpEventListener } from '../../qmp/qmp-events.js';
-import { signalQemu, waitForExit } from './qemu-process.js';
+import { isOurQemu, signalQemu } from './qemu-process.js';
+import { stopProcess } from '../../proc/stop.js';
 import { hasImage, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
 
 /** Bandwidth for a save: the default 128 MiB/s would throttle even a stopped guest. */
@@ -145,25 +146,29 @@ async function rollBack(ctx: DriverContext, qmp: QmpClient, name: string, s: { w
 
 /** `quit` QEMU (SIGTERM, QEMU's own clean quit, when the monitor is not usable) and wait for the process to go; SIGKILL the checked pid when it does not. */
 export async function quitAndReap(ctx: DriverContext, qmp: QmpClient | undefined, name: string, pid: number, qmpPath: string): Promise<void> {
-  let asked = false;
-  if (qmp && qmp.state === 'running') {
-    const d = deadline(ctx.qemuTimeoutMs);
-    try {
-      await qmp.execute('quit', undefined, { signal: d.signal });
-      asked = true;
-    } catch (err) {
-      ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`);
-    } finally {
-      d.clear();
-    }
-  }
-  if (!asked) asked = await signalQemu(pid, qmpPath, 'SIGTERM');
-  const never = new AbortController().signal;
-  const grace = asked ? ctx.qemuTimeoutMs : Math.min(ctx.qemuTimeoutMs, 3000);
-  if (await waitForExit(pid, qmpPath, grace, never)) return;
-  ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit when asked to; killing it`);
-  await signalQemu(pid, qmpPath, 'SIGKILL');
-  if (!(await waitForExit(pid, qmpPath, ctx.qemuTimeoutMs, never))) {
+  const r = await stopProcess(pid, {
+    isOurs: () => isOurQemu(pid, qmpPath),
+    ask: async () => {
+      if (qmp && qmp.state === 'running') {
+        const d = deadline(ctx.qemuTimeoutMs);
+        try {
+          await qmp.execute('quit', undefined, { signal: d.signal });
+          return true;
+        } catch (err) {
+          ctx.log?.debug(`${name}: quit: ${errorMessage(err)}`);
+        } finally {
+          d.clear();
+        }
+      }
+      return signalQemu(pid, qmpPath, 'SIGTERM');
+    },
+    graceMs: ctx.qemuTimeoutMs,
+    unaskedGraceMs: Math.min(ctx.qemuTimeoutMs, 3000),
+    killWaitMs: ctx.qemuTimeoutMs,
+    pollMs: 50,
+    onKill: () => ctx.log?.warn(`${name}: QEMU (pid ${pid}) did not exit when asked to; killing it`),
+  });
+  if (r.result === 'survived' || r.result === 'failed') {
     throw new OperationRefusedError(`${name}: QEMU (pid ${pid}) survived SIGKILL`, { guest: name });
   }
 }

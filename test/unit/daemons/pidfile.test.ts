@@ -2,7 +2,8 @@ import { Volume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../../src/config/settings.js';
 import { describeDaemon } from '../../../src/daemons/daemon-spec.js';
-import { clearBadPidfile, findStrayProcesses, inspectPidfile, parsePidfile, type ProcFs } from '../../../src/daemons/pidfile.js';
+import { clearBadPidfile, findStrayProcesses, inspectPidfile, parsePidfile } from '../../../src/daemons/pidfile.js';
+import type { ProcFs } from '../../../src/proc/identity.js';
 
 const stat = (pid: number, comm: string, state = 'S') => `${pid} (${comm}) ${state} 1 ${pid} ${pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0\n`;
 
