@@ -1,8 +1,8 @@
 // npm run release: builds dist/rc.libvirt, then makes rc-libvirt-VERSION.tar.gz, the source tarball
 // the SlackBuild takes (the SBo way: downloaded next to it). The tarball holds the files git tracks
 // plus the prebuilt dist/rc.libvirt, so the SlackBuild needs neither npm nor node_modules nor network.
-// It is reproducible: entries sorted by name, every mtime the last commit's date (or
-// SOURCE_DATE_EPOCH), owner and group 0 (numeric), modes normalized, gzip without name or date.
+// It is reproducible: entries sorted by name, every mtime the date of the last commit of what it holds
+// (or SOURCE_DATE_EPOCH), owner and group 0 (numeric), modes normalized, gzip without name or date.
 // slackbuild/rc-libvirt.info is left out, so writing the tarball's md5 into it changes nothing in
 // the tarball. Prints the md5 and sha256, and writes the md5 (MD5SUM) into the .info.
 //
@@ -87,7 +87,9 @@ async function main() {
   const changed = (await run(['git', 'status', '--porcelain', '--untracked-files=no'])).trim();
   if (changed !== '') process.stderr.write(`release: warning: uncommitted changes go into the tarball:\n${changed}\n`);
 
-  const epochText = process.env.SOURCE_DATE_EPOCH ?? (await run(['git', 'log', '-1', '--format=%ct'])).trim();
+  // The date of the last commit that changed what the tarball holds: committing the .info with its
+  // new md5 changes nothing in the next release.
+  const epochText = process.env.SOURCE_DATE_EPOCH ?? (await run(['git', 'log', '-1', '--format=%ct', '--', '.', `:(exclude)${INFO_IN_REPO}`])).trim();
   if (!/^\d+$/.test(epochText)) fail(`SOURCE_DATE_EPOCH must be whole seconds since 1970, got "${epochText}"`);
 
   const stage = await fs.mkdtemp(path.join(tmpdir(), 'rc-libvirt-release-'));
