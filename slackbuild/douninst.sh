@@ -55,7 +55,7 @@ if ! still_installed; then
       cat "$NEWEST" > $RC.incoming
       mv $RC.incoming $RC
       rm -f "$NEWEST"
-      echo "rc-libvirt: /$RC is libvirt's script again (it was /$NEWEST), with the mode it had."
+      echo "rc-libvirt: /$RC is libvirt's script again (it was /$NEWEST), with the mode rc-libvirt's had."
       for f in $RC.new $RC.shell $RC.shell.*; do
         [ -f "$f" ] || continue
         echo "rc-libvirt: /$f is an older copy of an rc.libvirt: delete it when you no longer need it."
