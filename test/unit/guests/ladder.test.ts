@@ -5,7 +5,7 @@ import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
 import type { GuestOutcome } from '../../../src/guests/outcome.js';
 import { decidePlan } from '../../../src/guests/plan.js';
-import { createFakeDriver, type FakeDriver, type FakeGuest } from './fake-driver.js';
+import { libvirtLikeDriver, type FakeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 
 const settings = { onShutdown: 'managedsave' as const, timeout: 10 };
 const BIG = new Map([['/fake/save', { freeBytes: 1e12, totalBytes: 1e12 }]]);
@@ -44,7 +44,7 @@ describe('stop ladder', () => {
   });
 
   it('saves every guest concurrently', async () => {
-    const d = createFakeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
+    const d = libvirtLikeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(1000);
     const out = await p;
@@ -53,7 +53,7 @@ describe('stop ladder', () => {
   });
 
   it('falls back to shutdown at once when the save fails, and never destroys', async () => {
-    const d = createFakeDriver([{ name: 'blocked', script: { saveFails: 'cannot migrate: invtsc', shutdownMs: 2000 } }]);
+    const d = libvirtLikeDriver([{ name: 'blocked', script: { saveFails: 'cannot migrate: invtsc', shutdownMs: 2000 } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
@@ -65,7 +65,7 @@ describe('stop ladder', () => {
   });
 
   it('aborts a save still running at the deadline, then destroys; never before the deadline', async () => {
-    const d = createFakeDriver([{ name: 'slow', script: { saveMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 'slow', script: { saveMs: 'never' } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(9999);
     expect(d.calls.map((c) => c.op)).toEqual(['save']);
@@ -82,7 +82,7 @@ describe('stop ladder', () => {
   });
 
   it('destroys a guest that ignores the ACPI request at its deadline, not before, while the others shut down', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'stubborn', script: { shutdownMs: 'never' } },
       { name: 'nice', script: { shutdownMs: 3000 } },
     ]);
@@ -98,7 +98,7 @@ describe('stop ladder', () => {
   });
 
   it('never destroys before the deadline when waits fail at once (daemon hiccup)', async () => {
-    const d = createFakeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
+    const d = libvirtLikeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(9999);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
@@ -109,7 +109,7 @@ describe('stop ladder', () => {
   });
 
   it('presses the power button again when a press was lost, instead of destroying at the deadline', async () => {
-    const d = createFakeDriver([{ name: 'booting', script: { shutdownMs: 2000, lostPresses: 1 } }]);
+    const d = libvirtLikeDriver([{ name: 'booting', script: { shutdownMs: 2000, lostPresses: 1 } }]);
     const p = run(await tasksFor([d], 'shutdown', 120));
     await vi.advanceTimersByTimeAsync(SHUTDOWN_REPEAT_MS + 2000);
     const [o] = await p;
@@ -120,7 +120,7 @@ describe('stop ladder', () => {
   });
 
   it('sends a failed shutdown request again while time is left', async () => {
-    const d = createFakeDriver([{ name: 'busy', script: { saveFails: 'no space', shutdownMs: 1000, failedRequests: 2 } }]);
+    const d = libvirtLikeDriver([{ name: 'busy', script: { saveFails: 'no space', shutdownMs: 1000, failedRequests: 2 } }]);
     const p = run(await tasksFor([d], 'policy', 120));
     await vi.advanceTimersByTimeAsync(2 * SHUTDOWN_RETRY_MS + 1000);
     const [o] = await p;
@@ -132,7 +132,7 @@ describe('stop ladder', () => {
   });
 
   it('uses a guest policy timeout over the setting', async () => {
-    const d = createFakeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
     const p = run(await tasksFor([d], 'shutdown', 100));
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
@@ -141,7 +141,7 @@ describe('stop ladder', () => {
   });
 
   it('runs order groups one after another, descending at stop', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'db', policy: { order: 1 }, script: { saveMs: 1000 } },
       { name: 'web', policy: { order: 2 }, script: { saveMs: 3000 } },
       { name: 'web2', policy: { order: 2 }, script: { saveMs: 500 } },
@@ -157,7 +157,7 @@ describe('stop ladder', () => {
   });
 
   it('gives each group its own deadline from its start', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'first', policy: { order: 1 }, script: { saveMs: 8000 } },
       { name: 'second', script: { saveMs: 'never' } },
     ]);
@@ -169,7 +169,7 @@ describe('stop ladder', () => {
   });
 
   it('honours PARALLEL and frees a slot as soon as a guest finishes', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { saveMs: 1000 } },
       { name: 'b', script: { saveMs: 3000 } },
       { name: 'c', script: { saveMs: 1000 } },
@@ -183,8 +183,8 @@ describe('stop ladder', () => {
   });
 
   it('acts on every connection at once', async () => {
-    const d1 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///1' });
-    const d2 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///2' });
+    const d1 = libvirtLikeDriver([{ name: 'x' }], { uri: 'fake:///1' });
+    const d2 = libvirtLikeDriver([{ name: 'x' }], { uri: 'fake:///2' });
     const p = run(await tasksFor([d1, d2]));
     await vi.advanceTimersByTimeAsync(1000);
     const out = await p;
@@ -192,7 +192,7 @@ describe('stop ladder', () => {
   });
 
   it('on interruption: aborts running saves, resumes the guests, drops the queue, destroys nothing', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { saveMs: 5000 } },
       { name: 'b', script: { saveMs: 'never' } },
       { name: 'queued', script: { saveMs: 100 } },
@@ -214,7 +214,7 @@ describe('stop ladder', () => {
   });
 
   it('interrupted during a shutdown: no destroy', async () => {
-    const d = createFakeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
     const ac = new AbortController();
     const p = run(await tasksFor([d], 'shutdown'), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(1000);
@@ -226,7 +226,7 @@ describe('stop ladder', () => {
   });
 
   it("one guest's exception does not stop the others", async () => {
-    const d = createFakeDriver([{ name: 'bug', script: { explodes: 'boom' } }, { name: 'ok' }]);
+    const d = libvirtLikeDriver([{ name: 'bug', script: { explodes: 'boom' } }, { name: 'ok' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(20_000);
     const out = await p;
@@ -235,7 +235,7 @@ describe('stop ladder', () => {
   });
 
   it('resumes a paused guest before its ACPI shutdown', async () => {
-    const d = createFakeDriver([{ name: 'p', state: 'paused', script: { shutdownMs: 500 } }]);
+    const d = libvirtLikeDriver([{ name: 'p', state: 'paused', script: { shutdownMs: 500 } }]);
     const p = run(await tasksFor([d], 'shutdown'));
     await vi.advanceTimersByTimeAsync(500);
     const [o] = await p;
@@ -244,7 +244,7 @@ describe('stop ladder', () => {
   });
 
   it('saves a paused guest as paused', async () => {
-    const d = createFakeDriver([{ name: 'p', state: 'paused' }]);
+    const d = libvirtLikeDriver([{ name: 'p', state: 'paused' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(1000);
     const [o] = await p;
@@ -254,7 +254,7 @@ describe('stop ladder', () => {
   });
 
   it('a planned destroy (ON_SHUTDOWN=destroy) is not a forced one', async () => {
-    const d = createFakeDriver([{ name: 'scratch', policy: { onShutdown: 'destroy' } }]);
+    const d = libvirtLikeDriver([{ name: 'scratch', policy: { onShutdown: 'destroy' } }]);
     const out = await run(await tasksFor([d]));
     expect(out[0]!.result).toBe('destroyed');
     expect(out[0]!.plannedDestroy).toBe(true);

@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { decidePlan, MARGIN_BYTES, type GuestPlan } from '../../../src/guests/plan.js';
-import { createFakeDriver, type FakeGuest } from './fake-driver.js';
+import { libvirtLikeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 
 const MiB = 1024 * 1024;
 
 async function plan(list: FakeGuest[], opts: { free?: number; total?: number; error?: string; mode?: 'policy' | 'shutdown'; canResume?: boolean; onShutdown?: 'managedsave' | 'shutdown' | 'destroy' } = {}) {
-  const d = createFakeDriver(list, { canResume: opts.canResume ?? true });
+  const d = libvirtLikeDriver(list, { canResume: opts.canResume ?? true });
   const items: { guest: Guest; driver: DomainDriver }[] = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
   const fs = opts.error ? { error: opts.error } : { freeBytes: opts.free ?? 1e12, totalBytes: opts.total ?? 0 };
   return decidePlan(items, { onShutdown: opts.onShutdown ?? 'managedsave', timeout: 300 }, opts.mode ?? 'policy', new Map([['/fake/save', fs]]));

@@ -3,7 +3,7 @@ import type { Journal, JournalEntry } from '../../../src/guests/journal.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { rebootAll } from '../../../src/guests/reboot.js';
 import { restoreAll } from '../../../src/guests/restore.js';
-import { createFakeDriver } from './fake-driver.js';
+import { libvirtLikeDriver } from '../../fakes/libvirt-like-driver.js';
 
 function memJournal(entries: JournalEntry[]): Journal & { cleared: string[] } {
   const cleared: string[] = [];
@@ -31,7 +31,7 @@ describe('restore at start', () => {
   });
 
   it('goes ascending by order with START_DELAY between launches, clearing each entry once back', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'late', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
       { name: 'early', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
       { name: 'early2', state: 'shutoff', script: { startMs: 100 } },
@@ -49,7 +49,7 @@ describe('restore at start', () => {
   });
 
   it('resumes a guest that was running but comes back paused, and asks a paused one to come back paused', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'was running', state: 'shutoff', hasSavedImage: true, script: { startsPaused: true } },
       { name: 'was paused', state: 'shutoff', hasSavedImage: true },
     ], { uri: 'fake:///one' });
@@ -70,7 +70,7 @@ describe('restore at start', () => {
 
   it('tries a start that failed for a resource unavailable for a moment again, and no other failure', async () => {
     const eagain = "Failed to start domain 'x' / failed to load cgroup BPF prog: Resource temporarily unavailable";
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'busy host', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain, startFailsFirst: 1 } },
       { name: 'always busy', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain } },
       { name: 'broken', state: 'shutoff', hasSavedImage: true, script: { startFails: 'internal error: process exited while connecting to monitor' } },
@@ -91,7 +91,7 @@ describe('restore at start', () => {
   });
 
   it('keeps the entry of a guest that does not come back in time', async () => {
-    const d = createFakeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
     const j = memJournal([entry('slow')]);
     const p = restoreAll([{ entry: entry('slow') }], {
       drivers: [d], journal: j, timeout: 30, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
@@ -113,7 +113,7 @@ describe('guests_reboot', () => {
   });
 
   it('reboots running guests at once and reports the ones that do not run again in time', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { rebootMs: 2000 } },
       { name: 'hang', script: { rebootMs: 'never' } },
       { name: 'p', state: 'paused' },
