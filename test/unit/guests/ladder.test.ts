@@ -6,6 +6,7 @@ import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutd
 import type { GuestOutcome } from '../../../src/guests/outcome.js';
 import { decidePlan } from '../../../src/guests/plan.js';
 import { libvirtLikeDriver, type FakeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 const settings = { onShutdown: 'managedsave' as const, timeout: 10 };
 const BIG = new Map([['/fake/save', { freeBytes: 1e12, totalBytes: 1e12 }]]);
@@ -258,5 +259,84 @@ describe('stop ladder', () => {
     const out = await run(await tasksFor([d]));
     expect(out[0]!.result).toBe('destroyed');
     expect(out[0]!.plannedDestroy).toBe(true);
+  });
+});
+
+// What the ladder must never do, on either kind of driver: destroy once
+// interrupted, destroy a guest that is off already, ask a guest that is off to
+// shut down.
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('stop ladder, %s driver: no needless blow', (_kind, make) => {
+  let t0: number;
+  beforeEach(() => {
+    vi.useFakeTimers();
+    t0 = performance.now();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('interrupted while the save is being aborted at its deadline: the guest is left running, not destroyed', async () => {
+    // The save job lets go 3 s after its abort; SIGTERM comes 1 s into that.
+    const d = make([{ name: 'slow', script: { saveMs: 'never', abortMs: 3000 } }]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d]), { signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'abort']);
+    await vi.advanceTimersByTimeAsync(1000);
+    ac.abort(new Error('SIGTERM'));
+    await vi.advanceTimersByTimeAsync(30_000);
+    const [o] = await p;
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(d.state('slow')).toBe('running');
+    expect(o!.result).toBe('failed');
+    expect(o!.reason).toContain('interrupted: not destroyed');
+  });
+
+  it('a guest that went off while its daemon could not say so is found off at its deadline, not destroyed', async () => {
+    // Every wait fails (the daemon hiccups); the guest goes off at 9 s; its timeout is 10 s.
+    const d = make([{ name: 'quiet', script: { shutdownMs: 'never', waitFails: true, offAtMs: 9000 } }]);
+    const p = run(await tasksFor([d], 'shutdown'));
+    await vi.advanceTimersByTimeAsync(10_000 + 1000);
+    const [o] = await p;
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toContain('went off just at its deadline');
+    expect(at(d, 'off', 'quiet') - t0).toBe(9000);
+  });
+
+  it('a guest whose save failed because it went off is not asked to shut down', async () => {
+    // QEMU died during the save: the save fails, the guest is off.
+    const d = make([{ name: 'gone', script: { saveFails: 'operation failed: domain is not running', saveFailsAfterMs: 500, saveEndsOff: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(o!.reason).not.toMatch(/shutdown request failed/);
+  });
+
+  it('a failed save that left the guest paused: the guest is resumed, then shut down', async () => {
+    const d = make([{ name: 'stuck', script: { saveFails: 'write failed: No space left on device', saveFailsAfterMs: 500, putBackFails: true, shutdownMs: 1000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'resume', 'shutdown', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toContain('resumed so that it can shut down');
+  });
+
+  it('a destroy that fails at the deadline is reported as failed, with why', async () => {
+    const d = make([{ name: 'unkillable', script: { shutdownMs: 'never', destroyFails: 'Failed to terminate process 4242 with SIGKILL: Device or resource busy' } }]);
+    const p = run(await tasksFor([d], 'shutdown', 5));
+    await vi.advanceTimersByTimeAsync(5000);
+    const [o] = await p;
+    expect(o!.result).toBe('failed');
+    expect(o!.action).toBe('shutdown->destroy');
+    expect(o!.reason).toContain('destroy failed: Failed to terminate process 4242');
+    expect(d.state('unkillable')).toBe('running');
   });
 });
