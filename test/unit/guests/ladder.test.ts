@@ -1,4 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { fakeClock } from '../../fakes/clock.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
@@ -35,14 +36,7 @@ function at(d: FakeDriver, op: string, name: string): number {
 }
 
 describe('stop ladder', () => {
-  let t0: number;
-  beforeEach(() => {
-    vi.useFakeTimers();
-    t0 = performance.now();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  const clock = fakeClock();
 
   it('saves every guest concurrently', async () => {
     const d = libvirtLikeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
@@ -50,7 +44,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(1000);
     const out = await p;
     expect(out.map((o) => o.result)).toEqual(['saved', 'saved', 'saved']);
-    for (const n of ['a', 'b c', '--dash']) expect(at(d, 'saved', n) - t0).toBe(1000);
+    for (const n of ['a', 'b c', '--dash']) expect(at(d, 'saved', n) - clock.t0).toBe(1000);
   });
 
   it('falls back to shutdown at once when the save fails, and never destroys', async () => {
@@ -61,7 +55,7 @@ describe('stop ladder', () => {
     expect(o!.result).toBe('shutdown');
     expect(o!.action).toBe('save->shutdown');
     expect(o!.reason).toContain('invtsc');
-    expect(at(d, 'shutdown', 'blocked') - t0).toBe(0);
+    expect(at(d, 'shutdown', 'blocked') - clock.t0).toBe(0);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
 
@@ -78,7 +72,7 @@ describe('stop ladder', () => {
     expect(ops.indexOf('abort')).toBeGreaterThan(-1);
     expect(ops.indexOf('abort')).toBeLessThan(ops.indexOf('destroy'));
     expect(ops.indexOf('save-aborted')).toBeLessThan(ops.indexOf('destroy'));
-    expect(at(d, 'destroy', 'slow') - t0).toBeGreaterThanOrEqual(10_000);
+    expect(at(d, 'destroy', 'slow') - clock.t0).toBeGreaterThanOrEqual(10_000);
     expect(o!.reason).toMatch(/still saving.*save job aborted/);
   });
 
@@ -95,7 +89,7 @@ describe('stop ladder', () => {
     const out = await p;
     expect(byName(out, 'stubborn').result).toBe('destroyed');
     expect(byName(out, 'nice').result).toBe('shutdown');
-    expect(at(d, 'destroy', 'stubborn') - t0).toBe(5000);
+    expect(at(d, 'destroy', 'stubborn') - clock.t0).toBe(5000);
   });
 
   it('never destroys before the deadline when waits fail at once (daemon hiccup)', async () => {
@@ -106,7 +100,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(1);
     const [o] = await p;
     expect(o!.result).toBe('destroyed');
-    expect(at(d, 'destroy', 'h') - t0).toBe(10_000);
+    expect(at(d, 'destroy', 'h') - clock.t0).toBe(10_000);
   });
 
   it('presses the power button again when a press was lost, instead of destroying at the deadline', async () => {
@@ -115,7 +109,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(SHUTDOWN_REPEAT_MS + 2000);
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
-    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_REPEAT_MS]);
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - clock.t0)).toEqual([0, SHUTDOWN_REPEAT_MS]);
     expect(o!.reason).toMatch(/asked again/);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
@@ -127,7 +121,7 @@ describe('stop ladder', () => {
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
     expect(o!.action).toBe('save->shutdown');
-    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_RETRY_MS, 2 * SHUTDOWN_RETRY_MS]);
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - clock.t0)).toEqual([0, SHUTDOWN_RETRY_MS, 2 * SHUTDOWN_RETRY_MS]);
     expect(o!.reason).toMatch(/shutdown request failed: the daemon is busy/);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
@@ -138,7 +132,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
     expect(o!.result).toBe('destroyed');
-    expect(at(d, 'destroy', 's') - t0).toBe(2000);
+    expect(at(d, 'destroy', 's') - clock.t0).toBe(2000);
   });
 
   it('runs order groups one after another, descending at stop', async () => {
@@ -151,10 +145,10 @@ describe('stop ladder', () => {
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(10_000);
     await p;
-    expect(at(d, 'save', 'web') - t0).toBe(0);
-    expect(at(d, 'save', 'web2') - t0).toBe(0);
-    expect(at(d, 'save', 'db') - t0).toBe(3000);
-    expect(at(d, 'save', 'misc') - t0).toBe(4000);
+    expect(at(d, 'save', 'web') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'web2') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'db') - clock.t0).toBe(3000);
+    expect(at(d, 'save', 'misc') - clock.t0).toBe(4000);
   });
 
   it('gives each group its own deadline from its start', async () => {
@@ -166,7 +160,7 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(30_000);
     const out = await p;
     expect(byName(out, 'first').result).toBe('saved');
-    expect(at(d, 'destroy', 'second') - t0).toBe(18_000);
+    expect(at(d, 'destroy', 'second') - clock.t0).toBe(18_000);
   });
 
   it('honours PARALLEL and frees a slot as soon as a guest finishes', async () => {
@@ -178,9 +172,9 @@ describe('stop ladder', () => {
     const p = run(await tasksFor([d]), { parallel: 2 });
     await vi.advanceTimersByTimeAsync(5000);
     await p;
-    expect(at(d, 'save', 'a') - t0).toBe(0);
-    expect(at(d, 'save', 'b') - t0).toBe(0);
-    expect(at(d, 'save', 'c') - t0).toBe(1000);
+    expect(at(d, 'save', 'a') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'b') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'c') - clock.t0).toBe(1000);
   });
 
   it('acts on every connection at once', async () => {
@@ -269,14 +263,7 @@ describe.each([
   ['libvirt', libvirtLikeDriver],
   ['qmp', qmpLikeDriver],
 ] as const)('stop ladder, %s driver: no needless blow', (_kind, make) => {
-  let t0: number;
-  beforeEach(() => {
-    vi.useFakeTimers();
-    t0 = performance.now();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  const clock = fakeClock();
 
   it('interrupted while the save is being aborted at its deadline: the guest is left running, not destroyed', async () => {
     // The save job lets go 3 s after its abort; SIGTERM comes 1 s into that.
@@ -304,7 +291,7 @@ describe.each([
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
     expect(o!.result).toBe('shutdown');
     expect(o!.reason).toContain('went off just at its deadline');
-    expect(at(d, 'off', 'quiet') - t0).toBe(9000);
+    expect(at(d, 'off', 'quiet') - clock.t0).toBe(9000);
   });
 
   it('a guest whose save failed because it went off is not asked to shut down', async () => {

@@ -1,4 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { fakeClock } from '../../fakes/clock.js';
 import type { Journal, JournalEntry } from '../../../src/guests/journal.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { rebootAll } from '../../../src/guests/reboot.js';
@@ -21,14 +22,7 @@ const entry = (name: string, order = 0, over: Partial<JournalEntry> = {}): Journ
 });
 
 describe('restore at start', () => {
-  let t0: number;
-  beforeEach(() => {
-    vi.useFakeTimers();
-    t0 = performance.now();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  const clock = fakeClock();
 
   it('goes ascending by order with START_DELAY between launches, clearing each entry once back', async () => {
     const d = libvirtLikeDriver([
@@ -42,7 +36,7 @@ describe('restore at start', () => {
     });
     await vi.advanceTimersByTimeAsync(60_000);
     const out = await p;
-    const starts = d.calls.filter((c) => c.op === 'restore' || c.op === 'start').map((c) => [c.name, c.op, c.at - t0]);
+    const starts = d.calls.filter((c) => c.op === 'restore' || c.op === 'start').map((c) => [c.name, c.op, c.at - clock.t0]);
     expect(starts).toEqual([['early', 'restore', 0], ['early2', 'start', 10_000], ['late', 'restore', 20_000]]);
     expect(out.map((o) => o.result)).toEqual(['restored', 'restored', 'started']);
     expect(j.cleared.sort()).toEqual(['early', 'early2', 'late']);
@@ -105,12 +99,7 @@ describe('restore at start', () => {
 });
 
 describe('guests_reboot', () => {
-  beforeEach(() => {
-    vi.useFakeTimers();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  fakeClock();
 
   it('reboots running guests at once and reports the ones that do not run again in time', async () => {
     const d = libvirtLikeDriver([
