@@ -192,16 +192,13 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
   const configFile = join(dir, 'settings');
   writeFileSync(configFile, '# empty: every setting comes from the environment of the run\n');
   let guests: LibvirtGuest[] = [];
+  // Every step runs, whatever an earlier one threw; the first error is thrown at the end.
   const close = async (): Promise<void> => {
-    try {
-      await removeLibvirtGuests();
-    } finally {
-      try {
-        await stopLibvirtDaemons();
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
+    const errors: unknown[] = [];
+    for (const step of [removeLibvirtGuests, stopLibvirtDaemons, () => rm(dir, { recursive: true, force: true })]) {
+      await step().catch((err: unknown) => errors.push(err));
     }
+    if (errors.length > 0) throw errors[0];
   };
   try {
     await startLibvirtDaemons();
