@@ -15,7 +15,9 @@
 //   a paused guest accepts the ACPI request but cannot act on it;
 // - destroy of a guest already off resolves (both drivers treat it as done);
 // - start of an active guest is refused;
-// - an unknown id throws GuestNotFoundError;
+// - an unknown id throws GuestNotFoundError (so does a transient libvirt
+//   guest once it is off: libvirt forgets it);
+// - a reboot can end with the guest off (`rebootEndsOff`): refused;
 // - every wait honours its signal.
 import { GuestNotFoundError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../../src/domain/types.js';
@@ -55,6 +57,8 @@ export interface FakeScript {
   startsPaused?: boolean;
   /** ms a reboot takes (default 500); `never` hangs. */
   rebootMs?: number | 'never';
+  /** The guest powers off instead of coming back from its reboot. */
+  rebootEndsOff?: boolean;
   /** The destroy fails with this message (the process cannot be killed). */
   destroyFails?: string;
   /** Every wait for a state fails at once (the daemon does not answer), though single state queries work. */
@@ -97,8 +101,8 @@ export interface FakeDriverOptions {
 /** A scripted driver with inspectable state. */
 export interface FakeDriver extends DomainDriver {
   calls: FakeCall[];
-  /** The guest's state now, by name. */
-  state(name: string): GuestState;
+  /** The guest's state now, by name; `gone`: a transient guest libvirt forgot once it went off. */
+  state(name: string): GuestState | 'gone';
   guests: Map<string, Guest>;
   /** The connection's script; tests may change it between steps. */
   connection: FakeConnection;
@@ -108,6 +112,8 @@ export interface FakeDriver extends DomainDriver {
 export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[], opts: FakeDriverOptions = {}): FakeDriver {
   const uri = opts.uri ?? (kind === 'qmp' ? 'qmp:///fake/guests' : 'fake:///one');
   const guests = new Map<string, Guest>();
+  // Transient guests libvirt forgot once they went off, by name.
+  const gone = new Map<string, Guest>();
   const scripts = new Map<string, FakeScript>();
   const saves = new Map<string, { cancel: () => void }>();
   const waiters = new Set<() => void>();
@@ -152,11 +158,16 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
     const g = get(id);
     g.state = state;
     g.stateDetail = state;
+    // libvirt forgets a transient guest once it is off.
+    if (state === 'shutoff' && !g.persistent) {
+      guests.delete(id);
+      gone.set(g.name, g);
+    }
     for (const w of [...waiters]) w();
     for (const l of listeners) l({ guestId: id, name: g.name, event, detail: '', seenAt: now() });
   };
   const note = (op: string, id: string): void => {
-    calls.push({ at: now(), op, name: get(id).name });
+    calls.push({ at: now(), op, name: guests.get(id)?.name ?? [...gone.values()].find((g) => g.id === id)?.name ?? id });
   };
   const log = (op: string, id: string): Guest => {
     const g = get(id);
@@ -183,9 +194,13 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         reject(signal.reason);
       };
       const w = (): void => {
-        if (until?.()) {
+        try {
+          if (!until?.()) return;
           cleanup();
           resolve();
+        } catch (err) {
+          cleanup();
+          reject(err);
         }
       };
       const cleanup = (): void => {
@@ -193,8 +208,9 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         signal.removeEventListener('abort', onAbort);
       };
       if (signal.aborted) return reject(signal.reason);
-      if (until?.()) return resolve();
       waiters.add(w);
+      w();
+      if (!waiters.has(w)) return;
       signal.addEventListener('abort', onAbort, { once: true });
     });
   const interrupted = (what: string, signal: AbortSignal, guest?: string): Error => {
@@ -210,7 +226,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
     calls,
     guests,
     connection,
-    state: (name) => [...guests.values()].find((g) => g.name === name)?.state ?? 'other',
+    state: (name) => [...guests.values()].find((g) => g.name === name)?.state ?? (gone.has(name) ? 'gone' : 'other'),
     async listGuests(o) {
       if (connection.listHangs) {
         await waitUntil(o.signal).catch(() => undefined);
@@ -324,6 +340,10 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       if (g.state !== 'running' && g.state !== 'paused') throw notRunning(g, 'reboot');
       if (s.rebootMs === 'never') await waitUntil(o.signal);
       else await sleep(s.rebootMs ?? 500, o.signal);
+      if (s.rebootEndsOff) {
+        setState(id, 'shutoff', 'Stopped');
+        throw new OperationRefusedError(kind === 'qmp' ? `rebooted ${g.name}, but it is shutdown` : `guest ${g.name} powered off instead of rebooting`, { guest: g.name });
+      }
       setState(id, 'running', 'Rebooted');
     },
     async destroy(id) {

@@ -327,3 +327,17 @@ describe.each([
     expect(d.state('unkillable')).toBe('running');
   });
 });
+
+describe('stop ladder, libvirt driver: transient guests', () => {
+  fakeClock();
+
+  it('a transient guest is shut down, not saved, and counts as off once libvirt has forgotten it', async () => {
+    const d = libvirtLikeDriver([{ name: 'tmp', persistent: false, script: { shutdownMs: 1500 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1500);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(d.state('tmp')).toBe('gone');
+    expect(d.calls.map((c) => c.op)).toEqual(['shutdown', 'off']);
+  });
+});

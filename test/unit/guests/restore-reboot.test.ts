@@ -5,6 +5,7 @@ import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { rebootAll } from '../../../src/guests/reboot.js';
 import { restoreAll } from '../../../src/guests/restore.js';
 import { libvirtLikeDriver } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 function memJournal(entries: JournalEntry[]): Journal & { cleared: string[] } {
   const cleared: string[] = [];
@@ -113,5 +114,24 @@ describe('guests_reboot', () => {
     const out = await p;
     expect(out.map((o) => `${o.guest.name}:${o.result}`)).toEqual(['a:rebooted', 'hang:failed', 'p:skipped']);
     expect(out[1]!.reason).toBe('did not run again within 10 s');
+  });
+});
+
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('guests_reboot, %s driver', (_kind, make) => {
+  fakeClock();
+
+  it('a guest that powers off instead of rebooting is reported failed, with why', async () => {
+    const d = make([{ name: 'off instead', script: { rebootMs: 1000, rebootEndsOff: true } }, { name: 'fine', script: { rebootMs: 1000 } }]);
+    const items = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
+    const p = rebootAll(items, { timeout: 10, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER });
+    await vi.advanceTimersByTimeAsync(1000);
+    const out = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(out.get('fine')!.result).toBe('rebooted');
+    expect(out.get('off instead')!.result).toBe('failed');
+    expect(out.get('off instead')!.reason).toMatch(/powered off instead of rebooting|but it is shutdown/);
+    expect(d.state('off instead')).toBe('shutoff');
   });
 });

@@ -8,6 +8,7 @@ import { JOURNAL_FILE } from '../../../src/guests/journal.js';
 import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../../src/report/log.js';
 import { libvirtLikeDriver, type FakeDriver } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 const fast = { saveMs: 20, shutdownMs: 20, startMs: 5 };
 
@@ -86,6 +87,14 @@ describe('stopGuests and startGuests', () => {
     expect(start.clean).toBe(false);
     expect(start.failed).toEqual(['broken']);
     expect((await pendingGuests(settings)).map((p) => p.name)).toEqual(['broken']);
+  });
+
+  it('qmp: a guest marked autostart and not in the journal is started (no daemon autostarts it); the others stay off', async () => {
+    const d = qmpLikeDriver([{ name: 'auto', state: 'shutoff', autostart: true, script: fast }, { name: 'manual', state: 'shutoff', script: fast }]);
+    const start = await startGuests(ctx(), deps(d));
+    expect(start.outcomes!.map((o) => `${o.guest.name}:${o.result}:${o.reason}`)).toEqual(['auto:started:autostart']);
+    expect(d.state('auto')).toBe('running');
+    expect(d.state('manual')).toBe('shutoff');
   });
 
   it('honours on_boot=ignore per guest', async () => {
