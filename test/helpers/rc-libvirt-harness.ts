@@ -5,7 +5,7 @@
 // calls and logs every call.
 //
 //   const bed = await openLibvirtBed('rcl-x-', { guests: [{ name: 'rcl x one' }] });
-//   bed.virsh.setRules([{ sub: 'dumpxml', guest: bed.guests[0].uuid, delayMs: 60_000 }]);
+//   bed.virsh.setRules([{ sub: 'dumpxml', guest: bed.guests[0], delayMs: 60_000 }]);
 //   const r = await bed.run(['plan'], { TIMEOUT: '30' });
 //   const calls = bed.virsh.calls();            // every virsh call, in order
 //   await bed.close();                           // in afterAll
@@ -21,8 +21,10 @@
 // bed.run(args, settings, opts): run `rc/rc.libvirt ARGS` with bed.env(settings);
 //   resolves with exit code, signal, stdout and stderr (test/helpers/rc-cli.ts).
 // bed.virsh: the wrapper. Rules (first match wins) pick calls by subcommand
-//   (`sub`) and optionally guest (`guest`: the UUID or name as the program
-//   passes it in `--domain=`; it passes UUIDs); a rule delays the call
+//   (`sub`) and optionally guest (`guest`: a bed guest, matched by UUID or
+//   name, or the exact `--domain=` value; the program passes UUIDs), e.g.
+//   { sub: 'managedsave', guest: bed.guests[0], fail: 'M' } or
+//   { sub: 'version', delayMs: 15_000 }; a rule delays the call
 //   (`delayMs`) and then runs the real virsh, or fails it (`fail`: the message
 //   virsh prints after "error: ", exit 1) after its delay. setRules() replaces
 //   them between runs; calls() reads the log: argv, subcommand, guest, start and
@@ -48,8 +50,8 @@ export const RC_BUNDLE = join(repoRoot, 'dist', 'rc.libvirt');
 export interface VirshRule {
   /** The virsh subcommand, e.g. `dumpxml`, `version`, `managedsave`. */
   sub: string;
-  /** Only calls about this guest (UUID or name, as in `--domain=`). */
-  guest?: string;
+  /** Only calls about this guest: a UUID or name as in `--domain=`, or a guest (either matches). */
+  guest?: string | { name: string; uuid: string };
   /** Wait this long before running (or failing) the call. */
   delayMs?: number;
   /** Fail the call with `error: MESSAGE` on stderr and exit 1 instead of running it. */
@@ -89,7 +91,8 @@ function rulesScript(rules: readonly VirshRule[]): string {
   const lines = ['rule() {', '  delay=; fail=; matched='];
   for (const r of rules) {
     const cond = [`[ "$sub" = ${shQuote(r.sub)} ]`];
-    if (r.guest !== undefined) cond.push(`[ "$dom" = ${shQuote(r.guest)} ]`);
+    if (typeof r.guest === 'string') cond.push(`[ "$dom" = ${shQuote(r.guest)} ]`);
+    else if (r.guest) cond.push(`{ [ "$dom" = ${shQuote(r.guest.uuid)} ] || [ "$dom" = ${shQuote(r.guest.name)} ]; }`);
     const act = [`matched=1`];
     if (r.delayMs) act.push(`delay=${(r.delayMs / 1000).toFixed(3)}`);
     if (r.fail !== undefined) act.push(`fail=${shQuote(r.fail)}`);

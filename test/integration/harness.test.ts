@@ -18,7 +18,7 @@ describe('rc/rc.libvirt through the harness', () => {
 
   it('status waits for a slow dumpxml of one guest and lists it; the log shows that call delayed, the others passed', async () => {
     const guest = bed.guests[0]!;
-    bed.virsh.setRules([{ sub: 'dumpxml', guest: guest.uuid, delayMs: 2000 }]);
+    bed.virsh.setRules([{ sub: 'dumpxml', guest, delayMs: 2000 }]);
     const r = await bed.run(['status'], { URIS: LIBVIRT_URI });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain(guest.name);
