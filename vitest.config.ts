@@ -10,6 +10,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // The host's daemons and processes are out of reach (see the file).
+          setupFiles: ['test/unit/no-host.setup.ts'],
           testTimeout: 20_000,
         },
       },

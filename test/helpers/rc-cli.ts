@@ -16,11 +16,11 @@ export interface CliRun {
   stderr: string;
 }
 
-/** Run rc.libvirt with `args`; `onStdout` sees the output as it comes and may send the child a signal. */
-export function runRc(args: readonly string[], env: NodeJS.ProcessEnv, opts: { timeoutMs?: number; onStdout?: (all: string, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<CliRun> {
+/** Run rc.libvirt with `args`; `onStdout` sees the output as it comes and may send the child a signal; `program`: what to run instead of the bundle (the shell script rc/rc.libvirt, pointed at the bundle by RC_LIBVIRT_BUNDLE in `env`). */
+export function runRc(args: readonly string[], env: NodeJS.ProcessEnv, opts: { timeoutMs?: number; program?: string; onStdout?: (all: string, kill: (s: NodeJS.Signals) => void) => void } = {}): Promise<CliRun> {
   if (!existsSync(RC_BIN)) throw new Error(`${RC_BIN} is missing: run \`npm run build\` first (npm test does)`);
   return new Promise((resolve, reject) => {
-    const child = spawn(RC_BIN, [...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(opts.program ?? RC_BIN, [...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     const kill = (s: NodeJS.Signals): void => {

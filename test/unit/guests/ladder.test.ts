@@ -1,11 +1,13 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { fakeClock } from '../../fakes/clock.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
 import type { GuestOutcome } from '../../../src/guests/outcome.js';
 import { decidePlan } from '../../../src/guests/plan.js';
-import { createFakeDriver, type FakeDriver, type FakeGuest } from './fake-driver.js';
+import { libvirtLikeDriver, type FakeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 const settings = { onShutdown: 'managedsave' as const, timeout: 10 };
 const BIG = new Map([['/fake/save', { freeBytes: 1e12, totalBytes: 1e12 }]]);
@@ -34,38 +36,31 @@ function at(d: FakeDriver, op: string, name: string): number {
 }
 
 describe('stop ladder', () => {
-  let t0: number;
-  beforeEach(() => {
-    vi.useFakeTimers();
-    t0 = performance.now();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  const clock = fakeClock();
 
   it('saves every guest concurrently', async () => {
-    const d = createFakeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
+    const d = libvirtLikeDriver([{ name: 'a' }, { name: 'b c' }, { name: '--dash' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(1000);
     const out = await p;
     expect(out.map((o) => o.result)).toEqual(['saved', 'saved', 'saved']);
-    for (const n of ['a', 'b c', '--dash']) expect(at(d, 'saved', n) - t0).toBe(1000);
+    for (const n of ['a', 'b c', '--dash']) expect(at(d, 'saved', n) - clock.t0).toBe(1000);
   });
 
   it('falls back to shutdown at once when the save fails, and never destroys', async () => {
-    const d = createFakeDriver([{ name: 'blocked', script: { saveFails: 'cannot migrate: invtsc', shutdownMs: 2000 } }]);
+    const d = libvirtLikeDriver([{ name: 'blocked', script: { saveFails: 'cannot migrate: invtsc', shutdownMs: 2000 } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
     expect(o!.action).toBe('save->shutdown');
     expect(o!.reason).toContain('invtsc');
-    expect(at(d, 'shutdown', 'blocked') - t0).toBe(0);
+    expect(at(d, 'shutdown', 'blocked') - clock.t0).toBe(0);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
 
   it('aborts a save still running at the deadline, then destroys; never before the deadline', async () => {
-    const d = createFakeDriver([{ name: 'slow', script: { saveMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 'slow', script: { saveMs: 'never' } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(9999);
     expect(d.calls.map((c) => c.op)).toEqual(['save']);
@@ -77,12 +72,12 @@ describe('stop ladder', () => {
     expect(ops.indexOf('abort')).toBeGreaterThan(-1);
     expect(ops.indexOf('abort')).toBeLessThan(ops.indexOf('destroy'));
     expect(ops.indexOf('save-aborted')).toBeLessThan(ops.indexOf('destroy'));
-    expect(at(d, 'destroy', 'slow') - t0).toBeGreaterThanOrEqual(10_000);
+    expect(at(d, 'destroy', 'slow') - clock.t0).toBeGreaterThanOrEqual(10_000);
     expect(o!.reason).toMatch(/still saving.*save job aborted/);
   });
 
   it('destroys a guest that ignores the ACPI request at its deadline, not before, while the others shut down', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'stubborn', script: { shutdownMs: 'never' } },
       { name: 'nice', script: { shutdownMs: 3000 } },
     ]);
@@ -94,54 +89,54 @@ describe('stop ladder', () => {
     const out = await p;
     expect(byName(out, 'stubborn').result).toBe('destroyed');
     expect(byName(out, 'nice').result).toBe('shutdown');
-    expect(at(d, 'destroy', 'stubborn') - t0).toBe(5000);
+    expect(at(d, 'destroy', 'stubborn') - clock.t0).toBe(5000);
   });
 
   it('never destroys before the deadline when waits fail at once (daemon hiccup)', async () => {
-    const d = createFakeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
+    const d = libvirtLikeDriver([{ name: 'h', script: { saveFails: 'no answer', shutdownMs: 'never', waitFails: true } }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(9999);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
     await vi.advanceTimersByTimeAsync(1);
     const [o] = await p;
     expect(o!.result).toBe('destroyed');
-    expect(at(d, 'destroy', 'h') - t0).toBe(10_000);
+    expect(at(d, 'destroy', 'h') - clock.t0).toBe(10_000);
   });
 
   it('presses the power button again when a press was lost, instead of destroying at the deadline', async () => {
-    const d = createFakeDriver([{ name: 'booting', script: { shutdownMs: 2000, lostPresses: 1 } }]);
+    const d = libvirtLikeDriver([{ name: 'booting', script: { shutdownMs: 2000, lostPresses: 1 } }]);
     const p = run(await tasksFor([d], 'shutdown', 120));
     await vi.advanceTimersByTimeAsync(SHUTDOWN_REPEAT_MS + 2000);
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
-    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_REPEAT_MS]);
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - clock.t0)).toEqual([0, SHUTDOWN_REPEAT_MS]);
     expect(o!.reason).toMatch(/asked again/);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
 
   it('sends a failed shutdown request again while time is left', async () => {
-    const d = createFakeDriver([{ name: 'busy', script: { saveFails: 'no space', shutdownMs: 1000, failedRequests: 2 } }]);
+    const d = libvirtLikeDriver([{ name: 'busy', script: { saveFails: 'no space', shutdownMs: 1000, failedRequests: 2 } }]);
     const p = run(await tasksFor([d], 'policy', 120));
     await vi.advanceTimersByTimeAsync(2 * SHUTDOWN_RETRY_MS + 1000);
     const [o] = await p;
     expect(o!.result).toBe('shutdown');
     expect(o!.action).toBe('save->shutdown');
-    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - t0)).toEqual([0, SHUTDOWN_RETRY_MS, 2 * SHUTDOWN_RETRY_MS]);
+    expect(d.calls.filter((c) => c.op === 'shutdown').map((c) => c.at - clock.t0)).toEqual([0, SHUTDOWN_RETRY_MS, 2 * SHUTDOWN_RETRY_MS]);
     expect(o!.reason).toMatch(/shutdown request failed: the daemon is busy/);
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
   });
 
   it('uses a guest policy timeout over the setting', async () => {
-    const d = createFakeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 's', policy: { timeout: 2 }, script: { shutdownMs: 'never' } }]);
     const p = run(await tasksFor([d], 'shutdown', 100));
     await vi.advanceTimersByTimeAsync(2000);
     const [o] = await p;
     expect(o!.result).toBe('destroyed');
-    expect(at(d, 'destroy', 's') - t0).toBe(2000);
+    expect(at(d, 'destroy', 's') - clock.t0).toBe(2000);
   });
 
   it('runs order groups one after another, descending at stop', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'db', policy: { order: 1 }, script: { saveMs: 1000 } },
       { name: 'web', policy: { order: 2 }, script: { saveMs: 3000 } },
       { name: 'web2', policy: { order: 2 }, script: { saveMs: 500 } },
@@ -150,14 +145,14 @@ describe('stop ladder', () => {
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(10_000);
     await p;
-    expect(at(d, 'save', 'web') - t0).toBe(0);
-    expect(at(d, 'save', 'web2') - t0).toBe(0);
-    expect(at(d, 'save', 'db') - t0).toBe(3000);
-    expect(at(d, 'save', 'misc') - t0).toBe(4000);
+    expect(at(d, 'save', 'web') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'web2') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'db') - clock.t0).toBe(3000);
+    expect(at(d, 'save', 'misc') - clock.t0).toBe(4000);
   });
 
   it('gives each group its own deadline from its start', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'first', policy: { order: 1 }, script: { saveMs: 8000 } },
       { name: 'second', script: { saveMs: 'never' } },
     ]);
@@ -165,11 +160,11 @@ describe('stop ladder', () => {
     await vi.advanceTimersByTimeAsync(30_000);
     const out = await p;
     expect(byName(out, 'first').result).toBe('saved');
-    expect(at(d, 'destroy', 'second') - t0).toBe(18_000);
+    expect(at(d, 'destroy', 'second') - clock.t0).toBe(18_000);
   });
 
   it('honours PARALLEL and frees a slot as soon as a guest finishes', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { saveMs: 1000 } },
       { name: 'b', script: { saveMs: 3000 } },
       { name: 'c', script: { saveMs: 1000 } },
@@ -177,14 +172,14 @@ describe('stop ladder', () => {
     const p = run(await tasksFor([d]), { parallel: 2 });
     await vi.advanceTimersByTimeAsync(5000);
     await p;
-    expect(at(d, 'save', 'a') - t0).toBe(0);
-    expect(at(d, 'save', 'b') - t0).toBe(0);
-    expect(at(d, 'save', 'c') - t0).toBe(1000);
+    expect(at(d, 'save', 'a') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'b') - clock.t0).toBe(0);
+    expect(at(d, 'save', 'c') - clock.t0).toBe(1000);
   });
 
   it('acts on every connection at once', async () => {
-    const d1 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///1' });
-    const d2 = createFakeDriver([{ name: 'x' }], { uri: 'fake:///2' });
+    const d1 = libvirtLikeDriver([{ name: 'x' }], { uri: 'fake:///1' });
+    const d2 = libvirtLikeDriver([{ name: 'x' }], { uri: 'fake:///2' });
     const p = run(await tasksFor([d1, d2]));
     await vi.advanceTimersByTimeAsync(1000);
     const out = await p;
@@ -192,7 +187,7 @@ describe('stop ladder', () => {
   });
 
   it('on interruption: aborts running saves, resumes the guests, drops the queue, destroys nothing', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { saveMs: 5000 } },
       { name: 'b', script: { saveMs: 'never' } },
       { name: 'queued', script: { saveMs: 100 } },
@@ -214,7 +209,7 @@ describe('stop ladder', () => {
   });
 
   it('interrupted during a shutdown: no destroy', async () => {
-    const d = createFakeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
+    const d = libvirtLikeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
     const ac = new AbortController();
     const p = run(await tasksFor([d], 'shutdown'), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(1000);
@@ -226,7 +221,7 @@ describe('stop ladder', () => {
   });
 
   it("one guest's exception does not stop the others", async () => {
-    const d = createFakeDriver([{ name: 'bug', script: { explodes: 'boom' } }, { name: 'ok' }]);
+    const d = libvirtLikeDriver([{ name: 'bug', script: { explodes: 'boom' } }, { name: 'ok' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(20_000);
     const out = await p;
@@ -235,7 +230,7 @@ describe('stop ladder', () => {
   });
 
   it('resumes a paused guest before its ACPI shutdown', async () => {
-    const d = createFakeDriver([{ name: 'p', state: 'paused', script: { shutdownMs: 500 } }]);
+    const d = libvirtLikeDriver([{ name: 'p', state: 'paused', script: { shutdownMs: 500 } }]);
     const p = run(await tasksFor([d], 'shutdown'));
     await vi.advanceTimersByTimeAsync(500);
     const [o] = await p;
@@ -244,7 +239,7 @@ describe('stop ladder', () => {
   });
 
   it('saves a paused guest as paused', async () => {
-    const d = createFakeDriver([{ name: 'p', state: 'paused' }]);
+    const d = libvirtLikeDriver([{ name: 'p', state: 'paused' }]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(1000);
     const [o] = await p;
@@ -254,9 +249,95 @@ describe('stop ladder', () => {
   });
 
   it('a planned destroy (ON_SHUTDOWN=destroy) is not a forced one', async () => {
-    const d = createFakeDriver([{ name: 'scratch', policy: { onShutdown: 'destroy' } }]);
+    const d = libvirtLikeDriver([{ name: 'scratch', policy: { onShutdown: 'destroy' } }]);
     const out = await run(await tasksFor([d]));
     expect(out[0]!.result).toBe('destroyed');
     expect(out[0]!.plannedDestroy).toBe(true);
+  });
+});
+
+// What the ladder must never do, on either kind of driver: destroy once
+// interrupted, destroy a guest that is off already, ask a guest that is off to
+// shut down.
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('stop ladder, %s driver: no needless blow', (_kind, make) => {
+  const clock = fakeClock();
+
+  it('interrupted while the save is being aborted at its deadline: the guest is left running, not destroyed', async () => {
+    // The save job lets go 3 s after its abort; SIGTERM comes 1 s into that.
+    const d = make([{ name: 'slow', script: { saveMs: 'never', abortMs: 3000 } }]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d]), { signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'abort']);
+    await vi.advanceTimersByTimeAsync(1000);
+    ac.abort(new Error('SIGTERM'));
+    await vi.advanceTimersByTimeAsync(30_000);
+    const [o] = await p;
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(d.state('slow')).toBe('running');
+    expect(o!.result).toBe('failed');
+    expect(o!.reason).toContain('interrupted: not destroyed');
+  });
+
+  it('a guest that went off while its daemon could not say so is found off at its deadline, not destroyed', async () => {
+    // Every wait fails (the daemon hiccups); the guest goes off at 9 s; its timeout is 10 s.
+    const d = make([{ name: 'quiet', script: { shutdownMs: 'never', waitFails: true, offAtMs: 9000 } }]);
+    const p = run(await tasksFor([d], 'shutdown'));
+    await vi.advanceTimersByTimeAsync(10_000 + 1000);
+    const [o] = await p;
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toContain('went off just at its deadline');
+    expect(at(d, 'off', 'quiet') - clock.t0).toBe(9000);
+  });
+
+  it('a guest whose save failed because it went off is not asked to shut down', async () => {
+    // QEMU died during the save: the save fails, the guest is off.
+    const d = make([{ name: 'gone', script: { saveFails: 'operation failed: domain is not running', saveFailsAfterMs: 500, saveEndsOff: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(o!.reason).not.toMatch(/shutdown request failed/);
+  });
+
+  it('a failed save that left the guest paused: the guest is resumed, then shut down', async () => {
+    const d = make([{ name: 'stuck', script: { saveFails: 'write failed: No space left on device', saveFailsAfterMs: 500, putBackFails: true, shutdownMs: 1000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'resume', 'shutdown', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toContain('resumed so that it can shut down');
+  });
+
+  it('a destroy that fails at the deadline is reported as failed, with why', async () => {
+    const d = make([{ name: 'unkillable', script: { shutdownMs: 'never', destroyFails: 'Failed to terminate process 4242 with SIGKILL: Device or resource busy' } }]);
+    const p = run(await tasksFor([d], 'shutdown', 5));
+    await vi.advanceTimersByTimeAsync(5000);
+    const [o] = await p;
+    expect(o!.result).toBe('failed');
+    expect(o!.action).toBe('shutdown->destroy');
+    expect(o!.reason).toContain('destroy failed: Failed to terminate process 4242');
+    expect(d.state('unkillable')).toBe('running');
+  });
+});
+
+describe('stop ladder, libvirt driver: transient guests', () => {
+  fakeClock();
+
+  it('a transient guest is shut down, not saved, and counts as off once libvirt has forgotten it', async () => {
+    const d = libvirtLikeDriver([{ name: 'tmp', persistent: false, script: { shutdownMs: 1500 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1500);
+    const [o] = await p;
+    expect(o!.result).toBe('shutdown');
+    expect(d.state('tmp')).toBe('gone');
+    expect(d.calls.map((c) => c.op)).toEqual(['shutdown', 'off']);
   });
 });

@@ -1,12 +1,14 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { fakeClock } from '../../fakes/clock.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
-import { decidePlan, MARGIN_BYTES, type GuestPlan } from '../../../src/guests/plan.js';
-import { createFakeDriver, type FakeGuest } from './fake-driver.js';
+import { buildStopPlan, decidePlan, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_TIMEOUT_MS, type GuestPlan } from '../../../src/guests/plan.js';
+import { libvirtLikeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 
 const MiB = 1024 * 1024;
 
 async function plan(list: FakeGuest[], opts: { free?: number; total?: number; error?: string; mode?: 'policy' | 'shutdown'; canResume?: boolean; onShutdown?: 'managedsave' | 'shutdown' | 'destroy' } = {}) {
-  const d = createFakeDriver(list, { canResume: opts.canResume ?? true });
+  const d = libvirtLikeDriver(list, { canResume: opts.canResume ?? true });
   const items: { guest: Guest; driver: DomainDriver }[] = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
   const fs = opts.error ? { error: opts.error } : { freeBytes: opts.free ?? 1e12, totalBytes: opts.total ?? 0 };
   return decidePlan(items, { onShutdown: opts.onShutdown ?? 'managedsave', timeout: 300 }, opts.mode ?? 'policy', new Map([['/fake/save', fs]]));
@@ -70,5 +72,39 @@ describe('decidePlan', () => {
     expect(of(p, 'q').resumeFirst).toBe(true);
     const n = await plan([{ name: 'q', state: 'paused', policy: { onShutdown: 'shutdown' } }], { canResume: false });
     expect(of(n, 'q').reasons.join()).toContain('destroyed at its deadline if it does not');
+  });
+});
+
+describe('buildStopPlan: connections that do not answer', () => {
+  fakeClock();
+  const settings = { onShutdown: 'managedsave' as const, timeout: 300 };
+
+  it('a libvirtd that does not answer its ping is hung: its listing is called off', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 'never', listHangs: true } });
+    const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
+    await vi.advanceTimersByTimeAsync(PING_TIMEOUT_MS);
+    const plan = await p;
+    expect(plan.guests).toEqual([]);
+    expect(plan.unreachable).toEqual([{ uri: 'qemu:///system', error: expect.stringContaining('did not answer') as unknown, hung: true }]);
+  });
+
+  it('a slow ping that answers with a listing that hangs: given up after LIST_TIMEOUT_MS, and not hung (libvirtd is not ended for it)', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: PING_TIMEOUT_MS - 1, listHangs: true } });
+    const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
+    await vi.advanceTimersByTimeAsync(LIST_TIMEOUT_MS);
+    const plan = await p;
+    expect(plan.unreachable).toEqual([{ uri: 'qemu:///system', error: `no list of guests within ${LIST_TIMEOUT_MS / 1000} s`, hung: false }]);
+  });
+
+  it('lists a slow libvirtd once it answers, and a qmp connection without any ping; a failing listing is reported', async () => {
+    const slow = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 5000 } });
+    const qmp = qmpLikeDriver([{ name: 'q' }]);
+    const broken = qmpLikeDriver([{ name: 'r' }], { uri: 'qmp:///broken', connection: { listFails: 'EACCES: /etc/qemu/guests' } });
+    const p = buildStopPlan([slow, qmp, broken], settings, 'shutdown', new AbortController().signal);
+    await vi.advanceTimersByTimeAsync(5000);
+    const plan = await p;
+    expect(plan.guests.map((g) => g.guest.name).sort()).toEqual(['a', 'q']);
+    expect(plan.unreachable).toEqual([{ uri: 'qmp:///broken', error: 'EACCES: /etc/qemu/guests', hung: false }]);
+    expect(slow.calls.map((c) => c.op)).toEqual(['ping']);
   });
 });

@@ -1,9 +1,11 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { fakeClock } from '../../fakes/clock.js';
 import type { Journal, JournalEntry } from '../../../src/guests/journal.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { rebootAll } from '../../../src/guests/reboot.js';
 import { restoreAll } from '../../../src/guests/restore.js';
-import { createFakeDriver } from './fake-driver.js';
+import { libvirtLikeDriver } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 function memJournal(entries: JournalEntry[]): Journal & { cleared: string[] } {
   const cleared: string[] = [];
@@ -21,17 +23,10 @@ const entry = (name: string, order = 0, over: Partial<JournalEntry> = {}): Journ
 });
 
 describe('restore at start', () => {
-  let t0: number;
-  beforeEach(() => {
-    vi.useFakeTimers();
-    t0 = performance.now();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  const clock = fakeClock();
 
   it('goes ascending by order with START_DELAY between launches, clearing each entry once back', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'late', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
       { name: 'early', state: 'shutoff', hasSavedImage: true, script: { startMs: 100 } },
       { name: 'early2', state: 'shutoff', script: { startMs: 100 } },
@@ -42,14 +37,14 @@ describe('restore at start', () => {
     });
     await vi.advanceTimersByTimeAsync(60_000);
     const out = await p;
-    const starts = d.calls.filter((c) => c.op === 'restore' || c.op === 'start').map((c) => [c.name, c.op, c.at - t0]);
+    const starts = d.calls.filter((c) => c.op === 'restore' || c.op === 'start').map((c) => [c.name, c.op, c.at - clock.t0]);
     expect(starts).toEqual([['early', 'restore', 0], ['early2', 'start', 10_000], ['late', 'restore', 20_000]]);
     expect(out.map((o) => o.result)).toEqual(['restored', 'restored', 'started']);
     expect(j.cleared.sort()).toEqual(['early', 'early2', 'late']);
   });
 
   it('resumes a guest that was running but comes back paused, and asks a paused one to come back paused', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'was running', state: 'shutoff', hasSavedImage: true, script: { startsPaused: true } },
       { name: 'was paused', state: 'shutoff', hasSavedImage: true },
     ], { uri: 'fake:///one' });
@@ -70,7 +65,7 @@ describe('restore at start', () => {
 
   it('tries a start that failed for a resource unavailable for a moment again, and no other failure', async () => {
     const eagain = "Failed to start domain 'x' / failed to load cgroup BPF prog: Resource temporarily unavailable";
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'busy host', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain, startFailsFirst: 1 } },
       { name: 'always busy', state: 'shutoff', hasSavedImage: true, script: { startFails: eagain } },
       { name: 'broken', state: 'shutoff', hasSavedImage: true, script: { startFails: 'internal error: process exited while connecting to monitor' } },
@@ -91,7 +86,7 @@ describe('restore at start', () => {
   });
 
   it('keeps the entry of a guest that does not come back in time', async () => {
-    const d = createFakeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'slow', state: 'shutoff', script: { startMs: 120_000 } }], { uri: 'fake:///one' });
     const j = memJournal([entry('slow')]);
     const p = restoreAll([{ entry: entry('slow') }], {
       drivers: [d], journal: j, timeout: 30, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
@@ -105,15 +100,10 @@ describe('restore at start', () => {
 });
 
 describe('guests_reboot', () => {
-  beforeEach(() => {
-    vi.useFakeTimers();
-  });
-  afterEach(() => {
-    vi.useRealTimers();
-  });
+  fakeClock();
 
   it('reboots running guests at once and reports the ones that do not run again in time', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'a', script: { rebootMs: 2000 } },
       { name: 'hang', script: { rebootMs: 'never' } },
       { name: 'p', state: 'paused' },
@@ -124,5 +114,24 @@ describe('guests_reboot', () => {
     const out = await p;
     expect(out.map((o) => `${o.guest.name}:${o.result}`)).toEqual(['a:rebooted', 'hang:failed', 'p:skipped']);
     expect(out[1]!.reason).toBe('did not run again within 10 s');
+  });
+});
+
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('guests_reboot, %s driver', (_kind, make) => {
+  fakeClock();
+
+  it('a guest that powers off instead of rebooting is reported failed, with why', async () => {
+    const d = make([{ name: 'off instead', script: { rebootMs: 1000, rebootEndsOff: true } }, { name: 'fine', script: { rebootMs: 1000 } }]);
+    const items = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d }));
+    const p = rebootAll(items, { timeout: 10, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER });
+    await vi.advanceTimersByTimeAsync(1000);
+    const out = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(out.get('fine')!.result).toBe('rebooted');
+    expect(out.get('off instead')!.result).toBe('failed');
+    expect(out.get('off instead')!.reason).toMatch(/powered off instead of rebooting|but it is shutdown/);
+    expect(d.state('off instead')).toBe('shutoff');
   });
 });

@@ -7,8 +7,8 @@ import { DEFAULTS, type Settings } from '../../../src/config/settings.js';
 import { JOURNAL_FILE } from '../../../src/guests/journal.js';
 import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../../src/util/log.js';
-import { createFakeDriver, type FakeDriver } from '../guests/fake-driver.js';
-import { NotReachableError } from '../../../src/domain/errors.js';
+import { libvirtLikeDriver, type FakeDriver } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 const fast = { saveMs: 20, shutdownMs: 20, startMs: 5 };
 
@@ -29,10 +29,30 @@ describe('stopGuests and startGuests', () => {
     stdout.on('data', (b: Buffer) => (out += b.toString()));
     return { settings, log: createMemoryLog(), signal: new AbortController().signal, dryRun: false, stdout, ...over };
   };
-  const deps = (d: FakeDriver) => ({ openDrivers: async () => [d] });
+  // The host's libvirtd is never probed or ended from here: each rescue step is a
+  // fake, and the default ones (which read /run/libvirt and SIGKILL libvirtd) fail the test.
+  const hostTouched: string[] = [];
+  const noHost = {
+    probeLibvirtd: async () => {
+      hostTouched.push('probeLibvirtd');
+      throw new Error('unit test: the host libvirtd must not be probed here');
+    },
+    releaseMonitors: async () => {
+      hostTouched.push('releaseMonitors');
+      throw new Error('unit test: the host libvirtd must not be ended here');
+    },
+    createRescueDriver: () => {
+      hostTouched.push('createRescueDriver');
+      throw new Error('unit test: no rescue driver here');
+    },
+  };
+  afterEach(() => {
+    expect(hostTouched.splice(0)).toEqual([]);
+  });
+  const deps = (d: FakeDriver) => ({ ...noHost, openDrivers: async () => [d] });
 
   it('stop journals what it did; start brings back exactly those guests, paused ones paused', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'web', script: fast },
       { name: 'paused one', state: 'paused', script: fast },
       { name: '-gpu', saveBlockers: ['hostdev'], script: fast },
@@ -58,7 +78,7 @@ describe('stopGuests and startGuests', () => {
   });
 
   it('leaves a guest libvirt already brought back alone and clears its entry; keeps one that fails', async () => {
-    const d = createFakeDriver([{ name: 'auto', script: fast }, { name: 'broken', script: { ...fast, startFails: 'no such network' } }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'auto', script: fast }, { name: 'broken', script: { ...fast, startFails: 'no such network' } }], { uri: 'fake:///one' });
     await stopGuests(ctx(), 'policy', deps(d));
     await d.start('auto', { signal: new AbortController().signal });
     d.calls.length = 0;
@@ -69,8 +89,16 @@ describe('stopGuests and startGuests', () => {
     expect((await pendingGuests(settings)).map((p) => p.name)).toEqual(['broken']);
   });
 
+  it('qmp: a guest marked autostart and not in the journal is started (no daemon autostarts it); the others stay off', async () => {
+    const d = qmpLikeDriver([{ name: 'auto', state: 'shutoff', autostart: true, script: fast }, { name: 'manual', state: 'shutoff', script: fast }]);
+    const start = await startGuests(ctx(), deps(d));
+    expect(start.outcomes!.map((o) => `${o.guest.name}:${o.result}:${o.reason}`)).toEqual(['auto:started:autostart']);
+    expect(d.state('auto')).toBe('running');
+    expect(d.state('manual')).toBe('shutoff');
+  });
+
   it('honours on_boot=ignore per guest', async () => {
-    const d = createFakeDriver([{ name: 'db', policy: { onBoot: 'ignore' }, script: fast }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'db', policy: { onBoot: 'ignore' }, script: fast }], { uri: 'fake:///one' });
     await stopGuests(ctx(), 'policy', deps(d));
     const start = await startGuests(ctx(), deps(d));
     expect(start.outcomes![0]!.result).toBe('skipped');
@@ -78,7 +106,7 @@ describe('stopGuests and startGuests', () => {
   });
 
   it('a damaged journal is kept aside and saved guests are restored all the same', async () => {
-    const d = createFakeDriver([{ name: 'saved', state: 'shutoff', hasSavedImage: true, script: fast }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'saved', state: 'shutoff', hasSavedImage: true, script: fast }], { uri: 'fake:///one' });
     await (await import('node:fs/promises')).mkdir(settings.stateDir, { recursive: true });
     await writeFile(join(settings.stateDir, JOURNAL_FILE), '{broken');
     const c = ctx();
@@ -89,17 +117,18 @@ describe('stopGuests and startGuests', () => {
   });
 
   it('--dry-run prints the plan and changes nothing', async () => {
-    const d = createFakeDriver([{ name: 'web', script: fast }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'web', script: fast }], { uri: 'fake:///one' });
     const r = await stopGuests(ctx({ dryRun: true }), 'policy', deps(d));
     expect(r.clean).toBe(true);
-    expect(d.calls).toEqual([]);
+    // Asked whether libvirtd answers, nothing else.
+    expect(d.calls.map((c) => c.op)).toEqual(['ping']);
     expect(out).toMatch(/web +running .* save/);
     expect(out).toContain('dry run');
     await expect(readFile(join(settings.stateDir, JOURNAL_FILE))).rejects.toThrow();
   });
 
   it('a forced destroy makes the step unclean and is named', async () => {
-    const d = createFakeDriver([{ name: 'stubborn', policy: { timeout: 1 }, script: { shutdownMs: 'never' } }], { uri: 'fake:///one' });
+    const d = libvirtLikeDriver([{ name: 'stubborn', policy: { timeout: 1 }, script: { shutdownMs: 'never' } }], { uri: 'fake:///one' });
     const r = await stopGuests(ctx(), 'shutdown', deps(d));
     expect(r.clean).toBe(false);
     expect(r.destroyed).toEqual(['stubborn']);
@@ -107,12 +136,8 @@ describe('stopGuests and startGuests', () => {
   });
 
   it('libvirtd not answering: the hung daemon is ended and its guests go down through the rescue driver', async () => {
-    const hung = Object.assign(createFakeDriver([], { uri: 'qemu:///system' }), {
-      ping: async () => {
-        throw new NotReachableError('virsh did not answer within 10 s');
-      },
-    });
-    const rescued = createFakeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
+    const hung = libvirtLikeDriver([], { uri: 'qemu:///system', connection: { pingFails: 'virsh did not answer within 10 s' } });
+    const rescued = libvirtLikeDriver([{ name: 'r1', saveBlockers: ['libvirtd not answering'], script: fast }, { name: 'r 2', state: 'paused', saveBlockers: ['x'], script: fast }], { uri: 'qemu:///system' });
     const released: string[] = [];
     const log = createMemoryLog();
     const r = await stopGuests(ctx({ log }), 'policy', {
@@ -129,11 +154,7 @@ describe('stopGuests and startGuests', () => {
   });
 
   // libvirtd down: virsh cannot connect, as a hung one would not answer.
-  const downDriver = () => Object.assign(createFakeDriver([], { uri: 'qemu:///system' }), {
-    ping: async () => {
-      throw new NotReachableError('failed to connect to the hypervisor');
-    },
-  });
+  const downDriver = () => libvirtLikeDriver([], { uri: 'qemu:///system', connection: { pingFails: 'failed to connect to the hypervisor' } });
 
   it('libvirtd not running and no guest of it running (stop twice): says so plainly, nothing rescued, clean', async () => {
     const log = createMemoryLog();
@@ -144,7 +165,7 @@ describe('stopGuests and startGuests', () => {
       releaseMonitors: async () => void touched.push('release'),
       createRescueDriver: () => {
         touched.push('rescue driver');
-        return createFakeDriver([], { uri: 'qemu:///system' });
+        return libvirtLikeDriver([], { uri: 'qemu:///system' });
       },
     });
     expect(touched).toEqual([]);
@@ -159,7 +180,7 @@ describe('stopGuests and startGuests', () => {
   it('libvirtd not running while its guests still run (it crashed): the rescue path brings them down, nothing to end', async () => {
     const log = createMemoryLog();
     const released: string[] = [];
-    const rescued = createFakeDriver([{ name: 'orphan', saveBlockers: ['libvirtd not running'], script: fast }], { uri: 'qemu:///system' });
+    const rescued = libvirtLikeDriver([{ name: 'orphan', saveBlockers: ['libvirtd not running'], script: fast }], { uri: 'qemu:///system' });
     const r = await stopGuests(ctx({ log }), 'policy', {
       openDrivers: async () => [downDriver()],
       probeLibvirtd: async () => ({ running: false, liveGuests: ['orphan'] }),
@@ -181,7 +202,7 @@ describe('stopGuests and startGuests', () => {
       releaseMonitors: async () => void touched.push('release'),
       createRescueDriver: () => {
         touched.push('rescue driver');
-        return createFakeDriver([], { uri: 'qemu:///system' });
+        return libvirtLikeDriver([], { uri: 'qemu:///system' });
       },
     });
     const quiet = createMemoryLog();
@@ -200,22 +221,16 @@ describe('stopGuests and startGuests', () => {
   });
 
   it('a connection that answers its ping but cannot list is reported, never rescued (libvirtd is not killed)', async () => {
-    const slow = createFakeDriver([], { uri: 'qemu:///system' });
-    slow.listGuests = async () => {
-      throw new NotReachableError('virsh list did not answer');
-    };
+    const slow = libvirtLikeDriver([], { uri: 'qemu:///system', connection: { listFails: 'virsh list did not answer' } });
     const released: string[] = [];
-    const r = await stopGuests(ctx(), 'policy', { openDrivers: async () => [slow], releaseMonitors: async () => void released.push('x') });
+    const r = await stopGuests(ctx(), 'policy', { ...noHost, openDrivers: async () => [slow], releaseMonitors: async () => void released.push('x') });
     expect(released).toEqual([]);
     expect(r.clean).toBe(false);
   });
 
   it('a connection that cannot be rescued makes the step unclean, naming it', async () => {
-    const hung = createFakeDriver([], { uri: 'qemu+ssh://far/system' });
-    hung.listGuests = async () => {
-      throw new NotReachableError('no answer');
-    };
-    const r = await stopGuests(ctx(), 'policy', { openDrivers: async () => [hung] });
+    const hung = libvirtLikeDriver([], { uri: 'qemu+ssh://far/system', connection: { pingFails: 'no answer' } });
+    const r = await stopGuests(ctx(), 'policy', { ...noHost, openDrivers: async () => [hung] });
     expect(r.clean).toBe(false);
     expect(r.failed.join()).toContain('qemu+ssh://far/system');
   });

@@ -1,3 +1,12 @@
+// The run lock, with the real flock(1) and real processes on purpose: what is
+// tested is how a flock(2) lock behaves between processes (held by another
+// run, freed when its holder dies, kept by a holder's child), which a fake
+// could only assert, not show. Everything stays the test's own: the lock files
+// are in its temp directory, the processes it signals are its own children (a
+// holder's whole process group), and the pids the lock files name are its own,
+// its children's, one above the kernel's pid_max (999999999, "a crashed run"),
+// or pid 1 with a start time not its own (a pid reused): the lock only reads
+// /proc/PID/stat of a holder, it never signals one.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

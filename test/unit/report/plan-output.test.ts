@@ -2,11 +2,11 @@ import { describe, expect, it } from 'vitest';
 import type { Guest } from '../../../src/domain/types.js';
 import { decidePlan, MARGIN_BYTES } from '../../../src/guests/plan.js';
 import { formatPlan, planToJson } from '../../../src/report/plan-output.js';
-import { createFakeDriver } from '../guests/fake-driver.js';
+import { libvirtLikeDriver } from '../../fakes/libvirt-like-driver.js';
 
 describe('plan output', () => {
   it('prints a table by order, the save directory and the JSON for scripts', async () => {
-    const d = createFakeDriver([
+    const d = libvirtLikeDriver([
       { name: 'db', memoryKiB: 1024 * 1024, policy: { order: 2, timeout: 120 } },
       { name: 'mail server', state: 'paused', memoryKiB: 256 * 1024 },
       { name: '-gpu', saveBlockers: ['host device 0000:01:00.0'] },
@@ -36,7 +36,7 @@ describe('plan output', () => {
   });
 
   it('one order group: no "order groups ... one after another"', async () => {
-    const d = createFakeDriver([{ name: 'web' }, { name: 'db' }]);
+    const d = libvirtLikeDriver([{ name: 'web' }, { name: 'db' }]);
     const guests: Guest[] = await d.listGuests({ signal: new AbortController().signal });
     const plan = { ...decidePlan(guests.map((guest) => ({ guest, driver: d })), { onShutdown: 'managedsave', timeout: 300 }, 'policy', new Map([['/fake/save', { freeBytes: 10 * 1024 ** 3, totalBytes: 0 }]])), unreachable: [] };
     const text = formatPlan(plan);

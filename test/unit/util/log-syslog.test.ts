@@ -2,6 +2,10 @@
 // stdin, each line with its own priority. The machine may have no /dev/log, so
 // `logger` is pointed at a UDP server of this test (a wrapper adds -d -n -P);
 // the wrapper also counts how often `logger` was started.
+// Real `logger` processes on purpose: what is tested is how the log feeds and
+// ends a child process (one per run, a flush, a hung one killed). They are
+// the test's own children, pointed at its own UDP server, never at the host's
+// syslog; the only pid it signals (0, a liveness probe) is its own hung logger's.
 import { createSocket, type Socket } from 'node:dgram';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

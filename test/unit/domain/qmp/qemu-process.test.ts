@@ -1,3 +1,6 @@
+// Reads /proc on purpose (the identity check is what is tested), only for the
+// test's own pid and for one above the kernel's pid_max, which cannot exist;
+// nothing is signalled.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -5,6 +5,10 @@
 // And a shutdown must not open the way to that hang: its monitor connection is
 // held from the press until QEMU exits, so the guest's SHUTDOWN is heard and no
 // new connection negotiates with a QEMU on its way out.
+// A real process on purpose: the driver's checked SIGKILL (by pid, after
+// reading /proc/PID to see that it is still the guest's QEMU) is what is
+// tested. The process is the test's own child (a node stand-in whose command
+// line names the guest's QMP socket), the monitor its own socket server.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';

@@ -1,0 +1,230 @@
+// The harness for integration tests that run rc.libvirt as a user would: the
+// installed shell script rc/rc.libvirt (through its #! line) with
+// RC_LIBVIRT_BUNDLE pointing at dist/rc.libvirt (`npm run build` makes it),
+// against the real libvirtd, with a VIRSH wrapper that delays or fails chosen
+// calls and logs every call.
+//
+//   const bed = await openLibvirtBed('rcl-x-', { guests: [{ name: 'rcl x one' }] });
+//   bed.virsh.setRules([{ sub: 'dumpxml', guest: bed.guests[0], delayMs: 60_000 }]);
+//   const r = await bed.run(['plan'], { TIMEOUT: '30' });
+//   const calls = bed.virsh.calls();            // every virsh call, in order
+//   await bed.close();                           // in afterAll
+//
+// openLibvirtBed(prefix, { guests, rules }): holds the host-wide libvirtd lock
+//   and starts virtlockd, virtlogd and libvirtd unless they run
+//   (test/helpers/daemons.ts), defines and boots the guests
+//   (test/helpers/libvirt-guest.ts), makes a temp directory with the wrapper,
+//   an empty settings file, run and state directories.
+// bed.env(settings): the environment of a run: PATH, RC_LIBVIRT_BUNDLE, and the
+//   settings file, run and state directories and VIRSH of the bed (the host's
+//   /etc/default/libvirt is never read), plus `settings` (TIMEOUT, URIS...).
+// bed.run(args, settings, opts): run `rc/rc.libvirt ARGS` with bed.env(settings);
+//   resolves with exit code, signal, stdout and stderr (test/helpers/rc-cli.ts).
+// bed.virsh: the wrapper. Rules (first match wins) pick calls by subcommand
+//   (`sub`) and optionally guest (`guest`: a bed guest, matched by UUID or
+//   name, or the exact `--domain=` value; the program passes UUIDs), e.g.
+//   { sub: 'managedsave', guest: bed.guests[0], fail: 'M' } or
+//   { sub: 'version', delayMs: 15_000 }; a rule delays the call
+//   (`delayMs`) and then runs the real virsh, or fails it (`fail`: the message
+//   virsh prints after "error: ", exit 1) after its delay. setRules() replaces
+//   them between runs; calls() reads the log: argv, subcommand, guest, start and
+//   end (epoch ms), exit code, and what the rule did. A call the program killed
+//   (its deadline) has no end.
+// bed.close(): undefines the guests, stops the daemons the bed started (by
+//   PID; ones that ran before are left alone), releases the lock, removes the
+//   temp directory.
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { startLibvirtDaemons, stopLibvirtDaemons } from './daemons.js';
+import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest, type LibvirtGuestOptions } from './libvirt-guest.js';
+import { makeTempDir } from './process.js';
+import { runRc, type CliRun } from './rc-cli.js';
+import { repoRoot, requireTestbed } from './testbed.js';
+
+/** The installed shell script, and the bundle it is pointed at. */
+export const RC_SCRIPT = join(repoRoot, 'rc', 'rc.libvirt');
+export const RC_BUNDLE = join(repoRoot, 'dist', 'rc.libvirt');
+
+/** What the wrapper does to the calls a rule picks. */
+export interface VirshRule {
+  /** The virsh subcommand, e.g. `dumpxml`, `version`, `managedsave`. */
+  sub: string;
+  /** Only calls about this guest: a UUID or name as in `--domain=`, or a guest (either matches). */
+  guest?: string | { name: string; uuid: string };
+  /** Wait this long before running (or failing) the call. */
+  delayMs?: number;
+  /** Fail the call with `error: MESSAGE` on stderr and exit 1 instead of running it. */
+  fail?: string;
+}
+
+/** One call of the wrapper, from its log. */
+export interface VirshCall {
+  argv: string[];
+  sub: string;
+  /** The `--domain=` value, when there is one. */
+  guest: string | undefined;
+  startedAt: number;
+  /** Undefined while it runs, or when it was killed. */
+  endedAt: number | undefined;
+  exitCode: number | undefined;
+  /** What its rule did: `delayed`, `failed`, `delayed+failed`, or `passed` (no rule). */
+  rule: 'passed' | 'delayed' | 'failed' | 'delayed+failed';
+}
+
+/** The VIRSH wrapper of a bed. */
+export interface VirshWrapper {
+  path: string;
+  logPath: string;
+  setRules(rules: readonly VirshRule[]): void;
+  calls(): VirshCall[];
+}
+
+const SEP = '\x1f';
+
+function shQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+// The wrapper's rules as a sh function: sets `delay` (seconds) and `fail` for the call.
+function rulesScript(rules: readonly VirshRule[]): string {
+  const lines = ['rule() {', '  delay=; fail=; matched='];
+  for (const r of rules) {
+    const cond = [`[ "$sub" = ${shQuote(r.sub)} ]`];
+    if (typeof r.guest === 'string') cond.push(`[ "$dom" = ${shQuote(r.guest)} ]`);
+    else if (r.guest) cond.push(`{ [ "$dom" = ${shQuote(r.guest.uuid)} ] || [ "$dom" = ${shQuote(r.guest.name)} ]; }`);
+    const act = [`matched=1`];
+    if (r.delayMs) act.push(`delay=${(r.delayMs / 1000).toFixed(3)}`);
+    if (r.fail !== undefined) act.push(`fail=${shQuote(r.fail)}`);
+    lines.push(`  if [ -z "$matched" ] && ${cond.join(' && ')}; then ${act.join('; ')}; fi`);
+  }
+  lines.push('}');
+  return `${lines.join('\n')}\n`;
+}
+
+/** Write a VIRSH wrapper around `realVirsh` into `dir`, logging to `dir`/virsh-calls.log. */
+export function createVirshWrapper(dir: string, realVirsh: string, rules: readonly VirshRule[] = []): VirshWrapper {
+  const path = join(dir, 'virsh-wrapper');
+  const logPath = join(dir, 'virsh-calls.log');
+  const rulesPath = join(dir, 'virsh-rules.sh');
+  writeFileSync(logPath, '');
+  const setRules = (r: readonly VirshRule[]): void => writeFileSync(rulesPath, rulesScript(r));
+  setRules(rules);
+  // The subcommand is the first argument that is not an option (after -c URI);
+  // the guest is its --domain= value. Each call logs a start line and, unless
+  // killed, an end line, keyed by its pid.
+  writeFileSync(
+    path,
+    `#!/bin/sh
+log=${shQuote(logPath)}
+sub=; dom=; skip=
+for a in "$@"; do
+  if [ -n "$skip" ]; then skip=; continue; fi
+  case "$a" in
+    -c|--connect) skip=1 ;;
+    --domain=*) [ -z "$dom" ] && dom=\${a#--domain=} ;;
+    -*) ;;
+    *) [ -z "$sub" ] && sub=$a ;;
+  esac
+done
+. ${shQuote(rulesPath)}
+rule
+how=passed
+[ -n "$delay" ] && how=delayed
+[ -n "$fail" ] && how=\${delay:+delayed+}failed
+{ printf 'start\\t%s\\t%s\\t%s\\t' "$$" "$(date +%s%3N)" "$how"; for a in "$@"; do printf '%s${SEP}' "$a"; done; printf '\\n'; } >> "$log"
+[ -n "$delay" ] && sleep "$delay"
+if [ -n "$fail" ]; then
+  echo "error: $fail" >&2
+  rc=1
+else
+  ${shQuote(realVirsh)} "$@"
+  rc=$?
+fi
+printf 'end\\t%s\\t%s\\t%s\\n' "$$" "$(date +%s%3N)" "$rc" >> "$log"
+exit $rc
+`,
+  );
+  chmodSync(path, 0o755);
+  return {
+    path,
+    logPath,
+    setRules,
+    calls: () => parseCalls(readFileSync(logPath, 'utf8')),
+  };
+}
+
+function parseCalls(text: string): VirshCall[] {
+  const calls: VirshCall[] = [];
+  const open = new Map<string, VirshCall>();
+  for (const line of text.split('\n')) {
+    const f = line.split('\t');
+    if (f[0] === 'start' && f.length >= 5) {
+      const argv = f[4]!.split(SEP).slice(0, -1);
+      const sub = argv.find((a, i) => !a.startsWith('-') && argv[i - 1] !== '-c' && argv[i - 1] !== '--connect') ?? '';
+      const dom = argv.find((a) => a.startsWith('--domain='))?.slice('--domain='.length);
+      const call: VirshCall = { argv, sub, guest: dom, startedAt: Number(f[2]), endedAt: undefined, exitCode: undefined, rule: f[3] as VirshCall['rule'] };
+      calls.push(call);
+      open.set(f[1]!, call);
+    } else if (f[0] === 'end' && f.length >= 4) {
+      const call = open.get(f[1]!);
+      if (!call) continue;
+      call.endedAt = Number(f[2]);
+      call.exitCode = Number(f[3]);
+      open.delete(f[1]!);
+    }
+  }
+  return calls;
+}
+
+/** Daemons, guests, a VIRSH wrapper and temp directories for runs of rc/rc.libvirt. */
+export interface LibvirtBed {
+  dir: string;
+  virsh: VirshWrapper;
+  guests: LibvirtGuest[];
+  env(settings?: Record<string, string>): NodeJS.ProcessEnv;
+  run(args: readonly string[], settings?: Record<string, string>, opts?: { timeoutMs?: number }): Promise<CliRun>;
+  close(): Promise<void>;
+}
+
+/** Start (or reuse) the daemons, define and boot `guests`, write the wrapper (see the head of this module). */
+export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGuestOptions[]; rules?: VirshRule[] } = {}): Promise<LibvirtBed> {
+  const programs = requireTestbed();
+  const dir = await makeTempDir(prefix);
+  const virsh = createVirshWrapper(dir, programs.virsh, opts.rules);
+  const configFile = join(dir, 'settings');
+  writeFileSync(configFile, '# empty: every setting comes from the environment of the run\n');
+  let guests: LibvirtGuest[] = [];
+  // Every step runs, whatever an earlier one threw; the first error is thrown at the end.
+  const close = async (): Promise<void> => {
+    const errors: unknown[] = [];
+    for (const step of [removeLibvirtGuests, stopLibvirtDaemons, () => rm(dir, { recursive: true, force: true })]) {
+      await step().catch((err: unknown) => errors.push(err));
+    }
+    if (errors.length > 0) throw errors[0];
+  };
+  try {
+    await startLibvirtDaemons();
+    guests = await Promise.all((opts.guests ?? []).map((g) => defineLibvirtGuest(g)));
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const env = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    RC_LIBVIRT_BUNDLE: RC_BUNDLE,
+    RC_LIBVIRT_CONFIG: configFile,
+    RC_LIBVIRT_RUN_DIR: join(dir, 'run'),
+    RC_LIBVIRT_STATE_DIR: join(dir, 'state'),
+    VIRSH: virsh.path,
+    ...settings,
+  });
+  return {
+    dir,
+    virsh,
+    guests,
+    env,
+    run: (args, settings, o = {}) => runRc(args, env(settings), { ...o, program: RC_SCRIPT }),
+    close,
+  };
+}

@@ -1,0 +1,44 @@
+// The integration harness (test/helpers/rc-libvirt-harness.ts) at work: the
+// installed shell script rc/rc.libvirt runs the bundle against the real
+// libvirtd through a VIRSH wrapper that makes chosen calls slow or fail, and
+// the wrapper's log shows each call and what was done to it. One guest,
+// defined but not booted: `status` lists it all the same.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openLibvirtBed, type LibvirtBed } from '../helpers/rc-libvirt-harness.js';
+import { LIBVIRT_URI } from '../helpers/virsh.js';
+
+describe('rc/rc.libvirt through the harness', () => {
+  let bed: LibvirtBed;
+  beforeAll(async () => {
+    bed = await openLibvirtBed('rcl-harness-', { guests: [{ name: 'rcl harness one', memMiB: 64, start: false }] });
+  }, 25 * 60_000);
+  afterAll(async () => {
+    await bed?.close();
+  });
+
+  it('status waits for a slow dumpxml of one guest and lists it; the log shows that call delayed, the others passed', async () => {
+    const guest = bed.guests[0]!;
+    bed.virsh.setRules([{ sub: 'dumpxml', guest, delayMs: 2000 }]);
+    const r = await bed.run(['status'], { URIS: LIBVIRT_URI });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(guest.name);
+    const calls = bed.virsh.calls();
+    const ours = calls.filter((c) => c.sub === 'dumpxml' && c.guest === guest.uuid);
+    expect(ours.length).toBeGreaterThan(0);
+    for (const c of ours) expect(c).toMatchObject({ rule: 'delayed', exitCode: 0 });
+    const others = calls.filter((c) => !ours.includes(c));
+    expect(others.map((c) => c.sub)).toEqual(expect.arrayContaining(['version', 'list', 'dominfo', 'domstate']));
+    for (const c of others) expect(c.rule).toBe('passed');
+    expect(calls.every((c) => c.argv.includes(LIBVIRT_URI))).toBe(true);
+  });
+
+  it('status with a `version` that fails: libvirtd runs but does not answer (exit 1), no guest is asked about', async () => {
+    bed.virsh.setRules([{ sub: 'version', fail: 'failed to connect to the hypervisor' }]);
+    const before = bed.virsh.calls().length;
+    const r = await bed.run(['status'], { URIS: LIBVIRT_URI });
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    expect(r.stdout + r.stderr).toContain('failed to connect to the hypervisor');
+    const calls = bed.virsh.calls().slice(before);
+    expect(calls.map((c) => [c.sub, c.rule, c.exitCode])).toEqual([['version', 'failed', 1]]);
+  });
+});
