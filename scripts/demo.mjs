@@ -1,7 +1,7 @@
 // npm run demo: rc.libvirt on three real test guests under the qmp driver (plain QEMU, no libvirt),
 // all in a temporary directory: start boots them, stop saves them (with progress), start brings them
 // back, guests_shutdown powers them off. Everything it started is killed by PID at the end and the
-// directory removed (RCL_DEMO_KEEP=1 keeps it for a look). Needs the test bed (bash testbed/setup.sh)
+// directory removed (RCL_DEMO_KEEP=1 keeps it for a look). Needs the test bed (node testbed/setup.mjs)
 // and a built dist/rc.libvirt.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -37,8 +37,8 @@ function findOnPath(name) {
 function missing() {
   const out = [];
   if (!existsSync(bundle)) out.push(`${bundle} is missing: npm run build (npm run demo does it)`);
-  if (!findOnPath('qemu-system-x86_64')) out.push('qemu-system-x86_64 is not installed: bash testbed/setup.sh');
-  for (const f of [kernel, initrd]) if (!existsSync(f)) out.push(`${f} is missing: bash testbed/setup.sh builds the test guest`);
+  if (!findOnPath('qemu-system-x86_64')) out.push('qemu-system-x86_64 is not installed: node testbed/setup.mjs');
+  for (const f of [kernel, initrd]) if (!existsSync(f)) out.push(`${f} is missing: node testbed/setup.mjs builds the test guest`);
   return out;
 }
 
