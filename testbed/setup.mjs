@@ -7,14 +7,14 @@
 // Safe to run again: every step checks first and skips what is already done.
 // Usage: node testbed/setup.mjs (after npm ci: it runs with zx, a devDependency)
 // Environment: RCL_TESTGUEST_DIR overrides where the guest is built.
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync,
+  appendFileSync, chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync,
   statSync, symlinkSync, utimesSync, writeFileSync,
 } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { holdLock } from '../scripts/lib/lock.mjs';
 import { runner, stopOnError } from '../scripts/lib/run.mjs';
 
 const SCRIPT = 'testbed/setup.mjs';
@@ -40,16 +40,10 @@ const die = (msg) => {
   throw new Error(msg);
 };
 
-// One setup at a time on this host (apt and a shared .cache would clash). The lock belongs to
-// the open file, which stays open until this process ends.
+// One setup at a time on this host (apt and a shared .cache would clash).
 function takeLock() {
-  const fd = openSync(LOCK, 'a');
-  const flock = (args) => spawnSync('flock', [...args, '3'], { stdio: ['ignore', 'inherit', 'inherit', fd] });
-  const now = flock(['--exclusive', '--nonblock']);
-  if (now.error) die(`flock: ${now.error.message} (util-linux is missing)`);
-  if (now.status === 0) return;
-  say(`waiting for another ${SCRIPT} to finish`);
-  if (flock(['--exclusive', '--wait', '1800']).status !== 0) die(`another ${SCRIPT} has run for 30 minutes`);
+  const fd = holdLock(LOCK, { waitSeconds: 1800, onWait: () => say(`waiting for another ${SCRIPT} to finish`) });
+  if (fd === undefined) die(`another ${SCRIPT} has run for 30 minutes`);
 }
 
 let aptUpdated = false;
