@@ -325,7 +325,9 @@ function runningDaemons() {
 // Why the libvirt part cannot run here without touching what is not the demo's, or undefined.
 function foreignLibvirt(names) {
   const running = DAEMONS.flatMap((n) => pidsByComm(n).map((p) => `${n} (pid ${p})`));
-  if (running.length > 0) return `${running.join(', ')} already run on this host, and the demo never touches daemons it did not start`;
+  if (running.length > 0) {
+    return `${running.join(', ')} already ${running.length === 1 ? 'runs' : 'run'} on this host, and the demo never touches daemons it did not start`;
+  }
   const autostart = '/etc/libvirt/qemu/autostart';
   const auto = existsSync(autostart) ? readdirSync(autostart) : [];
   if (auto.length > 0) return `libvirtd would autostart this host's guests (${auto.join(', ')}), and the demo's stop would save them`;
@@ -347,7 +349,7 @@ async function libvirtPart() {
   }
   const since = new Date().toISOString();
   const ours = [];
-  const dir = mkdtempSync(join(tmpdir(), 'rcl-demo-libvirt-'));
+  let dir;
   let before;
   try {
     const why = foreignLibvirt(names);
@@ -356,6 +358,7 @@ async function libvirtPart() {
       return 'skipped';
     }
     before = snapshot();
+    dir = mkdtempSync(join(tmpdir(), 'rcl-demo-libvirt-'));
     for (const sub of ['run', 'state', 'console']) mkdirSync(join(dir, sub));
     const config = writeSettings(dir, [`RC_LIBVIRT_RUN_DIR=${join(dir, 'run')}`, `RC_LIBVIRT_STATE_DIR=${join(dir, 'state')}`,
       'TIMEOUT=120', 'DAEMON_TIMEOUT=60', 'VIRTUSER=root', 'VIRTGROUP=root',
@@ -408,9 +411,11 @@ async function libvirtPart() {
       + ' again, ON_BOOT=restore; the demo has removed them, and removes that directory now)');
     return 'ran';
   } finally {
-    await cleanUpLibvirt(names, dir, ours);
-    if (before !== undefined) restoreLibvirtDirs(before);
-    removeTempDir(dir);
+    if (dir !== undefined) {
+      await cleanUpLibvirt(names, dir, ours);
+      restoreLibvirtDirs(before);
+      removeTempDir(dir);
+    }
     ftruncateSync(lockFd, 0);
     closeSync(lockFd);
   }

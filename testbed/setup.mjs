@@ -15,9 +15,14 @@ import {
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { holdLock } from '../scripts/lib/lock.mjs';
-import { runner, stopOnError } from '../scripts/lib/run.mjs';
 
 const SCRIPT = 'testbed/setup.mjs';
+// zx comes with the npm packages: without them, say so rather than fail on the import.
+const { runner, stopOnError } = await import('../scripts/lib/run.mjs').catch((err) => {
+  if (err?.code !== 'ERR_MODULE_NOT_FOUND' || !String(err.message).includes("'zx'")) throw err;
+  process.stderr.write(`${SCRIPT}: error: zx is not installed: run npm ci first (in ${resolve(dirname(fileURLToPath(import.meta.url)), '..')})\n`);
+  process.exit(1);
+});
 const SELF = fileURLToPath(import.meta.url);
 const REPO_ROOT = resolve(dirname(SELF), '..');
 const GUEST_DIR = process.env.RCL_TESTGUEST_DIR || join(REPO_ROOT, '.cache/testguest');
