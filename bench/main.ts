@@ -53,7 +53,7 @@ async function main(): Promise<number> {
   const mode = args.includes('--quick') ? 'quick' : 'full';
   const only = args.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',');
   const wants = (p: string): boolean => !only || only.includes(p);
-  if (process.getuid?.() !== 0) throw new Error('the benchmarks run guests and libvirt daemons: run them as root on a machine set up by bash testbed/setup.sh');
+  if (process.getuid?.() !== 0) throw new Error('the benchmarks run guests and libvirt daemons: run them as root on a machine set up by node testbed/setup.mjs');
   const config = benchConfig(mode);
   if (!canMeasureRss()) config.notes.push('/usr/bin/time is missing (package time): no peak RSS');
   if (process.env.RCL_BENCH_OURS_ARGS) config.notes.push(`our program ran with the extra options ${process.env.RCL_BENCH_OURS_ARGS} (RCL_BENCH_OURS_ARGS)`);

@@ -4,7 +4,7 @@
 export const METHOD = `## Method
 
 All of it runs from \`bench/\` (\`npm run bench\`; \`npm run bench:quick\` for one
-round with two guests), as root, on a machine set up by \`bash testbed/setup.sh\`.
+round with two guests), as root, on a machine set up by \`node testbed/setup.mjs\`.
 The libvirt part holds the test bed's host-wide libvirtd lock for its whole
 duration; every guest, daemon and temp file it starts is removed by PID at the
 end. Others share this 2-core machine, so the floor is measured in the same

@@ -34,7 +34,7 @@ export async function prepareLibvirtGuests(): Promise<LibvirtGuests> {
   try {
     text = await readFile(LIBVIRT_GUESTS_SCRIPT, 'utf8');
   } catch (err) {
-    throw new Error(`${LIBVIRT_GUESTS_SCRIPT} is missing (Debian package libvirt-daemon; run: bash testbed/setup.sh): ${(err as Error).message}`);
+    throw new Error(`${LIBVIRT_GUESTS_SCRIPT} is missing (Debian package libvirt-daemon; run: node testbed/setup.mjs): ${(err as Error).message}`);
   }
   const dir = await makeTempDir('rcl-bench-lg-');
   const relocated = text

@@ -1,7 +1,10 @@
 // The machine and the versions a benchmark ran on, for the report.
 import { cpus, loadavg, totalmem } from 'node:os';
-import { runCommand } from '../../test/helpers/process.js';
+import { $ } from 'zx';
 import { repoRoot } from '../../test/helpers/testbed.js';
+
+// The report's facts come from commands whose failure only makes a fact 'unknown'.
+const ask = $({ nothrow: true, quiet: true, timeout: '20s' });
 
 /** What the report says about where it ran. */
 export interface MachineInfo {
@@ -21,12 +24,9 @@ export interface MachineInfo {
 
 // The first line of a program's output, or 'not installed'.
 async function firstLine(file: string, args: string[]): Promise<string> {
-  try {
-    const r = await runCommand(file, args, { timeoutMs: 20_000 });
-    return (r.stdout || r.stderr).split('\n')[0]?.trim() || 'unknown';
-  } catch {
-    return 'not installed';
-  }
+  const r = await ask`${file} ${args}`;
+  if (r.exitCode === 127) return 'not installed';
+  return (r.stdout || r.stderr).split('\n')[0]?.trim() || 'unknown';
 }
 
 // Collects machine facts and program versions.
@@ -35,7 +35,7 @@ export async function machineInfo(): Promise<MachineInfo> {
   const libvirt = await firstLine('libvirtd', ['--version']);
   const kernel = await firstLine('uname', ['-sr']);
   const head = await firstLine('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']);
-  const dirty = await runCommand('git', ['-C', repoRoot, 'status', '--porcelain', '--untracked-files=no'], { timeoutMs: 20_000 }).catch(() => undefined);
+  const dirty = await ask`git -C ${repoRoot} status --porcelain --untracked-files=no`;
   return {
     date: new Date().toISOString(),
     cores: cpus().length,
@@ -46,6 +46,6 @@ export async function machineInfo(): Promise<MachineInfo> {
     node: process.version,
     qemu: qemu.replace(/^QEMU emulator version /, ''),
     libvirt: libvirt.replace(/^libvirtd \(libvirt\) /, ''),
-    commit: `${head}${dirty?.stdout.trim() ? '+dirty' : ''}`,
+    commit: `${head}${dirty.stdout.trim() ? '+dirty' : ''}`,
   };
 }

@@ -146,7 +146,7 @@ async function startDaemon(name: DaemonName, timeoutMs: number): Promise<{ pid: 
   const running = findPidsByComm(name);
   if (running.length > 0) return { pid: running[0] ?? -1, ours: false };
   const program = findProgram(name);
-  if (!program) throw new Error(`${name} is not installed; run: bash testbed/setup.sh`);
+  if (!program) throw new Error(`${name} is not installed; run: node testbed/setup.mjs`);
   const r = await runCommand(program, daemonArgs(name), { timeoutMs });
   if (r.code !== 0) {
     throw new Error(`${program} ${daemonArgs(name).join(' ')} failed (${r.code ?? r.signal}): ${r.stderr.trim()}; see /var/log/libvirt/`);

@@ -6,12 +6,12 @@ import { fileURLToPath } from 'node:url';
 import { findProgram } from './process.js';
 
 // The command that builds the test bed; every "missing" error names it.
-export const SETUP_COMMAND = 'bash testbed/setup.sh';
+export const SETUP_COMMAND = 'node testbed/setup.mjs';
 
 // The repository's root folder.
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-// The folder testbed/setup.sh builds the test guest into (RCL_TESTGUEST_DIR overrides, as for setup.sh).
+// The folder testbed/setup.mjs builds the test guest into (RCL_TESTGUEST_DIR overrides, as for setup.mjs).
 export const guestDir = process.env.RCL_TESTGUEST_DIR ?? join(repoRoot, '.cache', 'testguest');
 
 // The test guest's kernel (Debian's cloud kernel).
@@ -30,7 +30,7 @@ export interface TestbedPrograms {
   flock: string;
 }
 
-// Checks that the test bed is there (root, programs, guest, libvirt config) and throws an Error naming `bash testbed/setup.sh` if not; call it in beforeAll so tests fail, never skip.
+// Checks that the test bed is there (root, programs, guest, libvirt config) and throws an Error naming `node testbed/setup.mjs` if not; call it in beforeAll so tests fail, never skip.
 export function requireTestbed(): TestbedPrograms {
   const problems: string[] = [];
   if (process.getuid?.() !== 0) problems.push('the integration tests must run as root');

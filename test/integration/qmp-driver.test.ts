@@ -291,6 +291,31 @@ describe('QMP driver on real QEMU', () => {
     expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
   });
 
+  it('any legal file name is a guest QEMU starts, saves and restores under that name (=, commas, spaces, quotes, $)', async () => {
+    // -machine none: no kernel to boot, so this checks only how the name reaches QEMU.
+    const names = ['web=1', 'a,b=c,,d', `my "guest" it's $HOME`, 'guest=x,process=y'];
+    const argv = ['qemu-system-x86_64', '-machine', 'none', '-nodefaults', '-display', 'none'];
+    for (const name of names) await writeFile(join(guestsDir, `${name}.json`), JSON.stringify({ argv }));
+    try {
+      for (const name of names) {
+        await driver.start(name, { signal: sig() });
+        expect(await driver.getGuest(name, { signal: sig() })).toMatchObject({ id: name, name, state: 'running' });
+        await driver.save(name, { signal: sig() });
+        expect(await driver.getGuest(name, { signal: sig() })).toMatchObject({ state: 'shutoff', hasSavedImage: true });
+        await driver.start(name, { signal: sig() });
+        expect(await driver.getGuest(name, { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
+        const reply = await withQmp(join(runDir, `${name}.qmp`), { signal: sig() }, (q) => q.execute('query-name', undefined, { signal: sig() }));
+        expect(reply).toEqual({ name });
+        await driver.destroy(name, { signal: sig() });
+      }
+    } finally {
+      for (const name of names) {
+        await driver.destroy(name, { signal: sig(30_000) }).catch(() => undefined);
+        await rm(join(guestsDir, `${name}.json`), { force: true });
+      }
+    }
+  });
+
   it('refuses a symlink in place of its save directory', async () => {
     const target = join(root, 'elsewhere');
     await mkdir(target);

@@ -45,7 +45,7 @@ export function definitionName(file: string): string {
 export function checkGuestName(name: string): string | undefined {
   if (name === '') return 'the name is empty';
   if (name.startsWith('.')) return 'the name starts with a dot';
-  if (/[/,\x00-\x1f\x7f]/.test(name)) return 'the name contains "/", "," or a control character';
+  if (/[/\x00-\x1f\x7f]/.test(name)) return 'the name contains "/" or a control character';
   return undefined;
 }
 

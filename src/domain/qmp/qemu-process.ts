@@ -33,9 +33,22 @@ export function runtimePaths(runDir: string, name: string): GuestRuntimePaths {
   };
 }
 
-/** The argv QEMU is launched with: the definition's, plus name, QMP socket, pidfile, daemonize (and -incoming defer -S to restore). */
+/** A value inside one of QEMU's `key=value,...` options: a comma is written twice. */
+export function qemuOptValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+/** The `-qmp` option naming the guest's QMP socket; every key is explicit, so `=` and `,` in the path are taken literally. */
+export function qmpOption(qmpPath: string): string {
+  return `unix:path=${qemuOptValue(qmpPath)},server=on,wait=off`;
+}
+
+/**
+ * The argv QEMU is launched with: the definition's, plus name, QMP socket, pidfile, daemonize (and -incoming defer -S to restore).
+ * The name goes in as `guest=NAME` (QEMU 7.2: `-name [guest=]NAME[,process=...]`), so a name with `=` or `,` is not read as a parameter.
+ */
 export function launchArgv(argv: readonly string[], name: string, paths: GuestRuntimePaths, opts: { incoming?: boolean; paused?: boolean } = {}): string[] {
-  const out = [...argv, '-name', name, '-qmp', `unix:${paths.qmp},server=on,wait=off`, '-pidfile', paths.pidfile, '-daemonize'];
+  const out = [...argv, '-name', `guest=${qemuOptValue(name)}`, '-qmp', qmpOption(paths.qmp), '-pidfile', paths.pidfile, '-daemonize'];
   if (opts.incoming) out.push('-incoming', 'defer');
   if (opts.incoming || opts.paused) out.push('-S');
   return out;
@@ -60,12 +73,13 @@ export async function checkProcess(paths: GuestRuntimePaths): Promise<ProcessChe
   return { pid, ...(await checkPid(pid, paths.qmp)) };
 }
 
-/** Whether `pid` is alive (not a zombie) and its command line mentions `qmpPath`. */
+/** Whether `pid` is alive (not a zombie) and its command line names `qmpPath` (as `launchArgv` writes it, or in the earlier form `unix:PATH,server=on,wait=off` of QEMUs launched before an upgrade). */
 export async function checkPid(pid: number, qmpPath: string): Promise<{ alive: boolean; detail: string }> {
   const info = await readProcess(pid);
   if (!info || info.argv === undefined) return { alive: false, detail: `process ${pid} is gone` };
   if (hasEnded(info.stat)) return { alive: false, detail: `process ${pid} has exited` };
-  if (!info.argv.some((arg) => arg.includes(`unix:${qmpPath},`))) {
+  const forms = [qmpOption(qmpPath), `unix:${qmpPath},server=on,wait=off`];
+  if (!info.argv.some((arg) => forms.includes(arg))) {
     return { alive: false, detail: `process ${pid} is not this guest's QEMU (stale pidfile)` };
   }
   return { alive: true, detail: `process ${pid}` };

@@ -23,7 +23,7 @@ function section(text: string, from: string, to: string): string {
 // groff prints man(7) text without adjustment or hyphenation, so words can be searched.
 function render(): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync('groff', ['-man', '-ww', '-Tutf8', '-rLL=200n', '-dAD=l', '-rHY=0', page], { encoding: 'utf8', timeout: 20_000 });
-  if (r.error) throw new Error(`groff cannot run (${r.error.message}): install groff-base (bash testbed/setup.sh does)`);
+  if (r.error) throw new Error(`groff cannot run (${r.error.message}): install groff-base (node testbed/setup.mjs does)`);
   return { status: r.status, stdout: r.stdout.replace(/.\x08/g, ''), stderr: r.stderr };
 }
 

@@ -20,7 +20,7 @@ let server: Socket;
 let received: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(LOGGER)) throw new Error(`${LOGGER} is missing: apt-get install bsdutils (or run: bash testbed/setup.sh)`);
+  if (!existsSync(LOGGER)) throw new Error(`${LOGGER} is missing: apt-get install bsdutils (or run: node testbed/setup.mjs)`);
   dir = mkdtempSync(join(tmpdir(), 'rcl-syslog-'));
   server = createSocket('udp4');
   server.on('message', (m) => received.push(m.toString()));

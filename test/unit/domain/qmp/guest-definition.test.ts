@@ -63,8 +63,14 @@ describe('guest definitions', () => {
   });
 
   it('refuses file names that cannot be guest names', () => {
-    expect(fail(ok, '/g/a,b.json').field).toBe('(file name)');
     expect(fail(ok, '/g/a\tb.json').field).toBe('(file name)');
+    expect(fail(ok, '/g/.json').field).toBe('(file name)');
+  });
+
+  it('takes any other file name as the guest name: =, commas, spaces, quotes, $', () => {
+    for (const name of ['web=1', 'a,b', 'a,,b=c', 'my guest', `it's "q"`, '$HOME', '-x', 'guest=db']) {
+      expect(parseDefinition(`/g/${name}.json`, ok).name).toBe(name);
+    }
   });
 
   it('loads files, naming unreadable and non-JSON ones', async () => {

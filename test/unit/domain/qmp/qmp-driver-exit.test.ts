@@ -15,6 +15,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { qmpOption } from '../../../../src/domain/qmp/qemu-process.js';
 import { createQmpDriver } from '../../../../src/domain/qmp/qmp-driver.js';
 import { createMemoryLog } from '../../../../src/util/log.js';
 import { GREETING } from './fake-qmp-server.js';
@@ -39,7 +40,7 @@ describe('QMP driver: a QEMU stuck after its guest shut down', () => {
     writeFileSync(join(guestsDir, `${name}.json`), JSON.stringify({ argv: ['qemu-system-x86_64', '-m', '64'] }));
     const qmpPath = join(runDir, `${name}.qmp`);
     // Stands in for the hung QEMU: a process whose command line names the guest's QMP socket.
-    child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', `unix:${qmpPath},server=on,wait=off`], { stdio: 'ignore' });
+    child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)', '--', '-qmp', qmpOption(qmpPath)], { stdio: 'ignore' });
     const exited = new Promise<NodeJS.Signals | null>((resolve) => child!.once('exit', (_code, sig) => resolve(sig)));
     writeFileSync(join(runDir, `${name}.pid`), `${child.pid}\n`);
     server = createServer((s) => {
