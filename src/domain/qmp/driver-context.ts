@@ -1,5 +1,6 @@
 // What the QMP driver's operations share: the guest's files, the monitor pool,
 // the per-command deadline, and small helpers over them.
+import type { FileHandle } from 'node:fs/promises';
 import { deadline } from '../../util/deadline.js';
 import type { Log } from '../../util/log.js';
 import type { GuestState } from '../types.js';
@@ -18,6 +19,14 @@ export interface GuestFiles {
   saved: SavedImagePaths;
 }
 
+/** Points where tests put a fault into the driver's own steps (real processes cannot reach them on time). */
+export interface QmpDriverHooks {
+  /** The fsync of a save's image; default `fh.sync()` (a test injects a failing or hanging one). */
+  syncImage?: (fh: FileHandle) => Promise<void>;
+  /** Called right after a restore's `cont` was answered, before the image is removed (a test makes the guest stop here). */
+  afterCont?: (guest: string) => Promise<void>;
+}
+
 /** The driver's shared parts. */
 export interface DriverContext {
   pool: MonitorPool;
@@ -25,6 +34,12 @@ export interface DriverContext {
   qemuTimeoutMs: number;
   /** `max-bandwidth` during a save, bytes/s. */
   saveBandwidth: number;
+  /** Deadline of one file-system call (stat, rename, unlink, fsync of a directory), ms. */
+  fsCallMs: number;
+  /** Deadline of writing the rest of a save's stream and of its fsync, ms. */
+  fsSyncMs: number;
+  /** Test seams (see QmpDriverHooks). */
+  hooks: QmpDriverHooks;
   log: Log | undefined;
   /** Report a lifecycle change. */
   emit(guest: string, event: string, detail: string): void;

@@ -182,6 +182,11 @@ export function saveBlockersOf(argv: readonly string[]): string[] {
     if (a === '-virtfs' || a === '--virtfs') blockers.add('9p share (-virtfs)');
     if (a === '-fsdev' || a === '--fsdev') blockers.add('9p share (-fsdev)');
     if ((a === '-cpu' || a === '--cpu') && /(^|,)\+?invtsc(=on)?(,|$)/.test(v)) blockers.add('invariant TSC (invtsc)');
+    // QEMU connects to the save socket (and listens on the restore socket) after it has dropped root: the
+    // runtime directory is root's alone (0700), so the migration would fail and every stop fall back to shutdown.
+    if (a === '-runas' || a === '--runas') blockers.add(`drops privileges (-runas ${v}): QEMU cannot reach the save socket in the root-only runtime directory`);
+    if ((a === '-run-with' || a === '--run-with') && /(^|,)user=/.test(v)) blockers.add(`drops privileges (-run-with ${v}): QEMU cannot reach the save socket in the root-only runtime directory`);
+    if (a === '-chroot' || a === '--chroot') blockers.add(`chroot (-chroot ${v}): QEMU cannot reach the save socket outside it`);
   }
   return [...blockers];
 }

@@ -13,13 +13,13 @@ import { openNoFollow, removeStale } from './private-dir.js';
 
 /** A listening socket that writes the first connection's bytes into a file. */
 export interface MigrationReceiver {
-  /** Resolves with the byte count once the peer closed and the file is fsynced. */
+  /** Resolves with the byte count once the peer closed and every byte is written to the file (the caller fsyncs it). */
   done: Promise<number>;
   /** Stop listening and drop the connection (the file handle stays the caller's). */
   close(): Promise<void>;
 }
 
-/** Listen on `socketPath`; the first connection's bytes go to `file` (then fsync). */
+/** Listen on `socketPath`; the first connection's bytes go to `file`. `signal` aborting drops the stream (pass one that no longer aborts once the stream is to be kept). */
 export async function receiveMigration(socketPath: string, file: FileHandle, signal: AbortSignal): Promise<MigrationReceiver> {
   await removeStale(socketPath);
   const server = createServer();
@@ -40,7 +40,6 @@ export async function receiveMigration(socketPath: string, file: FileHandle, sig
           await file.write(chunk);
           bytes += chunk.length;
         }
-        await file.sync();
         return bytes;
       })().then(resolve, (err: unknown) => {
         // Close our end too, so QEMU's migration fails instead of blocking on a full socket.

@@ -1,22 +1,29 @@
 // The QMP driver: QEMU guests defined in QEMU_GUESTS_DIR/NAME.json, run by
 // QEMU directly (daemonized, a QMP socket and pidfile under our runtime
 // directory), saved to and restored from our save directory.
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Log } from '../../util/log.js';
 import { deadline, sleep } from '../../util/deadline.js';
-import { GuestNotFoundError, OperationRefusedError } from '../errors.js';
+import { GuestNotFoundError, isDomainError, OperationRefusedError } from '../errors.js';
 import { errorMessage } from '../../util/error-message.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import { abortError } from '../../qmp/abort.js';
-import { qmpCommand, stateOfRunState, type DriverContext, type GuestFiles, type QmpStatus } from './driver-context.js';
-import { checkGuestName, listDefinitionFiles, loadDefinition, type QmpGuestDefinition } from './guest-definition.js';
-import { MonitorPool, type MonitorLease } from './monitor-pool.js';
+import { qmpCommand, stateOfRunState, type DriverContext, type GuestFiles, type QmpDriverHooks, type QmpStatus } from './driver-context.js';
+import { FS_CALL_MS, FS_SYNC_MS, withFsDeadline } from './fs-deadline.js';
+import { checkGuestName, definitionName, GuestDefinitionError, listDefinitionFiles, loadDefinition, type QmpGuestDefinition } from './guest-definition.js';
+import { MonitorPool } from './monitor-pool.js';
 import type { QmpClient } from '../../qmp/qmp-client.js';
 import { ensurePrivateDir } from './private-dir.js';
 import { startGuest } from './qmp-restore.js';
 import { quitAndReap, saveGuest, SAVE_MAX_BANDWIDTH } from './qmp-save.js';
 import { checkProcess, runtimePaths, signalQemu } from './qemu-process.js';
 import { hasImage, savedImagePaths } from './saved-image.js';
+import { SavesInFlight } from './save-in-flight.js';
+import { EXIT_GRACE_MS, ShutdownWatches } from './shutdown-watch.js';
+import { StartsInFlight } from './start-in-flight.js';
+
+export { EXIT_GRACE_MS, SHUTDOWN_HOLD_MS } from './shutdown-watch.js';
 
 /** Options of createQmpDriver. */
 export interface QmpDriverOptions {
@@ -31,26 +38,16 @@ export interface QmpDriverOptions {
   qemuTimeoutMs?: number;
   /** `max-bandwidth` of a save, bytes/s (default SAVE_MAX_BANDWIDTH, 64 GiB/s: unthrottled). */
   saveBandwidth?: number;
+  /** Deadline of one file-system call, ms (default FS_CALL_MS). */
+  fsCallMs?: number;
+  /** Deadline of a save's last write and fsync, ms (default FS_SYNC_MS). */
+  fsSyncMs?: number;
+  /** Test seams. */
+  hooks?: QmpDriverHooks;
 }
 
 /** How often waitForState polls. */
 const STATE_POLL_MS = 200;
-/**
- * How long a QEMU may take to exit after its guest shut down. QEMU 7.2 can
- * hang for ever in its exit path (monitor_cleanup) when a QMP command is in
- * flight as the guest powers off; by then its disks are flushed and closed,
- * so a QEMU still there this long after the guest's SHUTDOWN is killed.
- */
-export const EXIT_GRACE_MS = 10_000;
-/**
- * How long the monitor connection of a shutdown is held at most when nobody
- * waits for the guest to go off (waitForState takes it over). Between the
- * press and the wait no new connection may be opened: QEMU sends events to
- * negotiated connections only (a SHUTDOWN between two connections is lost),
- * and a `qmp_capabilities` in flight as QEMU exits is what hangs it.
- */
-export const SHUTDOWN_HOLD_MS = 60_000;
-
 /** A DomainDriver for QEMU guests run directly through QMP. */
 export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   const listeners = new Set<(e: LifecycleEvent) => void>();
@@ -65,42 +62,31 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       }
     }
   };
-  // When each guest's OS last shut down (QMP SHUTDOWN from the guest), for a QEMU stuck on its way out.
-  const guestShutdownAt = new Map<string, number>();
+  const saves = new SavesInFlight();
+  const starts = new StartsInFlight();
+  const watches = new ShutdownWatches();
   const pool = new MonitorPool((guest, e) => {
-    if (e.event === 'SHUTDOWN' && e.data['guest'] === true) guestShutdownAt.set(guest, performance.now());
+    if (e.event === 'SHUTDOWN' && e.data['guest'] === true) watches.guestShutDown(guest, performance.now());
     if (e.event === 'SHUTDOWN') emit(guest, 'Shutdown', String(e.data['reason'] ?? ''), e.timestamp);
     else if (e.event === 'STOP') emit(guest, 'Suspended', 'Paused', e.timestamp);
     else if (e.event === 'RESUME') emit(guest, 'Resumed', 'Unpaused', e.timestamp);
     else if (e.event === 'RESET') emit(guest, 'Rebooted', e.data['guest'] === true ? 'guest' : 'host', e.timestamp);
   });
-  const ctx: DriverContext = { pool, qemuTimeoutMs: opts.qemuTimeoutMs ?? 10_000, saveBandwidth: opts.saveBandwidth ?? SAVE_MAX_BANDWIDTH, log: opts.log, emit };
+  const ctx: DriverContext = {
+    pool,
+    qemuTimeoutMs: opts.qemuTimeoutMs ?? 10_000,
+    saveBandwidth: opts.saveBandwidth ?? SAVE_MAX_BANDWIDTH,
+    fsCallMs: opts.fsCallMs ?? FS_CALL_MS,
+    fsSyncMs: opts.fsSyncMs ?? FS_SYNC_MS,
+    hooks: opts.hooks ?? {},
+    log: opts.log,
+    emit,
+  };
   const uri = `qmp://${opts.guestsDir}`;
-  const saves = new Map<string, { ac: AbortController; done: Promise<void> }>();
-  const starting = new Set<string>();
-  // Monitor connections held from a shutdown press until QEMU exits (see SHUTDOWN_HOLD_MS).
-  const held = new Map<string, { lease: MonitorLease; timer: NodeJS.Timeout }>();
-  const letGo = (id: string, lease?: MonitorLease): void => {
-    const h = held.get(id);
-    if (!h || (lease && h.lease !== lease)) return;
-    held.delete(id);
-    clearTimeout(h.timer);
-    void h.lease.release();
-  };
-  const hold = (id: string, lease: MonitorLease): void => {
-    if (held.has(id)) {
-      void lease.release();
-      return;
-    }
-    const timer = setTimeout(() => letGo(id, lease), SHUTDOWN_HOLD_MS);
-    timer.unref();
-    held.set(id, { lease, timer });
-    void lease.qmp.closed.then(() => letGo(id, lease));
-  };
   let dirsReady: Promise<void> | undefined;
 
   const ensureDirs = (): Promise<void> => {
-    dirsReady ??= Promise.all([ensurePrivateDir(opts.runDir), ensurePrivateDir(opts.saveDir)]).then(() => undefined);
+    dirsReady ??= Promise.all([opts.runDir, opts.saveDir].map((dir) => withFsDeadline(ensurePrivateDir(dir), `preparing ${dir}`, ctx.fsCallMs))).then(() => undefined);
     dirsReady.catch(() => (dirsReady = undefined));
     return dirsReady;
   };
@@ -111,21 +97,68 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     saved: savedImagePaths(opts.saveDir, def.name),
   });
 
+  const definitionFiles = (): Promise<string[]> => withFsDeadline(listDefinitionFiles(opts.guestsDir), `reading ${opts.guestsDir}`, ctx.fsCallMs);
+
+  /**
+   * A QEMU that runs from our runtime directory although its definition is
+   * broken or gone: handled from its runtime files alone (pidfile, QMP socket,
+   * identity from /proc), never saved (its argv for a later restore is not
+   * known), shut down cleanly; the problem is its save blocker and its reason.
+   */
+  const orphanFiles = (id: string, problem: string): GuestFiles => {
+    const def: QmpGuestDefinition = {
+      name: id,
+      file: join(opts.guestsDir, `${id}.json`),
+      argv: [],
+      autostart: false,
+      policy: { onShutdown: 'shutdown' },
+      memoryKiB: 0,
+      saveBlockers: [`its definition is broken or gone (${problem}): it can only be shut down`],
+    };
+    return filesOf(def);
+  };
+
+  const isRunningFromRunDir = async (id: string): Promise<boolean> => {
+    const p = await withFsDeadline(checkProcess(runtimePaths(opts.runDir, id)), `checking ${id}'s pidfile`, ctx.fsCallMs).catch(() => undefined);
+    return p?.alive === true;
+  };
+
   const load = async (id: string): Promise<GuestFiles> => {
     await ensureDirs();
     const bad = checkGuestName(id);
     if (bad) throw new GuestNotFoundError(`no qmp guest ${JSON.stringify(id)}: ${bad}`, { guest: id });
     const file = join(opts.guestsDir, `${id}.json`);
-    const files = await listDefinitionFiles(opts.guestsDir);
-    if (!files.includes(file)) throw new GuestNotFoundError(`no qmp guest ${id} (no ${file})`, { guest: id });
-    return filesOf(await loadDefinition(file));
+    try {
+      const files = await definitionFiles();
+      if (!files.includes(file)) throw new GuestNotFoundError(`no qmp guest ${id} (no ${file})`, { guest: id });
+      return filesOf(await withFsDeadline(loadDefinition(file), `reading ${file}`, ctx.fsCallMs));
+    } catch (err) {
+      if ((err instanceof GuestDefinitionError || isDomainError(err, 'not-found')) && (await isRunningFromRunDir(id))) return orphanFiles(id, errorMessage(err));
+      throw err;
+    }
+  };
+
+  /** QEMUs running from the runtime directory whose definition is not among `valid`, with why. */
+  const findOrphans = async (valid: ReadonlySet<string>, broken: ReadonlyMap<string, string>): Promise<GuestFiles[]> => {
+    const names = (await withFsDeadline(readdir(opts.runDir), `reading ${opts.runDir}`, ctx.fsCallMs))
+      .filter((f) => f.endsWith('.pid'))
+      .map((f) => f.slice(0, -'.pid'.length))
+      .filter((n) => !valid.has(n) && checkGuestName(n) === undefined);
+    const out: GuestFiles[] = [];
+    for (const name of names) {
+      if (!(await isRunningFromRunDir(name))) continue;
+      const problem = broken.get(name) ?? `no ${join(opts.guestsDir, `${name}.json`)}`;
+      opts.log?.error(`${name}: QEMU runs from ${opts.runDir}, but ${problem}; it is shut down, not saved`);
+      out.push(orphanFiles(name, problem));
+    }
+    return out;
   };
 
   /** The guest's process (pid when alive) and QEMU's run state. */
   const probe = async (g: GuestFiles, signal: AbortSignal): Promise<{ pid: number | undefined; state: GuestState; detail: string }> => {
     let proc: Awaited<ReturnType<typeof checkProcess>>;
     try {
-      proc = await checkProcess(g.run);
+      proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
     } catch (err) {
       return { pid: undefined, state: 'other', detail: `cannot check the process: ${errorMessage(err)}` };
     }
@@ -144,7 +177,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   /** Whether the guest's QEMU runs, from its process alone (no QMP): `running` stands for any live state. */
   const processState = async (g: GuestFiles): Promise<{ pid: number | undefined; state: GuestState }> => {
-    const proc = await checkProcess(g.run).catch(() => undefined);
+    const proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs).catch(() => undefined);
     if (!proc) return { pid: undefined, state: 'other' };
     return proc.alive && proc.pid !== undefined ? { pid: proc.pid, state: 'running' } : { pid: undefined, state: 'shutoff' };
   };
@@ -191,16 +224,19 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     async listGuests({ signal }: OpOptions): Promise<Guest[]> {
       await ensureDirs();
       const defs: QmpGuestDefinition[] = [];
-      for (const file of await listDefinitionFiles(opts.guestsDir)) {
+      const broken = new Map<string, string>();
+      for (const file of await definitionFiles()) {
         try {
-          defs.push(await loadDefinition(file));
+          defs.push(await withFsDeadline(loadDefinition(file), `reading ${file}`, ctx.fsCallMs));
         } catch (err) {
-          opts.log?.error(`${errorMessage(err)} (guest left out)`);
+          broken.set(definitionName(file), errorMessage(err));
+          opts.log?.error(`${errorMessage(err)} (guest left out unless its QEMU runs)`);
         }
       }
       if (signal.aborted) throw abortError(signal, 'listing qmp guests');
+      const orphans = await findOrphans(new Set(defs.map((d) => d.name)), broken);
       // In parallel: a monitor held by another client costs its connect deadline once, not once per guest.
-      return Promise.all(defs.map((def) => describe(filesOf(def), signal)));
+      return Promise.all([...defs.map(filesOf), ...orphans].map((g) => describe(g, signal)));
     },
 
     async getGuest(id: string, { signal }: OpOptions): Promise<Guest> {
@@ -212,49 +248,33 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       if (g.def.saveBlockers.length > 0) {
         throw new OperationRefusedError(`cannot save ${id}: ${g.def.saveBlockers.join(', ')}`, { guest: id });
       }
-      if (saves.has(id)) throw new OperationRefusedError(`cannot save ${id}: a save is already running`, { guest: id });
-      // Registered before the first await, so a second save or an abort sees it at once.
-      const ac = new AbortController();
-      let settle: () => void = () => undefined;
-      const entry = { ac, done: new Promise<void>((resolve) => (settle = resolve)) };
-      saves.set(id, entry);
-      const onAbort = (): void => ac.abort(sopts.signal.reason);
-      if (sopts.signal.aborted) onAbort();
-      else sopts.signal.addEventListener('abort', onAbort, { once: true });
+      const { save, done } = saves.begin(id, sopts.signal);
       try {
-        const pid = await requireActive(g, ac.signal, 'save');
-        await saveGuest(ctx, g, pid, { ...sopts, signal: ac.signal });
+        const pid = await requireActive(g, save.signal, 'save');
+        await saveGuest(ctx, g, pid, save, sopts.onProgress);
       } finally {
-        sopts.signal.removeEventListener('abort', onAbort);
-        if (saves.get(id) === entry) saves.delete(id);
-        settle();
+        done();
       }
     },
 
     async abort(id: string, { signal }: OpOptions): Promise<void> {
       const s = saves.get(id);
       if (!s) return;
-      s.ac.abort(new Error(`save of ${id} aborted`));
-      const d = deadline(ctx.qemuTimeoutMs * 3, signal);
-      const cutOff = new Promise<'cut'>((resolve) => d.signal.addEventListener('abort', () => resolve('cut'), { once: true }));
-      const how = await Promise.race([s.done.then(() => 'done' as const), cutOff]);
-      d.clear();
+      s.abort(new Error(`save of ${id} aborted`));
+      // A rollback is bounded by its commands; a save past `completed` is finished, within the caller's signal.
+      const how = await s.waitEnded(s.phase === 'finishing' ? Infinity : ctx.qemuTimeoutMs * 3, signal);
       if (signal.aborted) throw abortError(signal, `aborting the save of ${id}`, id);
       if (how === 'cut') opts.log?.warn(`${id}: the aborted save did not finish within its deadline`);
     },
 
     async start(id: string, stopts: StartOptions): Promise<void> {
-      if (starting.has(id)) throw new OperationRefusedError(`cannot start ${id}: it is being started already`, { guest: id });
-      starting.add(id);
-      try {
+      await starts.run(id, async () => {
         const g = await load(id);
-        const p = await checkProcess(g.run);
+        const p = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
         if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
-        guestShutdownAt.delete(id);
+        watches.forget(id);
         await startGuest(ctx, g, stopts);
-      } finally {
-        starting.delete(id);
-      }
+      });
     },
 
     async shutdown(id: string, { signal }: OpOptions): Promise<void> {
@@ -267,7 +287,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       try {
         await requireActive(g, signal, 'shut down');
         await qmpCommand(ctx, lease.qmp, 'system_powerdown', undefined, signal);
-        hold(id, lease);
+        watches.hold(id, lease);
         kept = true;
       } finally {
         if (!kept) await lease.release();
@@ -298,7 +318,10 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
     async destroy(id: string, { signal }: OpOptions): Promise<void> {
       const g = await load(id);
-      const proc = await checkProcess(g.run);
+      // A save past `completed` quits the guest itself once its image is in place: let it, within the signal.
+      const finishing = saves.get(id);
+      if (finishing?.phase === 'finishing') await finishing.waitEnded(Infinity, signal);
+      const proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
       if (!proc.alive || proc.pid === undefined) return;
       const pid = proc.pid;
       let lease: Awaited<ReturnType<MonitorPool['acquire']>> | undefined;
@@ -327,7 +350,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       // It takes over the connection a shutdown held (the same one: the pool shares it), and lets it go when done.
       const lease = offOnly
         ? pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs }).then(
-            (l) => (letGo(id), l),
+            (l) => (watches.letGo(id), l),
             () => undefined,
           )
         : undefined;
@@ -335,10 +358,10 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         for (;;) {
           const p = offOnly ? await processState(g) : await probe(g, signal);
           if (states.includes(p.state)) return p.state;
-          const downAt = guestShutdownAt.get(id);
+          const downAt = watches.guestDownAt(id);
           if (p.pid !== undefined && downAt !== undefined && performance.now() - downAt > EXIT_GRACE_MS) {
             opts.log?.warn(`${id}: the guest shut down ${Math.round((performance.now() - downAt) / 1000)} s ago, but QEMU (pid ${p.pid}) has not exited; killing it`);
-            guestShutdownAt.delete(id);
+            watches.forget(id);
             await signalQemu(p.pid, g.run.qmp, 'SIGKILL');
             continue;
           }
@@ -359,9 +382,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     },
 
     async close(): Promise<void> {
-      for (const s of saves.values()) s.ac.abort(new Error('driver closing'));
-      await Promise.all([...saves.values()].map((s) => s.done));
-      for (const id of [...held.keys()]) letGo(id);
+      // Saves still capturing roll back; saves past `completed` finish. Either way within a deadline.
+      const inFlight = saves.all();
+      for (const s of inFlight) s.abort(new Error('driver closing'));
+      const closeMs = ctx.fsSyncMs + ctx.fsCallMs * 4 + ctx.qemuTimeoutMs * 3;
+      const cut = (await Promise.all(inFlight.map(async (s) => ((await s.waitEnded(closeMs)) === 'cut' ? s.guest : undefined)))).filter((n) => n !== undefined);
+      if (cut.length > 0) opts.log?.error(`closing the qmp driver: the save of ${cut.join(', ')} did not end within ${Math.round(closeMs / 1000)} s; left as it is`);
+      watches.letGoAll();
       await pool.closeAll();
     },
   };

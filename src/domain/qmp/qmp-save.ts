@@ -1,46 +1,92 @@
 // Saving a QMP guest: stop it, migrate its state into a unix socket we listen
-// on, write the stream to a temp file, fsync, rename it into place only on
-// MIGRATION `completed`, then quit QEMU. On failure or abort the migration is
-// cancelled, the guest resumed if it ran, and the partial file removed.
+// on, write the stream to a temp file. Until QEMU says `completed` an abort or
+// a failure cancels the migration, resumes the guest if it ran and removes the
+// partial file. From `completed` on the guest's state is in the file: the save
+// is finished whatever the caller's signal says (the rest of the stream
+// written, fsync, rename into place, fsync of the directory, `quit`), each
+// file-system step within its own deadline. Only an image that is not whole
+// (a write of the stream failed) or not in place (its rename failed) is given
+// up: then the guest is resumed, as before the save. An fsync that fails or
+// does not return keeps the image (the guest is quit, never resumed: it must
+// not run on while an image of it may be restored) and is reported as an error
+// naming the file.
+import type { FileHandle } from 'node:fs/promises';
 import { rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { anySignal, deadline } from '../../util/deadline.js';
-import { InterruptedError, OperationRefusedError } from '../errors.js';
+import { InterruptedError, OperationRefusedError, TimedOutError } from '../errors.js';
 import { errorMessage } from '../../util/error-message.js';
 import type { SaveOptions } from '../types.js';
 import { abortError } from '../../qmp/abort.js';
 import { nextMigrationStatus, qmpCommand, type DriverContext, type GuestFiles, type QmpStatus, type QueryMigrate } from './driver-context.js';
-import { receiveMigration } from './migration-stream.js';
+import { withFsDeadline } from './fs-deadline.js';
+import { receiveMigration, type MigrationReceiver } from './migration-stream.js';
 import { createExclusive, fsyncDir } from './private-dir.js';
 import type { QmpClient } from '../../qmp/qmp-client.js';
 import type { QmpEventListener } from '../../qmp/qmp-events.js';
 import { isOurQemu, signalQemu } from './qemu-process.js';
 import { stopProcess } from '../../proc/stop.js';
-import { hasImage, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
+import type { SaveInFlight } from './save-in-flight.js';
+import { hasImage, hasRestoringMarker, removeIfExists, removeStalePartials, writeSidecar } from './saved-image.js';
 
 /** Bandwidth for a save: the default 128 MiB/s would throttle even a stopped guest. */
 export const SAVE_MAX_BANDWIDTH = 64 * 1024 * 1024 * 1024;
 const ACTIVE_MIGRATION = new Set(['setup', 'active', 'device', 'pre-switchover', 'cancelling', 'postcopy-active', 'wait-unplug']);
 
-/** Save guest `g` (QEMU pid `pid`) to its image; resolves when the image is complete and QEMU has exited. */
-export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, opts: SaveOptions): Promise<void> {
+/** What a capture leaves for the finish: the stream's file, its receiver, the migration's events. */
+interface Captured {
+  temp: string;
+  fh: FileHandle;
+  receiver: MigrationReceiver;
+  migration: QmpEventListener;
+  wasRunning: boolean;
+  hadImage: boolean;
+}
+
+/**
+ * Save guest `g` (QEMU pid `pid`) to its image; resolves when the image is in
+ * place and QEMU has exited. `flight.signal` aborts the capture only (see the
+ * rule above).
+ */
+export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, flight: SaveInFlight, onProgress?: SaveOptions['onProgress']): Promise<void> {
   const name = g.def.name;
-  const { signal } = opts;
+  const signal = flight.signal;
   if (signal.aborted) throw abortError(signal, `saving ${name}`, name);
   const lease = await ctx.pool.acquire(name, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs });
-  const qmp = lease.qmp;
+  let kept = false;
+  try {
+    const c = await capture(ctx, g, lease.qmp, signal, onProgress);
+    flight.finishing();
+    onProgress?.({ fraction: 1 });
+    await finish(ctx, g, lease.qmp, c);
+    kept = true;
+    // The image is complete and in place: from here on the guest is quit.
+    await quitAndReap(ctx, lease.qmp, name, pid, g.run.qmp);
+  } finally {
+    await lease.release();
+  }
+  if (kept) ctx.emit(name, 'Stopped', 'Saved');
+}
+
+/** Everything up to MIGRATION `completed`; on failure or abort the save is rolled back (guest resumed, partial file removed). */
+async function capture(ctx: DriverContext, g: GuestFiles, qmp: QmpClient, signal: AbortSignal, onProgress: SaveOptions['onProgress']): Promise<Captured> {
+  const name = g.def.name;
   let wasRunning = false;
+  let hadImage = false;
   let temp: string | undefined;
+  let fh: FileHandle | undefined;
   let migration: QmpEventListener | undefined;
-  let receiver: Awaited<ReturnType<typeof receiveMigration>> | undefined;
-  let completed = false;
+  let receiver: MigrationReceiver | undefined;
   try {
     const status = await qmpCommand<QmpStatus>(ctx, qmp, 'query-status', undefined, signal);
     if (status.status !== 'running' && status.status !== 'paused' && status.status !== 'suspended') {
       throw new OperationRefusedError(`cannot save ${name}: it is ${status.status}`, { guest: name });
     }
     wasRunning = status.running;
-    const hadImage = await hasImage(g.saved);
+    // It runs, so it has run from an image a crashed restore left marked: that one has served.
+    if (await hasRestoringMarker(g.saved)) {
+      await removeIfExists(g.saved.restoring).catch((err: unknown) => ctx.log?.warn(`${name}: ${errorMessage(err)}`));
+    }
+    hadImage = await hasImage(g.saved);
     if (!hadImage) await writeSidecar(g.saved, { version: 1, name, wasRunning, savedAt: Date.now() });
     if (wasRunning) {
       await qmpCommand(ctx, qmp, 'stop', undefined, signal);
@@ -49,53 +95,94 @@ export async function saveGuest(ctx: DriverContext, g: GuestFiles, pid: number, 
     await qmpCommand(ctx, qmp, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] }, signal);
     await removeStalePartials(g.saved);
     temp = g.saved.temp();
-    const fh = await createExclusive(temp);
+    fh = await withFsDeadline(createExclusive(temp), `creating ${temp}`, ctx.fsCallMs, name);
+    receiver = await receiveMigration(g.run.saveSocket, fh, signal);
+    migration = qmp.listen('MIGRATION');
+    await qmpCommand(ctx, qmp, 'migrate', { uri: `unix:${g.run.saveSocket}` }, signal);
+    // A broken stream (disk full...) ends the wait at once, with its own error.
+    const broken = new AbortController();
+    receiver.done.catch((err: unknown) => broken.abort(err));
+    const both = anySignal(signal, broken.signal);
     try {
-      receiver = await receiveMigration(g.run.saveSocket, fh, signal);
-      migration = qmp.listen('MIGRATION');
-      await qmpCommand(ctx, qmp, 'migrate', { uri: `unix:${g.run.saveSocket}` }, signal);
-      // A broken stream (disk full...) ends the wait at once, with its own error.
-      const broken = new AbortController();
-      receiver.done.catch((err: unknown) => broken.abort(err));
-      const both = anySignal(signal, broken.signal);
-      try {
-        await waitForMigration(ctx, qmp, migration, name, both.signal, opts.onProgress);
-      } catch (err) {
-        if (broken.signal.aborted && !signal.aborted) throw broken.signal.reason;
-        throw err;
-      } finally {
-        both.clear();
-      }
-      await receiver.done;
+      await waitForMigration(ctx, qmp, migration, name, both.signal, onProgress);
+    } catch (err) {
+      if (broken.signal.aborted && !signal.aborted) throw broken.signal.reason;
+      throw err;
     } finally {
-      await fh.close();
+      both.clear();
     }
-    if (hadImage) await writeSidecar(g.saved, { version: 1, name, wasRunning, savedAt: Date.now() });
-    await rename(temp, g.saved.image);
-    temp = undefined;
-    await fsyncDir(dirname(g.saved.image));
-    completed = true;
+    return { temp, fh, receiver, migration, wasRunning, hadImage };
   } catch (err) {
     const cause = signal.aborted ? abortError(signal, `saving ${name}`, name) : err;
-    try {
-      await rollBack(ctx, qmp, name, { wasRunning, migrating: migration !== undefined });
-    } finally {
-      if (temp) await removeIfExists(temp).catch(() => undefined);
-      if (!(await hasImage(g.saved).catch(() => true))) await removeIfExists(g.saved.sidecar).catch(() => undefined);
-    }
+    await giveUp(ctx, g, qmp, { wasRunning, migrating: migration !== undefined, temp, fh, receiver, migration });
     throw cause;
-  } finally {
-    migration?.unsubscribe();
-    await receiver?.close();
-    if (!completed) await lease.release();
   }
-  // The image is complete: from here on the guest is quit whatever the caller's signal says.
+}
+
+/** From `completed`: write the rest, fsync, rename into place, fsync the directory; never aborted by the caller. */
+async function finish(ctx: DriverContext, g: GuestFiles, qmp: QmpClient, c: Captured): Promise<void> {
+  const name = g.def.name;
+  const sync = ctx.hooks.syncImage ?? ((fh: FileHandle) => fh.sync());
+  const problems: string[] = [];
+  let fhOpen = true;
   try {
-    await quitAndReap(ctx, qmp, name, pid, g.run.qmp);
+    try {
+      await withFsDeadline(c.receiver.done, `writing the migration stream to ${c.temp}`, ctx.fsSyncMs, name);
+    } catch (err) {
+      // Not all of the state reached the file: the image is not whole, the guest runs on.
+      throw new OperationRefusedError(`saving ${name}: QEMU sent its whole state, but ${errorMessage(err)}`, { cause: err, guest: name });
+    }
+    try {
+      await withFsDeadline(sync(c.fh), `fsync of ${c.temp}`, ctx.fsSyncMs, name);
+    } catch (err) {
+      problems.push(`the fsync of the image failed (${errorMessage(err)})`);
+    }
+    fhOpen = false;
+    await withFsDeadline(c.fh.close(), `closing ${c.temp}`, ctx.fsCallMs, name).catch((err: unknown) => problems.push(`closing it failed (${errorMessage(err)})`));
+    if (c.hadImage) {
+      await writeSidecar(g.saved, { version: 1, name, wasRunning: c.wasRunning, savedAt: Date.now() }).catch((err: unknown) => problems.push(`its sidecar ${g.saved.sidecar} was not updated (${errorMessage(err)})`));
+    }
+    try {
+      await withFsDeadline(rename(c.temp, g.saved.image), `renaming ${c.temp} to ${g.saved.image}`, ctx.fsCallMs, name);
+    } catch (err) {
+      if (!(err instanceof TimedOutError)) {
+        throw new OperationRefusedError(`saving ${name}: ${c.temp} could not be renamed to ${g.saved.image}: ${errorMessage(err)}`, { cause: err, guest: name });
+      }
+      // The rename may still happen: the guest must not run on. It is quit, its state in one of the two names.
+      problems.push(`${errorMessage(err)} (the state is in ${c.temp} or ${g.saved.image})`);
+      c.temp = '';
+    }
+    await withFsDeadline(fsyncDir(g.saved.dir), `fsync of ${g.saved.dir}`, ctx.fsCallMs, name).catch((err: unknown) => problems.push(`the fsync of ${g.saved.dir} failed (${errorMessage(err)})`));
+  } catch (err) {
+    if (fhOpen) await withFsDeadline(c.fh.close(), `closing ${c.temp}`, ctx.fsCallMs, name).catch(() => undefined);
+    await giveUp(ctx, g, qmp, { wasRunning: c.wasRunning, migrating: true, temp: c.temp, receiver: c.receiver, migration: c.migration });
+    throw err;
   } finally {
-    await lease.release();
+    c.migration.unsubscribe();
+    await c.receiver.close();
   }
-  ctx.emit(name, 'Stopped', 'Saved');
+  if (problems.length > 0) {
+    ctx.log?.error(`${name}: saved to ${g.saved.image} and QEMU quit, but ${problems.join('; ')}: the image is kept and will be restored; after a crash of the host it may be incomplete`);
+  }
+}
+
+/** Roll a save back: cancel the migration, resume the guest if it ran, remove the partial file (and the sidecar of a first image). */
+async function giveUp(
+  ctx: DriverContext,
+  g: GuestFiles,
+  qmp: QmpClient,
+  s: { wasRunning: boolean; migrating: boolean; temp?: string | undefined; fh?: FileHandle | undefined; receiver?: MigrationReceiver | undefined; migration?: QmpEventListener | undefined },
+): Promise<void> {
+  const name = g.def.name;
+  try {
+    await rollBack(ctx, qmp, name, s);
+  } finally {
+    s.migration?.unsubscribe();
+    await s.receiver?.close();
+    if (s.fh) await withFsDeadline(s.fh.close(), `closing ${s.temp ?? 'the image'}`, ctx.fsCallMs, name).catch(() => undefined);
+    if (s.temp) await removeIfExists(s.temp).catch((err: unknown) => ctx.log?.warn(`${name}: ${errorMessage(err)}`));
+    if (!(await hasImage(g.saved).catch(() => true))) await removeIfExists(g.saved.sidecar).catch(() => undefined);
+  }
 }
 
 /** Wait for MIGRATION `completed`, reporting progress from query-migrate; failed/cancelled rejects. */
@@ -107,10 +194,8 @@ async function waitForMigration(ctx: DriverContext, qmp: QmpClient, events: QmpE
     info ??= await qmpCommand<QueryMigrate>(ctx, qmp, 'query-migrate', undefined, signal);
     const total = info.ram?.total ?? 0;
     const remaining = info.ram?.remaining ?? 0;
-    if (info.status === 'completed') {
-      onProgress?.({ fraction: 1, processedBytes: total, totalBytes: total });
-      return;
-    }
+    // Completed: the caller reports the end, once the save can no longer be aborted.
+    if (info.status === 'completed') return;
     if (info.status === 'failed' || info.status === 'cancelled') {
       throw new OperationRefusedError(`saving ${name}: migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`, { guest: name });
     }
