@@ -32,6 +32,8 @@ export interface Guest {
   policy: GuestPolicy;
   /** Why a save would fail (host devices, shares, transient, invtsc...); empty when none is known. */
   saveBlockers: string[];
+  /** A fault around the guest that the run must report even when the guest is handled (a qmp guest whose definition broke while it ran): the run exits non-zero. */
+  problem?: string;
 }
 
 /** Progress of a save. */

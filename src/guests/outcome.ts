@@ -23,7 +23,7 @@ export interface GuestOutcome {
 
 /** True when the outcome counts against a clean run: a forced destroy or a failure. */
 export function isBadOutcome(o: GuestOutcome): boolean {
-  return o.result === 'failed' || (o.result === 'destroyed' && !o.plannedDestroy);
+  return o.result === 'failed' || (o.result === 'destroyed' && !o.plannedDestroy) || o.guest.problem !== undefined;
 }
 
 /** How a batch of guests went: the guests destroyed at the deadline, the failed ones, and whether the run was clean (neither). */
@@ -36,6 +36,7 @@ export interface BatchVerdict {
 /** Judge a batch: clean only when no guest was destroyed at its deadline and none failed. */
 export function judgeOutcomes(outcomes: readonly GuestOutcome[]): BatchVerdict {
   const destroyed = outcomes.filter((o) => o.result === 'destroyed' && !o.plannedDestroy).map((o) => o.guest.name);
-  const failed = outcomes.filter((o) => o.result === 'failed').map((o) => o.guest.name);
+  // A guest handled despite a fault around it (Guest.problem) still makes the run fail.
+  const failed = outcomes.filter((o) => o.result === 'failed' || o.guest.problem !== undefined).map((o) => o.guest.name);
   return { clean: destroyed.length === 0 && failed.length === 0, destroyed, failed };
 }

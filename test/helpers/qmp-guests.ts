@@ -16,6 +16,8 @@ export interface QmpTestGuest {
   stubborn?: boolean;
   memMiB?: number;
   policy?: Record<string, unknown>;
+  /** QEMU options added to the definition's argv (e.g. `-runas nobody`). */
+  extraArgv?: string[];
 }
 
 /** A folder of qmp guests: definitions, runtime, save and state directories. */
@@ -60,6 +62,7 @@ export async function makeQmpBed(prefix: string, guests: QmpTestGuest[]): Promis
       'qemu-system-x86_64', '-accel', 'tcg', '-nodefaults', '-display', 'none', '-m', String(g.memMiB ?? 160),
       '-kernel', kernelPath, '-initrd', initrdPath, '-append', append.join(' '),
       '-chardev', `file,id=con0,path=${consoleOf(g.name).replaceAll(',', ',,')},append=on`, '-serial', 'chardev:con0',
+      ...(g.extraArgv ?? []),
     ];
     await writeFile(join(guestsDir, `${g.name}.json`), JSON.stringify({ argv, autostart: false, policy: g.policy ?? {} }));
   }

@@ -17,6 +17,8 @@ export interface GuestFiles {
   def: QmpGuestDefinition;
   run: GuestRuntimePaths;
   saved: SavedImagePaths;
+  /** Set for a QEMU running from the runtime directory whose definition is broken or gone. */
+  problem?: string;
 }
 
 /** Points where tests put a fault into the driver's own steps (real processes cannot reach them on time). */

@@ -115,7 +115,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       memoryKiB: 0,
       saveBlockers: [`its definition is broken or gone (${problem}): it can only be shut down`],
     };
-    return filesOf(def);
+    return { ...filesOf(def), problem: `its definition is broken or gone: ${problem}` };
   };
 
   const isRunningFromRunDir = async (id: string): Promise<boolean> => {
@@ -203,6 +203,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       hasSavedImage,
       policy: g.def.policy,
       saveBlockers,
+      ...(g.problem === undefined ? {} : { problem: g.problem }),
     };
   };
 

@@ -105,3 +105,13 @@ describe('guest definitions', () => {
     expect(saveBlockersOf(['q', '-m', '256'])).toEqual([]);
   });
 });
+
+describe('save blockers of QEMUs that drop privileges', () => {
+  it('names -runas, -run-with user= and -chroot', () => {
+    expect(saveBlockersOf(['q', '-runas', 'nobody'])).toEqual(['drops privileges (-runas nobody): QEMU cannot reach the save socket in the root-only runtime directory']);
+    expect(saveBlockersOf(['q', '-run-with', 'user=qemu'])[0]).toMatch(/^drops privileges \(-run-with user=qemu\)/);
+    expect(saveBlockersOf(['q', '-chroot', '/var/empty'])[0]).toMatch(/^chroot \(-chroot \/var\/empty\)/);
+    expect(saveBlockersOf(['q', '-run-with', 'async-teardown=on'])).toEqual([]);
+  });
+});
+

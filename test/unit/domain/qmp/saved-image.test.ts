@@ -41,3 +41,27 @@ describe('saved images', () => {
     expect(left.some((f) => f.startsWith('.ab.save.partial-'))).toBe(true);
   });
 });
+
+describe('the restore marker', () => {
+  it('marks, takes back, and moves a marked image aside under a dated name, never deleting it', async () => {
+    const { markRestoring, unmarkRestoring, moveMarkedAside, hasRestoringMarker } = await import('../../../../src/domain/qmp/saved-image.js');
+    const sub = mkdtempSync(join(tmpdir(), 'rcl-marker-'));
+    try {
+      const p = savedImagePaths(sub, 'db');
+      writeFileSync(p.image, 'state');
+      await markRestoring(p);
+      expect(readdirSync(sub)).toEqual(['db.save.restoring']);
+      expect(await hasImage(p)).toBe(false);
+      expect(await hasRestoringMarker(p)).toBe(true);
+      await unmarkRestoring(p);
+      expect(readdirSync(sub)).toEqual(['db.save']);
+      await markRestoring(p);
+      const aside = await moveMarkedAside(p, new Date('2026-11-30T15:00:00.123Z'));
+      expect(aside).toBe(join(sub, 'db.save.used-2026-11-30T15-00-00-123Z'));
+      expect(readdirSync(sub)).toEqual(['db.save.used-2026-11-30T15-00-00-123Z']);
+      expect(await hasRestoringMarker(p)).toBe(false);
+    } finally {
+      rmSync(sub, { recursive: true, force: true });
+    }
+  });
+});
