@@ -111,7 +111,8 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       file: join(opts.guestsDir, `${id}.json`),
       argv: [],
       autostart: false,
-      policy: { onShutdown: 'shutdown' },
+      // No policy of its own: the save blocker makes the plan shut it down, and its reason names the definition.
+      policy: {},
       memoryKiB: 0,
       saveBlockers: [`its definition is broken or gone (${problem}): it can only be shut down`],
     };

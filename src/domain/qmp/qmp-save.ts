@@ -199,7 +199,8 @@ async function waitForMigration(ctx: DriverContext, qmp: QmpClient, events: QmpE
     if (info.status === 'failed' || info.status === 'cancelled') {
       throw new OperationRefusedError(`saving ${name}: migration ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`, { guest: name });
     }
-    if (total > 0) onProgress?.({ fraction: Math.min(1, Math.max(0, (total - remaining) / total)), processedBytes: total - remaining, totalBytes: total });
+    // Below 1 until `completed`: a fraction of 1 means the save can no longer be aborted (all RAM sent is not yet the end).
+    if (total > 0) onProgress?.({ fraction: Math.min(0.999, Math.max(0, (total - remaining) / total)), processedBytes: total - remaining, totalBytes: total });
   }
 }
 

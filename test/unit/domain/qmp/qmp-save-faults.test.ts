@@ -216,7 +216,7 @@ describe('qmp driver: what a save leaves on disk under faults', () => {
     try {
       const guests = await d.listGuests({ signal: sig() });
       expect(guests.map((g) => g.id)).toEqual(['g']);
-      expect(guests[0]).toMatchObject({ state: 'running', policy: { onShutdown: 'shutdown' } });
+      expect(guests[0]).toMatchObject({ state: 'running', policy: {} });
       expect(guests[0]?.problem).toContain('g.json: policy.on_shutdown');
       expect(guests[0]?.saveBlockers.join(' ')).toContain('g.json: policy.on_shutdown');
       await expect(d.save('g', { signal: sig() })).rejects.toThrow(/cannot save g: its definition is broken/);
