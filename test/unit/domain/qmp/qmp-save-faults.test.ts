@@ -147,6 +147,26 @@ describe('qmp driver: what a save leaves on disk under faults', () => {
     expect(await q.exited).toBe('SIGKILL');
   });
 
+  it('the ladder\'s abort(id) and destroy at the deadline, once the save is past `completed`, wait for it to finish: the image is kept, nothing resumes the guest', async () => {
+    const q = await fakeQemu('g');
+    let syncing: () => void = () => undefined;
+    const synced = new Promise<void>((resolve) => (syncing = resolve));
+    const d = driverOf(q, { hooks: { syncImage: (fh) => (syncing(), new Promise<void>((r) => setTimeout(r, 300)).then(() => fh.sync())) } });
+    try {
+      const saving = d.save('g', { signal: sig() });
+      await synced;
+      await d.abort('g', { signal: sig() });
+      await d.destroy('g', { signal: sig() });
+      await saving;
+    } finally {
+      await d.close();
+    }
+    expect(readFileSync(join(q.saveDir, 'g.save')).equals(STATE)).toBe(true);
+    expect(q.commands).not.toContain('cont');
+    expect(q.commands).not.toContain('migrate_cancel');
+    expect(q.commands.filter((c) => c === 'quit')).toHaveLength(1);
+  });
+
   it('an fsync that fails keeps the image, quits QEMU, and says so naming the file', async () => {
     const q = await fakeQemu('g');
     const log = createMemoryLog();
