@@ -5,6 +5,7 @@ import { constants, type Stats } from 'node:fs';
 import { chmod, lstat, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { OperationRefusedError } from '../errors.js';
+import { withFsDeadline } from './fs-deadline.js';
 
 /** A path the driver refuses to use (symlink, wrong type or owner). */
 export class UnsafePathError extends OperationRefusedError {
@@ -44,8 +45,12 @@ export async function ensurePrivateDir(dir: string): Promise<void> {
   if ((st.mode & 0o777) !== 0o700) await chmod(dir, 0o700);
 }
 
-/** Remove a stale socket or file at `path` (never a directory or another user's entry); absent is fine. */
-export async function removeStale(path: string): Promise<void> {
+/** Remove a stale socket or file at `path` (never a directory or another user's entry); absent is fine; within FS_CALL_MS. */
+export function removeStale(path: string): Promise<void> {
+  return withFsDeadline(removeStaleNow(path), `removing ${path}`);
+}
+
+async function removeStaleNow(path: string): Promise<void> {
   const st = await lstatOrUndefined(path);
   if (!st) return;
   if (st.isDirectory()) throw new UnsafePathError(path, 'is a directory where a file was expected');

@@ -8,6 +8,7 @@ import { hasEnded, readProcess } from '../../proc/identity.js';
 import { signalIfOurs } from '../../proc/stop.js';
 import { OperationRefusedError } from '../errors.js';
 import { abortError } from '../../qmp/abort.js';
+import { withFsDeadline } from './fs-deadline.js';
 import { isOwnRegularFile, removeStale } from './private-dir.js';
 
 /** The files of one guest under the runtime directory. */
@@ -62,8 +63,12 @@ export interface ProcessCheck {
   detail: string;
 }
 
-/** Check the pidfile's pid: alive, not a zombie, and its command line names our QMP socket. */
-export async function checkProcess(paths: GuestRuntimePaths): Promise<ProcessCheck> {
+/** Check the pidfile's pid: alive, not a zombie, and its command line names our QMP socket (within FS_CALL_MS: a TimedOutError when the file system hangs). */
+export function checkProcess(paths: GuestRuntimePaths): Promise<ProcessCheck> {
+  return withFsDeadline(checkProcessNow(paths), `checking ${paths.pidfile}`);
+}
+
+async function checkProcessNow(paths: GuestRuntimePaths): Promise<ProcessCheck> {
   if (!(await isOwnRegularFile(paths.pidfile))) return { pid: undefined, alive: false, detail: 'no pidfile' };
   const text = (await readFile(paths.pidfile, 'utf8').catch(() => '')).trim();
   if (!/^\d+$/.test(text) || Number(text) < 2) {

@@ -120,7 +120,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   };
 
   const isRunningFromRunDir = async (id: string): Promise<boolean> => {
-    const p = await withFsDeadline(checkProcess(runtimePaths(opts.runDir, id)), `checking ${id}'s pidfile`, ctx.fsCallMs).catch(() => undefined);
+    const p = await checkProcess(runtimePaths(opts.runDir, id)).catch(() => undefined);
     return p?.alive === true;
   };
 
@@ -159,7 +159,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
   const probe = async (g: GuestFiles, signal: AbortSignal): Promise<{ pid: number | undefined; state: GuestState; detail: string }> => {
     let proc: Awaited<ReturnType<typeof checkProcess>>;
     try {
-      proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
+      proc = await checkProcess(g.run);
     } catch (err) {
       return { pid: undefined, state: 'other', detail: `cannot check the process: ${errorMessage(err)}` };
     }
@@ -178,7 +178,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   /** Whether the guest's QEMU runs, from its process alone (no QMP): `running` stands for any live state. */
   const processState = async (g: GuestFiles): Promise<{ pid: number | undefined; state: GuestState }> => {
-    const proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs).catch(() => undefined);
+    const proc = await checkProcess(g.run).catch(() => undefined);
     if (!proc) return { pid: undefined, state: 'other' };
     return proc.alive && proc.pid !== undefined ? { pid: proc.pid, state: 'running' } : { pid: undefined, state: 'shutoff' };
   };
@@ -272,7 +272,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     async start(id: string, stopts: StartOptions): Promise<void> {
       await starts.run(id, async () => {
         const g = await load(id);
-        const p = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
+        const p = await checkProcess(g.run);
         if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
         watches.forget(id);
         await startGuest(ctx, g, stopts);
@@ -323,7 +323,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       // A save past `completed` quits the guest itself once its image is in place: let it, within the signal.
       const finishing = saves.get(id);
       if (finishing?.phase === 'finishing') await finishing.waitEnded(Infinity, signal);
-      const proc = await withFsDeadline(checkProcess(g.run), `checking ${g.run.pidfile}`, ctx.fsCallMs);
+      const proc = await checkProcess(g.run);
       if (!proc.alive || proc.pid === undefined) return;
       const pid = proc.pid;
       let lease: Awaited<ReturnType<MonitorPool['acquire']>> | undefined;
