@@ -1,7 +1,6 @@
 // The QMP driver: QEMU guests defined in QEMU_GUESTS_DIR/NAME.json, run by
 // QEMU directly (daemonized, a QMP socket and pidfile under our runtime
 // directory), saved to and restored from our save directory.
-import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Log } from '../../util/log.js';
 import { deadline, sleep } from '../../util/deadline.js';
@@ -13,6 +12,7 @@ import { qmpCommand, stateOfRunState, type DriverContext, type GuestFiles, type 
 import { FS_CALL_MS, FS_SYNC_MS, withFsDeadline } from './fs-deadline.js';
 import { checkGuestName, definitionName, GuestDefinitionError, listDefinitionFiles, loadDefinition, type QmpGuestDefinition } from './guest-definition.js';
 import { MonitorPool } from './monitor-pool.js';
+import { findOrphanQemus, orphanGuestFiles, runsFromRunDir } from './orphan-qemu.js';
 import type { QmpClient } from '../../qmp/qmp-client.js';
 import { ensurePrivateDir } from './private-dir.js';
 import { startGuest } from './qmp-restore.js';
@@ -99,31 +99,6 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   const definitionFiles = (): Promise<string[]> => withFsDeadline(listDefinitionFiles(opts.guestsDir), `reading ${opts.guestsDir}`, ctx.fsCallMs);
 
-  /**
-   * A QEMU that runs from our runtime directory although its definition is
-   * broken or gone: handled from its runtime files alone (pidfile, QMP socket,
-   * identity from /proc), never saved (its argv for a later restore is not
-   * known), shut down cleanly; the problem is its save blocker and its reason.
-   */
-  const orphanFiles = (id: string, problem: string): GuestFiles => {
-    const def: QmpGuestDefinition = {
-      name: id,
-      file: join(opts.guestsDir, `${id}.json`),
-      argv: [],
-      autostart: false,
-      // No policy of its own: the save blocker makes the plan shut it down, and its reason names the definition.
-      policy: {},
-      memoryKiB: 0,
-      saveBlockers: [`its definition is broken or gone (${problem}): it can only be shut down`],
-    };
-    return { ...filesOf(def), problem: `its definition is broken or gone: ${problem}` };
-  };
-
-  const isRunningFromRunDir = async (id: string): Promise<boolean> => {
-    const p = await checkProcess(runtimePaths(opts.runDir, id)).catch(() => undefined);
-    return p?.alive === true;
-  };
-
   const load = async (id: string): Promise<GuestFiles> => {
     await ensureDirs();
     const bad = checkGuestName(id);
@@ -134,26 +109,11 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       if (!files.includes(file)) throw new GuestNotFoundError(`no qmp guest ${id} (no ${file})`, { guest: id });
       return filesOf(await withFsDeadline(loadDefinition(file), `reading ${file}`, ctx.fsCallMs));
     } catch (err) {
-      if ((err instanceof GuestDefinitionError || isDomainError(err, 'not-found')) && (await isRunningFromRunDir(id))) return orphanFiles(id, errorMessage(err));
+      if ((err instanceof GuestDefinitionError || isDomainError(err, 'not-found')) && (await runsFromRunDir(opts.runDir, id))) return orphanGuestFiles(opts, id, errorMessage(err));
       throw err;
     }
   };
 
-  /** QEMUs running from the runtime directory whose definition is not among `valid`, with why. */
-  const findOrphans = async (valid: ReadonlySet<string>, broken: ReadonlyMap<string, string>): Promise<GuestFiles[]> => {
-    const names = (await withFsDeadline(readdir(opts.runDir), `reading ${opts.runDir}`, ctx.fsCallMs))
-      .filter((f) => f.endsWith('.pid'))
-      .map((f) => f.slice(0, -'.pid'.length))
-      .filter((n) => !valid.has(n) && checkGuestName(n) === undefined);
-    const out: GuestFiles[] = [];
-    for (const name of names) {
-      if (!(await isRunningFromRunDir(name))) continue;
-      const problem = broken.get(name) ?? `no ${join(opts.guestsDir, `${name}.json`)}`;
-      opts.log?.error(`${name}: QEMU runs from ${opts.runDir}, but ${problem}; it is shut down, not saved`);
-      out.push(orphanFiles(name, problem));
-    }
-    return out;
-  };
 
   /** The guest's process (pid when alive) and QEMU's run state. */
   const probe = async (g: GuestFiles, signal: AbortSignal): Promise<{ pid: number | undefined; state: GuestState; detail: string }> => {
@@ -236,7 +196,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         }
       }
       if (signal.aborted) throw abortError(signal, 'listing qmp guests');
-      const orphans = await findOrphans(new Set(defs.map((d) => d.name)), broken);
+      const orphans = await findOrphanQemus(opts, new Set(defs.map((d) => d.name)), broken, ctx.fsCallMs);
       // In parallel: a monitor held by another client costs its connect deadline once, not once per guest.
       return Promise.all([...defs.map(filesOf), ...orphans].map((g) => describe(g, signal)));
     },
