@@ -167,6 +167,20 @@ describe('qmp driver: what a save leaves on disk under faults', () => {
     expect(q.commands.filter((c) => c === 'quit')).toHaveLength(1);
   });
 
+  it('a running guest that has a marked image (a run died between its restore\'s `cont` and the removal) is saved anew; the stale mark goes', async () => {
+    const q = await fakeQemu('g');
+    mkdirSync(q.saveDir, { mode: 0o700 });
+    writeFileSync(join(q.saveDir, 'g.save.restoring'), 'the state it ran from');
+    const d = driverOf(q);
+    try {
+      await d.save('g', { signal: sig() });
+    } finally {
+      await d.close();
+    }
+    expect(readdirSync(q.saveDir).sort()).toEqual(['g.json', 'g.save']);
+    expect(readFileSync(join(q.saveDir, 'g.save')).equals(STATE)).toBe(true);
+  });
+
   it('an fsync that fails keeps the image, quits QEMU, and says so naming the file', async () => {
     const q = await fakeQemu('g');
     const log = createMemoryLog();
