@@ -12,13 +12,20 @@ export function qmpRunDir(settings: Pick<Settings, 'runDir'>): string {
   return join(settings.runDir, 'qmp');
 }
 
-/** Open the drivers the settings name. */
+/**
+ * Open the drivers the settings name. With `everyDriver` (DRIVER or URIS was
+ * bad at a command that runs at host shutdown) both: libvirt at the URIs (the
+ * default, qemu:///system) and the qmp driver, which finds the QEMUs running
+ * from its runtime directory and the guests defined in QEMU_GUESTS_DIR. A
+ * guest is under one of them only, so none is handled twice.
+ */
 export async function openDrivers(settings: Settings, _signal: AbortSignal, log?: Log): Promise<DomainDriver[]> {
   const withLog = log ? { log } : {};
-  if (settings.driver === 'qmp') {
-    return [createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, ...withLog })];
-  }
-  return settings.uris.map((uri) => createLibvirtDriver({ uri, virsh: settings.virsh, ...withLog }));
+  const qmp = (): DomainDriver => createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, ...withLog });
+  const libvirt = (): DomainDriver[] => settings.uris.map((uri) => createLibvirtDriver({ uri, virsh: settings.virsh, ...withLog }));
+  if (settings.everyDriver) return [...libvirt(), qmp()];
+  if (settings.driver === 'qmp') return [qmp()];
+  return libvirt();
 }
 
 /** Close every driver, never throwing. */
