@@ -25,7 +25,8 @@ export interface SettingsReport {
    * The settings. A bad line is skipped and a bad value ignored: that setting
    * keeps the value it has without it (its default, unless an earlier line or
    * layer set it). When DRIVER or URIS was bad (or the settings file could not
-   * be read), `everyDriver` is set and the driver and URIs are the defaults.
+   * be read), `everyDriver` is set: the run acts through libvirt at the URIs
+   * and at its default URI, and through the qmp driver.
    */
   settings: Settings;
   /** Every error, in order: settings file (by line), environment, options. */
@@ -167,10 +168,8 @@ function applyLayer(report: SettingsReport, entries: LayerEntry[]): void {
   }
 }
 
-// Nothing trustworthy about DRIVER and URIS: the defaults, and act through every driver.
+// DRIVER or URIS is not known for sure: act through every driver (the good values given stay).
 function unsureOfDriver(settings: Settings): void {
-  settings.driver = DEFAULTS.driver;
-  settings.uris = [...DEFAULTS.uris];
   settings.everyDriver = true;
 }
 

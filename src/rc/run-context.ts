@@ -9,6 +9,7 @@ import type { CliOptions } from '../config/cli-options.js';
 import type { ConfigError } from '../config/errors.js';
 import { combinedError, readSettings, type ReadFileFn } from '../config/load.js';
 import type { Settings } from '../config/settings.js';
+import { libvirtUris, qmpRunDir } from '../guests/open-drivers.js';
 import { createLog, type Log } from '../util/log.js';
 import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
@@ -167,7 +168,7 @@ function reportSettingsFaults(command: string, errors: readonly ConfigError[], s
   for (const e of errors) log.error(`${e.message}: ignored, the setting keeps its default`);
   log.error(`${command}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the settings (${settings.configFile}): ${command} goes on with the defaults for them (exit 6 at the end)`);
   if (settings.everyDriver) {
-    log.error(`DRIVER or URIS is bad: acting on every guest found: libvirt at ${settings.uris.join(' ')}, and QEMUs running from ${settings.runDir}/qmp (qmp driver, definitions in ${settings.guestsDir})`);
+    log.error(`DRIVER or URIS is bad: acting on every guest found: libvirt at ${libvirtUris(settings).join(' ')}, and QEMUs running from ${qmpRunDir(settings)} (qmp driver, definitions in ${settings.guestsDir})`);
   }
 }
 
