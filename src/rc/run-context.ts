@@ -86,7 +86,15 @@ export interface RunDeps {
 
 /** Run a command's body in withRun(), its outcome telling also what the run went on without. */
 export async function runCommand(cmd: CommandContext, needs: RunNeeds, body: (run: RunContext) => Promise<RunOutcome>, deps: RunDeps = {}): Promise<RunOutcome> {
-  return withRun(cmd, needs, async (run) => withFaults(await body(run), run.faults), deps);
+  return withRun(cmd, needs, async (run) => {
+    const outcome = withFaults(await body(run), run.faults);
+    // Said again at the end, where a reader of the console or syslog looks first.
+    if (outcome === 'done-bad-setting') run.log.error(`${cmd.command}: the settings had ${run.faults.settings.length} error${run.faults.settings.length === 1 ? '' : 's'} (see above); their defaults were used`);
+    if (outcome === 'done-bad-setting' || outcome === 'done-program-missing') {
+      if (run.faults.programs.length > 0) run.log.error(`${cmd.command}: ran without ${run.faults.programs.join(', ')}`);
+    }
+    return outcome;
+  }, deps);
 }
 
 /** A body's outcome, given what the run went on without: a bad setting outranks a missing program; failures outrank both. */

@@ -169,6 +169,7 @@ describe('withRun at a command that runs at host shutdown (atShutdown)', () => {
       expect(c.syslog()).toContain(`<27>${where}`); // daemon.err
     }
     expect(c.err()).toContain('stop: 4 errors in the settings (/etc/default/libvirt): stop goes on with the defaults for them (exit 6 at the end)');
+    expect(c.err().trimEnd().split('\n').at(-1)).toBe('error: stop: the settings had 4 errors (see above); their defaults were used');
   });
 
   it('a bad DRIVER: says it acts on every guest found, and through which drivers', async () => {
@@ -194,6 +195,7 @@ describe('withRun at a command that runs at host shutdown (atShutdown)', () => {
     expect(outcome).toBe('done-program-missing');
     expect(exitCodeOf(outcome)).toBe(5);
     expect(c.err()).toContain('error: not installed or not executable: virtlockd (/nonexistent/virtlockd)');
+    expect(c.err().trimEnd().split('\n').at(-1)).toBe('error: stop: ran without virtlockd (/nonexistent/virtlockd)');
   });
 
   it('a failure wins over both (exit 1), a bad setting over a missing program (exit 6)', async () => {
