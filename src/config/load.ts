@@ -82,10 +82,13 @@ export async function readSettings(input: LoadSettingsInput): Promise<SettingsRe
   }
   if (text !== undefined) {
     const { entries, errors } = readSettingsFile(text, configFile);
+    const first = report.errors.length;
     report.errors.push(...errors);
     // A bad DRIVER or URIS line (also one that is no KEY=value line but begins with either name): the run cannot know which driver the guests are under.
     if (errors.some((e) => e.where?.key === 'DRIVER' || e.where?.key === 'URIS')) unsure();
     applyLayer(report, entries.map((e) => ({ ...e, where: `${configFile}:${e.line}: ${e.key}`, file: configFile })));
+    // The file's errors in the order of its lines (bad lines and bad values alike).
+    report.errors.splice(first, Infinity, ...report.errors.slice(first).sort((a, b) => (a.where?.line ?? 0) - (b.where?.line ?? 0)));
   }
 
   // 2. The environment: only the names rc.libvirt knows (it holds many unrelated ones).

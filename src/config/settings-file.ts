@@ -22,9 +22,8 @@ export function readSettingsFile(text: string, file: string): { entries: FileEnt
     if (t === '' || t.startsWith('#')) return;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(t);
     if (!m) {
-      // The name it begins with, if any: the setting it was likely meant for.
-      const meant = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)/.exec(t)?.[1];
-      const key = meant !== undefined && meant !== 'export' ? meant : undefined;
+      // The setting name it begins with, if any (upper case, as every setting): the one it was likely meant for.
+      const key = /^(?:export\s+)?([A-Z_][A-Z0-9_]*)\b/.exec(t)?.[1];
       const msg = `${file}:${line}: ${key !== undefined ? `${key}: ` : ''}not a KEY=value line: ${JSON.stringify(raw)}`;
       errors.push(new ConfigError(msg, key !== undefined ? { file, line, key } : { file, line }));
       return;

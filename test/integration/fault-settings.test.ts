@@ -86,7 +86,7 @@ describe('stop with faulty settings and a missing program (real libvirtd, real g
     expect(r.stderr).toContain(`${settingsFile}:2: TIMEOUT: must be a whole number of at least 1 of seconds (got "5m")`);
     expect(r.stderr).toContain(`${settingsFile}:3: NO_SUCH_SETTING: unknown setting`);
     expect(r.stderr).toContain(`${settingsFile}:4: ON_SHUTDOWN: must be one of managedsave, shutdown, destroy`);
-    expect(r.stderr).toContain(`${settingsFile}:5: this: not a KEY=value line`);
+    expect(r.stderr).toContain(`${settingsFile}:5: not a KEY=value line`);
     expect(r.stderr).toContain('4 errors in the settings');
     await expectAllSaved(stateDir);
   }, 150_000);

@@ -138,18 +138,18 @@ describe('readSettings: every error at once, the defaults for the bad ones', () 
   it('names every bad line, unknown key and bad value by file:line: key, in file order, and keeps the good ones', async () => {
     const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: bad }) });
     expect(r.errors.map((e) => e.where)).toEqual([
-      { file: FILE, line: 5, key: 'this' },
-      { file: FILE, line: 7, key: 'START_DELAY' },
       { file: FILE, line: 2, key: 'TIMEOUT' },
       { file: FILE, line: 3, key: 'NO_SUCH_SETTING' },
       { file: FILE, line: 4, key: 'ON_SHUTDOWN' },
+      { file: FILE, line: 5 },
+      { file: FILE, line: 7, key: 'START_DELAY' },
     ]);
     expect(r.errors.map((e) => e.message)).toEqual([
-      `${FILE}:5: this: not a KEY=value line: "this is not a setting"`,
-      `${FILE}:7: START_DELAY: unclosed double quote`,
       `${FILE}:2: TIMEOUT: must be a whole number of at least 1 of seconds (got "5m")`,
       expect.stringMatching(new RegExp(`^${FILE}:3: NO_SUCH_SETTING: unknown setting`)),
       `${FILE}:4: ON_SHUTDOWN: must be one of managedsave, shutdown, destroy (got "hibernate")`,
+      `${FILE}:5: not a KEY=value line: "this is not a setting"`,
+      `${FILE}:7: START_DELAY: unclosed double quote`,
     ]);
     expect(r.settings).toEqual({ ...DEFAULTS, parallel: 2 });
   });
@@ -163,7 +163,8 @@ describe('readSettings: every error at once, the defaults for the bad ones', () 
   it('loadSettings (the other commands) refuses with one error that lists every one', async () => {
     const err = await configError(loadSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: bad }) }));
     expect(err.message.split('\n')[0]).toBe('5 errors in the settings:');
-    for (const line of [2, 3, 4, 5, 7]) expect(err.message).toContain(`${FILE}:${line}: `);
+    const lines = err.message.split('\n').slice(1);
+    expect(lines.map((l) => l.trim().split(': ')[0])).toEqual([2, 3, 4, 5, 7].map((n) => `${FILE}:${n}`));
     expect(exitCodeOfError(err)).toBe(6);
   });
 
@@ -176,6 +177,11 @@ describe('readSettings: every error at once, the defaults for the bad ones', () 
     const r = await readSettings({ options: noOptions, env, readFile: fsWith({ [FILE]: `URIS=lxc:///system\n${line}\n` }) });
     expect(r.errors).toHaveLength(1);
     expect(r.settings).toMatchObject({ driver: 'libvirt', uris: ['lxc:///system'], everyDriver: true });
+  });
+
+  it('a line that is not KEY=value is named by the setting it begins with', async () => {
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: 'TIMEOUT 300\n' }) });
+    expect(r.errors[0]?.message).toBe(`${FILE}:1: TIMEOUT: not a KEY=value line: "TIMEOUT 300"`);
   });
 
   it('another bad setting leaves the driver as it is', async () => {

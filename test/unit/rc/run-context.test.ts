@@ -164,7 +164,7 @@ describe('withRun at a command that runs at host shutdown (atShutdown)', () => {
     expect(outcome).toBe('done-bad-setting');
     expect(exitCodeOf(outcome)).toBe(6);
     expect(seen).toMatchObject({ timeout: 300, onShutdown: 'managedsave', parallel: 2, everyDriver: false });
-    for (const where of [`${FILE}:1: TIMEOUT`, `${FILE}:2: NO_SUCH_SETTING`, `${FILE}:3: ON_SHUTDOWN`, `${FILE}:4: not`]) {
+    for (const where of [`${FILE}:1: TIMEOUT`, `${FILE}:2: NO_SUCH_SETTING`, `${FILE}:3: ON_SHUTDOWN`, `${FILE}:4: not a KEY=value line`]) {
       expect(c.err()).toContain(`error: ${where}`);
       expect(c.syslog()).toContain(`<27>${where}`); // daemon.err
     }
