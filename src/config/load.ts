@@ -84,8 +84,8 @@ export async function readSettings(input: LoadSettingsInput): Promise<SettingsRe
     const { entries, errors } = readSettingsFile(text, configFile);
     const first = report.errors.length;
     report.errors.push(...errors);
-    // A bad DRIVER or URIS line (also one that is no KEY=value line but begins with either name): the run cannot know which driver the guests are under.
-    if (errors.some((e) => e.where?.key === 'DRIVER' || e.where?.key === 'URIS')) unsure();
+    // A bad DRIVER or URIS line (also one that is no KEY=value line but begins with either name, or a misspelt name): the run cannot know which driver the guests are under.
+    if (errors.some((e) => aboutDriver(e.where?.key))) unsure();
     applyLayer(report, entries.map((e) => ({ ...e, where: `${configFile}:${e.line}: ${e.key}`, file: configFile })));
     // The file's errors in the order of its lines (bad lines and bad values alike).
     report.errors.splice(first, Infinity, ...report.errors.slice(first).sort((a, b) => (a.where?.line ?? 0) - (b.where?.line ?? 0)));
@@ -142,7 +142,7 @@ function applyLayer(report: SettingsReport, entries: LayerEntry[]): void {
   const hasLibvirtd = entries.some((e) => e.key === 'LIBVIRTD_OPTS');
   const fail = (e: LayerEntry, message: string): void => {
     report.errors.push(new ConfigError(`${e.where}: ${message}`, where(e)));
-    if (e.key === 'DRIVER' || e.key === 'URIS') unsureOfDriver(settings);
+    if (aboutDriver(e.key)) unsureOfDriver(settings);
   };
   for (const e of entries) {
     const spec: SettingKeySpec | undefined = SETTING_KEYS[e.key as SettingKey];
@@ -169,6 +169,11 @@ function applyLayer(report: SettingsReport, entries: LayerEntry[]): void {
     }
     (settings as unknown as Record<string, unknown>)[spec.field] = value;
   }
+}
+
+// Whether a bad entry may have been meant to choose the driver: DRIVER, URIS, or a misspelling (DRIVERS, URI).
+function aboutDriver(key: string | undefined): boolean {
+  return key !== undefined && /DRIVER|URI/.test(key);
 }
 
 // DRIVER or URIS is not known for sure: act through every driver (the good values given stay).

@@ -173,6 +173,8 @@ describe('readSettings: every error at once, the defaults for the bad ones', () 
     ['URIS="qemu:///system', {}],
     ['DRIVER qmp', {}],
     ['', { DRIVER: 'xen' }],
+    ['DRIVERS=qmp', {}],
+    ['URI=qemu:///session', {}],
   ])('a bad DRIVER or URIS (%s %o): every driver, the good values kept', async (line, env) => {
     const r = await readSettings({ options: noOptions, env, readFile: fsWith({ [FILE]: `URIS=lxc:///system\n${line}\n` }) });
     expect(r.errors).toHaveLength(1);
