@@ -25,8 +25,8 @@ describe('stop with faulty settings and a missing program (real libvirtd, real g
   beforeAll(async () => {
     bed = await openLibvirtBed('rcl-fault-settings-', {
       guests: [
-        { name: 'rcl fault settings one', memMiB: 64 },
-        { name: 'rcl fault settings two', memMiB: 64 },
+        { name: 'rcl fault settings one', memMiB: 128 },
+        { name: 'rcl fault settings two', memMiB: 128 },
       ],
     });
     settingsFile = join(bed.dir, 'settings');
