@@ -19,7 +19,7 @@ export interface SettingKeySpec {
 function integer(min: number, max?: number) {
   return (raw: string): number => {
     const t = raw.trim();
-    if (!/^[0-9]+$/.test(t)) throw new Error(`must be a whole number${min > 0 ? ` of at least ${min}` : ' (0 or more)'}${max !== undefined ? ' of seconds' : ''}`);
+    if (!/^[0-9]+$/.test(t)) throw new Error(`must be a whole number${max !== undefined ? ' of seconds' : ''}${min > 0 ? `, at least ${min}` : ' (0 or more)'}`);
     const n = Number(t);
     if (max !== undefined && n > max) return n;
     if (!Number.isSafeInteger(n) || n < min) throw new Error(`must be a whole number of at least ${min}`);

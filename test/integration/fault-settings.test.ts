@@ -83,7 +83,7 @@ describe('stop with faulty settings and a missing program (real libvirtd, real g
     const r = await bed.run(['-q', 'stop'], env, { timeoutMs: 120_000 });
     const out = r.stdout + r.stderr;
     expect(r.code, out).toBe(6);
-    expect(r.stderr).toContain(`${settingsFile}:2: TIMEOUT: must be a whole number of at least 1 of seconds (got "5m")`);
+    expect(r.stderr).toContain(`${settingsFile}:2: TIMEOUT: must be a whole number of seconds, at least 1 (got "5m")`);
     expect(r.stderr).toContain(`${settingsFile}:3: NO_SUCH_SETTING: unknown setting`);
     expect(r.stderr).toContain(`${settingsFile}:4: ON_SHUTDOWN: must be one of managedsave, shutdown, destroy`);
     expect(r.stderr).toContain(`${settingsFile}:5: not a KEY=value line`);

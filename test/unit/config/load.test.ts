@@ -145,7 +145,7 @@ describe('readSettings: every error at once, the defaults for the bad ones', () 
       { file: FILE, line: 7, key: 'START_DELAY' },
     ]);
     expect(r.errors.map((e) => e.message)).toEqual([
-      `${FILE}:2: TIMEOUT: must be a whole number of at least 1 of seconds (got "5m")`,
+      `${FILE}:2: TIMEOUT: must be a whole number of seconds, at least 1 (got "5m")`,
       expect.stringMatching(new RegExp(`^${FILE}:3: NO_SUCH_SETTING: unknown setting`)),
       `${FILE}:4: ON_SHUTDOWN: must be one of managedsave, shutdown, destroy (got "hibernate")`,
       `${FILE}:5: not a KEY=value line: "this is not a setting"`,
