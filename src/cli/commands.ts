@@ -31,6 +31,9 @@ const guestNeeds = (o: CliOptions): RunNeeds => ({ root: !o.dryRun, programs: []
 // Reading commands: no root (as another user libvirtd may refuse to answer), no lock (they must answer while a stop runs).
 const readNeeds = (): RunNeeds => ({ root: false, programs: [], lock: false });
 
+// The commands that run at host shutdown: bad settings and missing programs never keep them from the guests.
+const atShutdown = (needs: (o: CliOptions) => RunNeeds) => (o: CliOptions): RunNeeds => ({ ...needs(o), atShutdown: true });
+
 const daemonCommand = (which: 'start' | 'stop' | 'restart' | 'soft_restart' | 'shutdown') => async (): Promise<CommandBody> => {
   const { daemonCommand: run } = await import('../rc/daemon-commands.js');
   return (r) => run(r, which);
@@ -47,7 +50,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'stop',
     describe: 'bring every active guest down per its policy (ON_SHUTDOWN, default managedsave), concurrently, destroying at the timeout what still runs; then stop networks, the daemons and modules',
-    needs: daemonNeeds,
+    needs: atShutdown(daemonNeeds),
     load: daemonCommand('stop'),
   },
   {
@@ -65,7 +68,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'shutdown',
     describe: 'like stop, but the guests are shut down (ACPI) instead of saved',
-    needs: daemonNeeds,
+    needs: atShutdown(daemonNeeds),
     load: daemonCommand('shutdown'),
   },
   {
@@ -77,7 +80,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'guests_shutdown',
     describe: 'shut down all running guests concurrently (destroy at the timeout); daemons stay up',
-    needs: guestNeeds,
+    needs: atShutdown(guestNeeds),
     load: async () => (await import('../rc/guest-commands.js')).guestsShutdown,
   },
   {

@@ -19,7 +19,14 @@ export const EXIT = Object.freeze({
 /** One of the values of EXIT. */
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
 
-const OUTCOMES: Readonly<Record<RunOutcome, ExitCode>> = { ok: EXIT.ok, failed: EXIT.failure, 'not-running': EXIT.notRunning };
+const OUTCOMES: Readonly<Record<RunOutcome, ExitCode>> = {
+  ok: EXIT.ok,
+  failed: EXIT.failure,
+  'not-running': EXIT.notRunning,
+  // A command that runs at host shutdown handled the guests, but went on with a setting at its default, or without a program.
+  'done-bad-setting': EXIT.badConfig,
+  'done-program-missing': EXIT.notInstalled,
+};
 
 // Errors the run reports in plain words; any other error is an internal error (exit 1, with its stack).
 const ERRORS: readonly (readonly [new (...args: never[]) => Error, ExitCode])[] = [

@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import { COMMANDS } from './commands.js';
 import type { CliOptions } from '../config/cli-options.js';
-import { withRun, type CommandContext } from '../rc/run-context.js';
+import { runCommand, type CommandContext } from '../rc/run-context.js';
 import { UsageError } from './errors.js';
 import { EXIT, exitCodeOf, exitCodeOfError } from './exit-codes.js';
 import { VERSION } from '../version.js';
@@ -115,7 +115,7 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
   try {
     const body = await spec.load();
     const ctx: CommandContext = { command: spec.name, options, env: io.env, signal: ac.signal, stdout: io.stdout, stderr: io.stderr };
-    return exitCodeOf(await withRun(ctx, spec.needs(options), body));
+    return exitCodeOf(await runCommand(ctx, spec.needs(options), body));
   } catch (err) {
     return reportError(err, io.stderr);
   } finally {

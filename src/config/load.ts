@@ -1,11 +1,12 @@
 // Resolving the settings: defaults < settings file < environment < options
-// (cli-contract.md, "Options"). Every bad value is a ConfigError naming where.
+// (cli-contract.md, "Options"). Every bad line, unknown key and bad value is a
+// ConfigError naming where; all of them are found, not only the first.
 import { readFile as fsReadFile } from 'node:fs/promises';
 import type { CliOptions } from './cli-options.js';
 import { ConfigError } from './errors.js';
 import { DEFAULTS, type Settings } from './settings.js';
-import { parseSettingsFile } from './settings-file.js';
-import { SETTING_KEYS, type SettingKey } from './setting-keys.js';
+import { readSettingsFile } from './settings-file.js';
+import { SETTING_KEYS, type SettingKey, type SettingKeySpec } from './setting-keys.js';
 
 /** Reads a file as UTF-8; rejects with an ENOENT error when it is missing. */
 export type ReadFileFn = (path: string) => Promise<string>;
@@ -18,16 +19,51 @@ export interface LoadSettingsInput {
   readFile?: ReadFileFn;
 }
 
-/** Settings from defaults, the settings file, the environment and the options, validated. */
+/** The settings as read, with everything that was wrong with them. */
+export interface SettingsReport {
+  /**
+   * The settings. A bad line is skipped and a bad value ignored: that setting
+   * keeps the value it has without it (its default, unless an earlier line or
+   * layer set it). When DRIVER or URIS was bad (or the settings file could not
+   * be read), `everyDriver` is set: the run acts through libvirt at the URIs
+   * and at its default URI, and through the qmp driver.
+   */
+  settings: Settings;
+  /** Every error, in order: settings file (by line), environment, options. */
+  errors: ConfigError[];
+  /** Values used with a change: a duration above its maximum, clamped to it. */
+  warnings: string[];
+}
+
+/** Settings from defaults, the settings file, the environment and the options; any error throws one ConfigError naming every error. */
 export async function loadSettings(input: LoadSettingsInput): Promise<Settings> {
+  const report = await readSettings(input);
+  if (report.errors.length > 0) throw combinedError(report.errors);
+  return report.settings;
+}
+
+/** One ConfigError naming every error of `errors` (the first one's own when it is alone). */
+export function combinedError(errors: readonly ConfigError[]): ConfigError {
+  const first = errors[0] as ConfigError;
+  if (errors.length === 1) return first;
+  return new ConfigError(`${errors.length} errors in the settings:\n${errors.map((e) => `  ${e.message}`).join('\n')}`, first.where);
+}
+
+/** Read every layer of the settings, collecting every error and warning instead of stopping at the first. */
+export async function readSettings(input: LoadSettingsInput): Promise<SettingsReport> {
   const { options, env } = input;
   const readFile: ReadFileFn = input.readFile ?? ((p) => fsReadFile(p, 'utf8'));
   const settings: Settings = { ...DEFAULTS, uris: [...DEFAULTS.uris], modules: [...DEFAULTS.modules] };
+  const report: SettingsReport = { settings, errors: [], warnings: [] };
+  const unsure = (): void => unsureOfDriver(settings);
 
   const envConfig = env.RC_LIBVIRT_CONFIG;
   const explicit = options.config !== undefined;
-  const configFile = options.config ?? (envConfig !== undefined && envConfig !== '' ? envConfig : DEFAULTS.configFile);
-  if (configFile === '') throw new ConfigError('--config: an empty file name', { key: '--config' });
+  let configFile = options.config ?? (envConfig !== undefined && envConfig !== '' ? envConfig : DEFAULTS.configFile);
+  if (configFile === '') {
+    report.errors.push(new ConfigError('--config: an empty file name', { key: '--config' }));
+    configFile = DEFAULTS.configFile;
+  }
   settings.configFile = configFile;
 
   // 1. The settings file.
@@ -37,13 +73,22 @@ export async function loadSettings(input: LoadSettingsInput): Promise<Settings> 
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'ENOENT') {
-      throw new ConfigError(`${configFile}: cannot read the settings file (${code ?? (err as Error).message})`, { file: configFile });
+      report.errors.push(new ConfigError(`${configFile}: cannot read the settings file (${code ?? (err as Error).message}): every setting of it is at its default`, { file: configFile }));
+      unsure();
+    } else if (explicit) {
+      report.errors.push(new ConfigError(`${configFile}: the settings file given with --config does not exist: every setting of it is at its default`, { file: configFile }));
+      unsure();
     }
-    if (explicit) throw new ConfigError(`${configFile}: the settings file given with --config does not exist`, { file: configFile });
   }
   if (text !== undefined) {
-    const entries = parseSettingsFile(text, configFile);
-    applyLayer(settings, entries.map((e) => ({ ...e, where: `${configFile}:${e.line}: ${e.key}`, file: configFile })));
+    const { entries, errors } = readSettingsFile(text, configFile);
+    const first = report.errors.length;
+    report.errors.push(...errors);
+    // A bad DRIVER or URIS line (also one that is no KEY=value line but begins with either name, or a misspelt name): the run cannot know which driver the guests are under.
+    if (errors.some((e) => aboutDriver(e.where?.key))) unsure();
+    applyLayer(report, entries.map((e) => ({ ...e, where: `${configFile}:${e.line}: ${e.key}`, file: configFile })));
+    // The file's errors in the order of its lines (bad lines and bad values alike).
+    report.errors.splice(first, Infinity, ...report.errors.slice(first).sort((a, b) => (a.where?.line ?? 0) - (b.where?.line ?? 0)));
   }
 
   // 2. The environment: only the names rc.libvirt knows (it holds many unrelated ones).
@@ -55,7 +100,7 @@ export async function loadSettings(input: LoadSettingsInput): Promise<Settings> 
     if (raw === '' && !spec.emptyAllowed) continue;
     fromEnv.push({ key: spec.key, value: raw, where: `environment variable ${spec.key}` });
   }
-  applyLayer(settings, fromEnv);
+  applyLayer(report, fromEnv);
 
   // 3. The options.
   const fromOptions: LayerEntry[] = [];
@@ -71,12 +116,14 @@ export async function loadSettings(input: LoadSettingsInput): Promise<Settings> 
   opt('QEMU_GUESTS_DIR', options.guestsDir, '--guests-dir');
   if (options.uri !== undefined) {
     if (options.uri.length === 0 || options.uri.some((u) => u.trim() === '' || /\s/.test(u))) {
-      throw new ConfigError(`option --uri: a connection URI must be one non-empty word, got ${JSON.stringify(options.uri)}`, { key: '--uri' });
+      report.errors.push(new ConfigError(`option --uri: a connection URI must be one non-empty word, got ${JSON.stringify(options.uri)}`, { key: '--uri' }));
+      unsure();
+    } else {
+      fromOptions.push({ key: 'URIS', value: options.uri.join(' '), where: 'option --uri' });
     }
-    fromOptions.push({ key: 'URIS', value: options.uri.join(' '), where: 'option --uri' });
   }
-  applyLayer(settings, fromOptions);
-  return settings;
+  applyLayer(report, fromOptions);
+  return report;
 }
 
 interface LayerEntry {
@@ -89,26 +136,49 @@ interface LayerEntry {
 }
 
 // One layer: later entries win; within a layer LIBVIRTD_OPTS wins over LIBVIRT_OPTS (the daemon's own name).
-function applyLayer(settings: Settings, entries: LayerEntry[]): void {
+// A bad entry is recorded and skipped; a bad DRIVER or URIS also makes the run act through every driver.
+function applyLayer(report: SettingsReport, entries: LayerEntry[]): void {
+  const settings = report.settings;
   const hasLibvirtd = entries.some((e) => e.key === 'LIBVIRTD_OPTS');
+  const fail = (e: LayerEntry, message: string): void => {
+    report.errors.push(new ConfigError(`${e.where}: ${message}`, where(e)));
+    if (aboutDriver(e.key)) unsureOfDriver(settings);
+  };
   for (const e of entries) {
-    const spec = SETTING_KEYS[e.key as SettingKey];
+    const spec: SettingKeySpec | undefined = SETTING_KEYS[e.key as SettingKey];
     if (!spec) {
-      throw new ConfigError(`${e.where}: unknown setting (known: ${Object.keys(SETTING_KEYS).join(' ')})`, where(e));
+      fail(e, `unknown setting (known: ${Object.keys(SETTING_KEYS).join(' ')})`);
+      continue;
     }
     if (e.key === 'LIBVIRT_OPTS' && hasLibvirtd) continue;
     if (e.key === 'RC_LIBVIRT_CONFIG') {
-      if (e.file !== undefined) throw new ConfigError(`${e.where}: the settings file cannot name another settings file`, where(e));
+      if (e.file !== undefined) fail(e, 'the settings file cannot name another settings file');
       continue; // already used to find the file
     }
     let value: unknown;
     try {
       value = spec.parse(e.value);
     } catch (err) {
-      throw new ConfigError(`${e.where}: ${(err as Error).message} (got ${JSON.stringify(e.value)})`, where(e));
+      fail(e, `${(err as Error).message} (got ${JSON.stringify(e.value)})`);
+      continue;
+    }
+    const max = spec.max;
+    if (max !== undefined && typeof value === 'number' && value > max) {
+      report.warnings.push(`${e.where}: ${e.value.trim()} s is above the maximum of ${max} s: ${max} s is used`);
+      value = max;
     }
     (settings as unknown as Record<string, unknown>)[spec.field] = value;
   }
+}
+
+// Whether a bad entry may have been meant to choose the driver: DRIVER, URIS, or a misspelling (DRIVERS, URI).
+function aboutDriver(key: string | undefined): boolean {
+  return key !== undefined && /DRIVER|URI/.test(key);
+}
+
+// DRIVER or URIS is not known for sure: act through every driver (the good values given stay).
+function unsureOfDriver(settings: Settings): void {
+  settings.everyDriver = true;
 }
 
 function where(e: LayerEntry): { file?: string; line?: number; key?: string } {

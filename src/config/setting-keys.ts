@@ -1,6 +1,6 @@
 // Every setting name rc.libvirt reads from its settings file and the
 // environment, described once: which Settings field it fills and how its value is checked.
-import type { Settings } from './settings.js';
+import { MAX_SECONDS, type Settings } from './settings.js';
 import { splitOptions } from './options-string.js';
 
 /** How one setting is read. */
@@ -11,13 +11,17 @@ export interface SettingKeySpec {
   parse: (raw: string) => unknown;
   /** An empty value means something (no options, no modules) rather than "not set". */
   emptyAllowed?: boolean;
+  /** A duration's maximum in seconds (MAX_SECONDS): a larger value is clamped to it with a warning. */
+  max?: number;
 }
 
-function integer(min: number) {
+// A whole number; with a maximum, any larger one (however many digits) is returned for the caller to clamp.
+function integer(min: number, max?: number) {
   return (raw: string): number => {
     const t = raw.trim();
-    if (!/^[0-9]+$/.test(t)) throw new Error(`must be a whole number${min > 0 ? ` of at least ${min}` : ' (0 or more)'}`);
+    if (!/^[0-9]+$/.test(t)) throw new Error(`must be a whole number${max !== undefined ? ' of seconds' : ''}${min > 0 ? `, at least ${min}` : ' (0 or more)'}`);
     const n = Number(t);
+    if (max !== undefined && n > max) return n;
     if (!Number.isSafeInteger(n) || n < min) throw new Error(`must be a whole number of at least ${min}`);
     return n;
   };
@@ -66,14 +70,20 @@ const spec = (key: string, field: keyof Settings, parse: (raw: string) => unknow
   key, field, parse, emptyAllowed,
 });
 
+// A duration in whole seconds, at least `min`, clamped to its maximum.
+const duration = (key: string, field: keyof typeof MAX_SECONDS & keyof Settings, min: number): SettingKeySpec => ({
+  ...spec(key, field, integer(min, MAX_SECONDS[field])),
+  max: MAX_SECONDS[field],
+});
+
 /** The known setting names (common.md, cli-contract.md). */
 export const SETTING_KEYS = {
   RC_LIBVIRT_CONFIG: spec('RC_LIBVIRT_CONFIG', 'configFile', absolutePath),
-  TIMEOUT: spec('TIMEOUT', 'timeout', integer(1)),
+  TIMEOUT: duration('TIMEOUT', 'timeout', 1),
   PARALLEL: spec('PARALLEL', 'parallel', integer(0)),
   ON_SHUTDOWN: spec('ON_SHUTDOWN', 'onShutdown', oneOf('managedsave', 'shutdown', 'destroy')),
   ON_BOOT: spec('ON_BOOT', 'onBoot', oneOf('restore', 'ignore')),
-  START_DELAY: spec('START_DELAY', 'startDelay', integer(0)),
+  START_DELAY: duration('START_DELAY', 'startDelay', 0),
   DRIVER: spec('DRIVER', 'driver', oneOf('libvirt', 'qmp')),
   URIS: spec('URIS', 'uris', words('connection URI', false)),
   QEMU_GUESTS_DIR: spec('QEMU_GUESTS_DIR', 'guestsDir', absolutePath),
@@ -91,7 +101,7 @@ export const SETTING_KEYS = {
   LIBVIRTD: spec('LIBVIRTD', 'libvirtd', program),
   VIRTLOGD: spec('VIRTLOGD', 'virtlogd', program),
   VIRTLOCKD: spec('VIRTLOCKD', 'virtlockd', program),
-  DAEMON_TIMEOUT: spec('DAEMON_TIMEOUT', 'daemonTimeout', integer(1)),
+  DAEMON_TIMEOUT: duration('DAEMON_TIMEOUT', 'daemonTimeout', 1),
 } satisfies Record<string, SettingKeySpec>;
 
 /** A known setting name. */

@@ -11,9 +11,10 @@ export interface FileEntry {
   line: number;
 }
 
-/** Parse the text of a settings file; a bad line is a ConfigError naming `file:line`. */
-export function parseSettingsFile(text: string, file: string): FileEntry[] {
+/** Parse the text of a settings file: its good lines, and a ConfigError naming `file:line` for every bad one (skipped). */
+export function readSettingsFile(text: string, file: string): { entries: FileEntry[]; errors: ConfigError[] } {
   const entries: FileEntry[] = [];
+  const errors: ConfigError[] = [];
   const lines = text.split(/\r?\n/);
   lines.forEach((raw, i) => {
     const line = i + 1;
@@ -21,16 +22,20 @@ export function parseSettingsFile(text: string, file: string): FileEntry[] {
     if (t === '' || t.startsWith('#')) return;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(t);
     if (!m) {
-      throw new ConfigError(`${file}:${line}: not a KEY=value line: ${JSON.stringify(raw)}`, { file, line });
+      // The setting name it begins with, if any (upper case, as every setting): the one it was likely meant for.
+      const key = /^(?:export\s+)?([A-Z_][A-Z0-9_]*)\b/.exec(t)?.[1];
+      const msg = `${file}:${line}: ${key !== undefined ? `${key}: ` : ''}not a KEY=value line: ${JSON.stringify(raw)}`;
+      errors.push(new ConfigError(msg, key !== undefined ? { file, line, key } : { file, line }));
+      return;
     }
     const key = m[1] as string;
     try {
       entries.push({ key, value: parseValue(m[2] as string), line });
     } catch (err) {
-      throw new ConfigError(`${file}:${line}: ${key}: ${(err as Error).message}`, { file, line, key });
+      errors.push(new ConfigError(`${file}:${line}: ${key}: ${(err as Error).message}`, { file, line, key }));
     }
   });
-  return entries;
+  return { entries, errors };
 }
 
 // A value: "double quoted" (\" \\ \$ \` escapes), 'single quoted', or one bare word; then an optional # comment.

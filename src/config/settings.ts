@@ -47,6 +47,33 @@ export interface Settings {
   virtlockd: string;
   /** Seconds to wait for libvirtd to answer after starting it. */
   daemonTimeout: number;
+  /**
+   * Set when DRIVER or URIS could not be read at a command that runs at host
+   * shutdown: the run acts on every guest it can find, through libvirt at its
+   * default URI and through the qmp driver (QEMUs running from the runtime
+   * directory) both. Never set from a settings file.
+   */
+  everyDriver: boolean;
+}
+
+/**
+ * The largest value of each duration, in seconds. A larger one is clamped to
+ * it with a warning, never wrapped (Node's timers take at most 2^31-1 ms, about
+ * 24.8 days; the deadline helper chains beyond that, so these bounds are about
+ * sense, not about timers). TIMEOUT's 7 days is the way to say "never destroy".
+ */
+export const MAX_SECONDS = Object.freeze({
+  /** TIMEOUT, and a guest's own policy timeout (libvirt metadata, qmp definition): 7 days. */
+  timeout: 7 * 24 * 3600,
+  /** START_DELAY: 1 hour between two guest starts. */
+  startDelay: 3600,
+  /** DAEMON_TIMEOUT: 1 hour for libvirtd to answer. */
+  daemonTimeout: 3600,
+});
+
+/** A guest's own policy timeout (seconds) within MAX_SECONDS.timeout; `clamped` when it was above. */
+export function clampGuestTimeout(seconds: number): { seconds: number; clamped: boolean } {
+  return seconds > MAX_SECONDS.timeout ? { seconds: MAX_SECONDS.timeout, clamped: true } : { seconds, clamped: false };
 }
 
 /** The defaults, as the original script had them where it had them. */
@@ -74,4 +101,5 @@ export const DEFAULTS: Readonly<Settings> = Object.freeze({
   virtlogd: '/usr/sbin/virtlogd',
   virtlockd: '/usr/sbin/virtlockd',
   daemonTimeout: 30,
+  everyDriver: false,
 } satisfies Settings);

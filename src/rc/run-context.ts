@@ -6,8 +6,10 @@ import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import type { CliOptions } from '../config/cli-options.js';
-import { loadSettings, type ReadFileFn } from '../config/load.js';
+import type { ConfigError } from '../config/errors.js';
+import { combinedError, readSettings, type ReadFileFn } from '../config/load.js';
 import type { Settings } from '../config/settings.js';
+import { libvirtUris, qmpRunDir } from '../guests/open-drivers.js';
 import { createLog, type Log } from '../util/log.js';
 import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
@@ -25,8 +27,21 @@ export interface CommandContext {
   stderr: NodeJS.WritableStream;
 }
 
-/** How a command went; the CLI turns it into the exit code (cli/exit-codes.ts). */
-export type RunOutcome = 'ok' | 'failed' | 'not-running';
+/**
+ * How a command went; the CLI turns it into the exit code (cli/exit-codes.ts).
+ * `done-bad-setting` and `done-program-missing`: a command that runs at host
+ * shutdown did all its work, but with a bad setting at its default, or without
+ * a program it names; `failed` (a guest destroyed or failed, a step failed) wins over both.
+ */
+export type RunOutcome = 'ok' | 'failed' | 'not-running' | 'done-bad-setting' | 'done-program-missing';
+
+/** What went wrong around a run that did not stop it (a command that runs at host shutdown). */
+export interface RunFaults {
+  /** Every settings error: each was reported, and its setting's default used. */
+  settings: readonly string[];
+  /** Every missing program, as `name (path)`. */
+  programs: readonly string[];
+}
 
 /** A program a command needs, by its setting. */
 export type ProgramName = 'virsh' | 'libvirtd' | 'virtlogd' | 'virtlockd';
@@ -39,6 +54,13 @@ export interface RunNeeds {
   programs: readonly ProgramName[] | ((settings: Settings) => readonly ProgramName[]);
   /** Take the one-run-at-a-time lock. */
   lock: boolean;
+  /**
+   * A command that runs at host shutdown (stop, shutdown, guests_shutdown): bad
+   * settings and missing programs never keep it from the guests. Each is
+   * reported (console at every verbosity, syslog), the setting's default is
+   * used, and the outcome says so at the end. Other commands refuse to run.
+   */
+  atShutdown?: boolean;
 }
 
 /** Everything a command body gets; it is also a GuestStepContext. */
@@ -47,6 +69,8 @@ export interface RunContext extends GuestStepContext {
   json: boolean;
   verbosity: number;
   stderr: NodeJS.WritableStream;
+  /** What was wrong around the run that it went on with (only at a command that runs at host shutdown). */
+  faults: RunFaults;
 }
 
 /** Injection points for tests. */
@@ -60,6 +84,27 @@ export interface RunDeps {
   lockWaitMs?: number;
 }
 
+/** Run a command's body in withRun(), its outcome telling also what the run went on without. */
+export async function runCommand(cmd: CommandContext, needs: RunNeeds, body: (run: RunContext) => Promise<RunOutcome>, deps: RunDeps = {}): Promise<RunOutcome> {
+  return withRun(cmd, needs, async (run) => {
+    const outcome = withFaults(await body(run), run.faults);
+    // Said again at the end, where a reader of the console or syslog looks first.
+    if (outcome === 'done-bad-setting') run.log.error(`${cmd.command}: the settings had ${run.faults.settings.length} error${run.faults.settings.length === 1 ? '' : 's'} (see above); their defaults were used`);
+    if (outcome === 'done-bad-setting' || outcome === 'done-program-missing') {
+      if (run.faults.programs.length > 0) run.log.error(`${cmd.command}: ran without ${run.faults.programs.join(', ')}`);
+    }
+    return outcome;
+  }, deps);
+}
+
+/** A body's outcome, given what the run went on without: a bad setting outranks a missing program; failures outrank both. */
+export function withFaults(outcome: RunOutcome, faults: RunFaults): RunOutcome {
+  if (outcome !== 'ok') return outcome;
+  if (faults.settings.length > 0) return 'done-bad-setting';
+  if (faults.programs.length > 0) return 'done-program-missing';
+  return outcome;
+}
+
 /** Set up a run (settings, log, checks, lock), run `body`, and always release the lock and flush the log. */
 export async function withRun<T>(
   cmd: CommandContext,
@@ -67,9 +112,12 @@ export async function withRun<T>(
   body: (run: RunContext) => Promise<T>,
   deps: RunDeps = {},
 ): Promise<T> {
-  const loadInput: Parameters<typeof loadSettings>[0] = { options: cmd.options, env: cmd.env };
+  const loadInput: Parameters<typeof readSettings>[0] = { options: cmd.options, env: cmd.env };
   if (deps.readFile) loadInput.readFile = deps.readFile;
-  const settings = await loadSettings(loadInput);
+  const report = await readSettings(loadInput);
+  // Any other command refuses bad settings before it does anything, naming every error at once.
+  if (!needs.atShutdown && report.errors.length > 0) throw combinedError(report.errors);
+  const settings = report.settings;
   // With --json, stdout carries only the JSON document: messages go to stderr.
   const log = createLog({
     stdout: cmd.options.json ? cmd.stderr : cmd.stdout,
@@ -77,11 +125,20 @@ export async function withRun<T>(
     verbosity: cmd.options.verbosity,
     ...(deps.logger !== undefined ? { logger: deps.logger } : {}),
   });
+  const faults: RunFaults = { settings: report.errors.map((e) => e.message), programs: [] };
   try {
+    for (const w of report.warnings) log.warn(w);
+    reportSettingsFaults(cmd.command, report.errors, settings, log);
     if (needs.root && !(deps.isRoot ?? isRoot)()) {
       throw new NotRootError(`${cmd.command}: rc.libvirt must run as root (it manages system daemons)`);
     }
-    await checkPrograms(settings, typeof needs.programs === 'function' ? needs.programs(settings) : needs.programs, cmd.env, deps.findProgram ?? findProgram);
+    const missing = await missingPrograms(settings, typeof needs.programs === 'function' ? needs.programs(settings) : needs.programs, cmd.env, deps.findProgram ?? findProgram);
+    if (missing.length > 0) {
+      const what = `not installed or not executable: ${missing.join(', ')}; install libvirt or set the program path (VIRSH, LIBVIRTD, VIRTLOGD, VIRTLOCKD)`;
+      if (!needs.atShutdown) throw new NotInstalledError(what);
+      log.error(`${what}: ${cmd.command} goes on with the guests (exit 5 at the end)`);
+      faults.programs = missing;
+    }
     const lock = needs.lock
       ? await acquireRunLock({
           runDir: settings.runDir,
@@ -103,6 +160,7 @@ export async function withRun<T>(
         verbosity: cmd.options.verbosity,
         stdout: cmd.stdout,
         stderr: cmd.stderr,
+        faults,
       });
     } finally {
       await lock?.release();
@@ -112,25 +170,33 @@ export async function withRun<T>(
   }
 }
 
+// At a command that runs at host shutdown: every settings error, what is used instead, and the drivers when DRIVER or URIS was bad.
+function reportSettingsFaults(command: string, errors: readonly ConfigError[], settings: Settings, log: Log): void {
+  if (errors.length === 0) return;
+  for (const e of errors) log.error(`${e.message}: ignored, the setting keeps its default`);
+  log.error(`${command}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the settings (${settings.configFile}): ${command} goes on with the defaults for them (exit 6 at the end)`);
+  if (settings.everyDriver) {
+    log.error(`DRIVER or URIS is bad: acting on every guest found: libvirt at ${libvirtUris(settings).join(' ')}, and QEMUs running from ${qmpRunDir(settings)} (qmp driver, definitions in ${settings.guestsDir})`);
+  }
+}
+
 /** Whether this process runs as root. */
 export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-// Every needed program must exist; all missing ones are named at once.
-async function checkPrograms(
+// Every needed program that is missing, as `name (path)`: all of them at once.
+async function missingPrograms(
   settings: Settings,
   programs: readonly ProgramName[],
   env: NodeJS.ProcessEnv,
   find: NonNullable<RunDeps['findProgram']>,
-): Promise<void> {
+): Promise<string[]> {
   const missing: string[] = [];
   for (const p of programs) {
     if ((await find(settings[p], env)) === undefined) missing.push(`${p} (${settings[p]})`);
   }
-  if (missing.length > 0) {
-    throw new NotInstalledError(`not installed or not executable: ${missing.join(', ')}; install libvirt or set the program path (VIRSH, LIBVIRTD, VIRTLOGD, VIRTLOCKD)`);
-  }
+  return missing;
 }
 
 /** An executable's path: as given when it holds a slash, else searched on PATH. */

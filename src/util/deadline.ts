@@ -1,6 +1,8 @@
 // Deadlines as AbortSignals, built on AbortController and the global
 // setTimeout (so fake timers in tests control them), measured on the
-// monotonic clock.
+// monotonic clock. Any duration is right: Node's setTimeout takes at most
+// 2^31-1 ms (about 24.8 days) and fires at once for more, so longer waits
+// are chained from timers within that bound; Infinity never fires.
 import { setMaxListeners } from 'node:events';
 
 /** The reason a deadline signal carries when it fires. */
@@ -33,11 +35,29 @@ export function deadline(ms: number, ...parents: (AbortSignal | undefined)[]): {
     p.addEventListener('abort', onAbort, { once: true });
     cleanups.push(() => p.removeEventListener('abort', onAbort));
   }
-  if (Number.isFinite(ms)) {
-    const t = setTimeout(() => abort(new DeadlineError(ms)), Math.max(0, ms));
-    cleanups.push(() => clearTimeout(t));
-  }
+  cleanups.push(after(ms, () => abort(new DeadlineError(ms))));
   return { signal: ac.signal, clear };
+}
+
+/** The longest delay Node's setTimeout honours (2^31-1 ms); a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Run `fn` once `ms` have passed (Infinity or NaN: never), however long that is:
+ * waits beyond MAX_TIMER_MS are chained. Returns the cancel function.
+ */
+export function after(ms: number, fn: () => void): () => void {
+  if (!(ms < Infinity)) return () => undefined; // Infinity, NaN: never
+  let t: ReturnType<typeof setTimeout> | undefined;
+  const arm = (left: number): void => {
+    if (left > MAX_TIMER_MS) {
+      t = setTimeout(() => arm(left - MAX_TIMER_MS), MAX_TIMER_MS);
+    } else {
+      t = setTimeout(fn, Math.max(0, left));
+    }
+  };
+  arm(ms);
+  return () => clearTimeout(t);
 }
 
 /**
@@ -64,13 +84,13 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
       return;
     }
     const onAbort = (): void => {
-      clearTimeout(t);
+      cancel();
       reject(signal?.reason);
     };
-    const t = setTimeout(() => {
+    const cancel = after(ms, () => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
-    }, ms);
+    });
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -2,6 +2,7 @@
 // policy in the metadata namespace urn:rc-libvirt:policy:1, and what would
 // make a managedsave fail. Bad policy values are reported, never thrown.
 import { XMLParser } from 'fast-xml-parser';
+import { clampGuestTimeout } from '../../config/settings.js';
 import { ProtocolError } from '../errors.js';
 import type { GuestPolicy } from '../types.js';
 
@@ -129,8 +130,11 @@ function readPolicyAttributes(el: Node, at: string, policy: GuestPolicy, problem
   }
   const timeout = get('timeout');
   if (timeout !== undefined) {
-    if (/^\d{1,7}$/.test(timeout) && Number(timeout) > 0) policy.timeout = Number(timeout);
-    else problems.push(`${at}: timeout="${timeout}" ignored (want seconds, a whole number above 0)`);
+    if (/^\d+$/.test(timeout) && Number(timeout) > 0) {
+      const { seconds, clamped } = clampGuestTimeout(Number(timeout));
+      policy.timeout = seconds;
+      if (clamped) problems.push(`${at}: timeout="${timeout}" is above the maximum of ${seconds} s: ${seconds} s is used`);
+    } else problems.push(`${at}: timeout="${timeout}" ignored (want seconds, a whole number above 0)`);
   }
   const onShutdown = get('on_shutdown');
   if (onShutdown !== undefined) {

@@ -4,7 +4,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OperationRefusedError } from '../errors.js';
-import type { BootAction, ShutdownAction } from '../../config/settings.js';
+import { clampGuestTimeout, type BootAction, type ShutdownAction } from '../../config/settings.js';
 import type { GuestPolicy } from '../types.js';
 
 /** A validated guest definition. */
@@ -137,7 +137,8 @@ function parsePolicy(raw: unknown, fail: (field: string, problem: string) => nev
   if (p['timeout'] !== undefined) {
     const t = p['timeout'];
     if (typeof t !== 'number' || !Number.isFinite(t) || t <= 0) fail('policy.timeout', 'must be a number of seconds > 0');
-    policy.timeout = t as number;
+    // Above the maximum (7 days): the maximum, as for TIMEOUT; the plan shows the timeout used.
+    policy.timeout = clampGuestTimeout(t as number).seconds;
   }
   if (p['on_boot'] !== undefined) {
     if (!BOOT_ACTIONS.includes(p['on_boot'] as BootAction)) fail('policy.on_boot', `must be one of ${BOOT_ACTIONS.join(', ')}`);

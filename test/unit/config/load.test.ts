@@ -3,8 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { exitCodeOfError } from '../../../src/cli/exit-codes.js';
 import type { CliOptions } from '../../../src/config/cli-options.js';
 import { ConfigError } from '../../../src/config/errors.js';
-import { loadSettings } from '../../../src/config/load.js';
-import { DEFAULTS } from '../../../src/config/settings.js';
+import { loadSettings, readSettings } from '../../../src/config/load.js';
+import { DEFAULTS, MAX_SECONDS } from '../../../src/config/settings.js';
 
 const noOptions: CliOptions = { dryRun: false, json: false, verbosity: 0 };
 
@@ -128,5 +128,118 @@ describe('loadSettings', () => {
     expect(s.timeout).toBe(300);
     expect(s.modules).toEqual([]);
     expect(s.virtlogdOpts).toBe('');
+  });
+});
+
+describe('readSettings: every error at once, the defaults for the bad ones', () => {
+  const FILE = '/etc/default/libvirt';
+  const bad = ['# faults', 'TIMEOUT=5m', 'NO_SUCH_SETTING=1', 'ON_SHUTDOWN=hibernate', 'this is not a setting', 'PARALLEL=2', 'START_DELAY="7', ''].join('\n');
+
+  it('names every bad line, unknown key and bad value by file:line: key, in file order, and keeps the good ones', async () => {
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: bad }) });
+    expect(r.errors.map((e) => e.where)).toEqual([
+      { file: FILE, line: 2, key: 'TIMEOUT' },
+      { file: FILE, line: 3, key: 'NO_SUCH_SETTING' },
+      { file: FILE, line: 4, key: 'ON_SHUTDOWN' },
+      { file: FILE, line: 5 },
+      { file: FILE, line: 7, key: 'START_DELAY' },
+    ]);
+    expect(r.errors.map((e) => e.message)).toEqual([
+      `${FILE}:2: TIMEOUT: must be a whole number of seconds, at least 1 (got "5m")`,
+      expect.stringMatching(new RegExp(`^${FILE}:3: NO_SUCH_SETTING: unknown setting`)),
+      `${FILE}:4: ON_SHUTDOWN: must be one of managedsave, shutdown, destroy (got "hibernate")`,
+      `${FILE}:5: not a KEY=value line: "this is not a setting"`,
+      `${FILE}:7: START_DELAY: unclosed double quote`,
+    ]);
+    expect(r.settings).toEqual({ ...DEFAULTS, parallel: 2 });
+  });
+
+  it('a bad value keeps the value an earlier line or layer gave', async () => {
+    const r = await readSettings({ options: noOptions, env: { TIMEOUT: 'soon' }, readFile: fsWith({ [FILE]: 'TIMEOUT=120\nTIMEOUT=later\n' }) });
+    expect(r.errors.map((e) => e.message)).toEqual([expect.stringContaining(`${FILE}:2: TIMEOUT`), expect.stringContaining('environment variable TIMEOUT')]);
+    expect(r.settings.timeout).toBe(120);
+  });
+
+  it('loadSettings (the other commands) refuses with one error that lists every one', async () => {
+    const err = await configError(loadSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: bad }) }));
+    expect(err.message.split('\n')[0]).toBe('5 errors in the settings:');
+    const lines = err.message.split('\n').slice(1);
+    expect(lines.map((l) => l.trim().split(': ')[0])).toEqual([2, 3, 4, 5, 7].map((n) => `${FILE}:${n}`));
+    expect(exitCodeOfError(err)).toBe(6);
+  });
+
+  it.each([
+    ['DRIVER=libvrit', {}],
+    ['URIS="qemu:///system', {}],
+    ['DRIVER qmp', {}],
+    ['', { DRIVER: 'xen' }],
+    ['DRIVERS=qmp', {}],
+    ['URI=qemu:///session', {}],
+  ])('a bad DRIVER or URIS (%s %o): every driver, the good values kept', async (line, env) => {
+    const r = await readSettings({ options: noOptions, env, readFile: fsWith({ [FILE]: `URIS=lxc:///system\n${line}\n` }) });
+    expect(r.errors).toHaveLength(1);
+    expect(r.settings).toMatchObject({ driver: 'libvirt', uris: ['lxc:///system'], everyDriver: true });
+  });
+
+  it('a line that is not KEY=value is named by the setting it begins with', async () => {
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: 'TIMEOUT 300\n' }) });
+    expect(r.errors[0]?.message).toBe(`${FILE}:1: TIMEOUT: not a KEY=value line: "TIMEOUT 300"`);
+  });
+
+  it('another bad setting leaves the driver as it is', async () => {
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: 'DRIVER=qmp\nTIMEOUT=5m\nFOO=1\n' }) });
+    expect(r.errors).toHaveLength(2);
+    expect(r.settings).toMatchObject({ driver: 'qmp', everyDriver: false });
+  });
+
+  it('a bad --uri: every driver', async () => {
+    const r = await readSettings({ options: { ...noOptions, uri: [''] }, env: {}, readFile: fsWith({}) });
+    expect(r.errors[0]?.message).toContain('--uri');
+    expect(r.settings.everyDriver).toBe(true);
+  });
+
+  it('an unreadable settings file, or a missing one given with --config: the defaults and every driver', async () => {
+    const eacces = async (): Promise<string> => {
+      throw Object.assign(new Error('denied'), { code: 'EACCES' });
+    };
+    const r1 = await readSettings({ options: noOptions, env: { DRIVER: 'qmp' }, readFile: eacces });
+    expect(r1.errors[0]?.message).toBe(`${FILE}: cannot read the settings file (EACCES): every setting of it is at its default`);
+    expect(r1.settings).toMatchObject({ driver: 'qmp', everyDriver: true });
+    const r2 = await readSettings({ options: { ...noOptions, config: '/nope' }, env: {}, readFile: fsWith({}) });
+    expect(r2.errors[0]?.message).toContain('/nope');
+    expect(r2.settings).toMatchObject({ driver: 'libvirt', everyDriver: true });
+  });
+
+  it('good settings: no errors, no warnings, one driver', async () => {
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: 'DRIVER=qmp\nTIMEOUT=600\n' }) });
+    expect(r).toMatchObject({ errors: [], warnings: [] });
+    expect(r.settings).toMatchObject({ driver: 'qmp', timeout: 600, everyDriver: false });
+  });
+});
+
+describe('duration maxima', () => {
+  const FILE = '/etc/default/libvirt';
+  it('are 7 days for TIMEOUT, 1 hour for START_DELAY and DAEMON_TIMEOUT', () => {
+    expect(MAX_SECONDS).toEqual({ timeout: 604800, startDelay: 3600, daemonTimeout: 3600 });
+  });
+
+  it('a larger value is clamped to the maximum with a warning naming where, never wrapped or refused', async () => {
+    const text = 'TIMEOUT=99999999\nSTART_DELAY=3601\nDAEMON_TIMEOUT=123456789012345678901234567890\n';
+    const r = await readSettings({ options: noOptions, env: {}, readFile: fsWith({ [FILE]: text }) });
+    expect(r.errors).toEqual([]);
+    expect(r.settings).toMatchObject({ timeout: 604800, startDelay: 3600, daemonTimeout: 3600 });
+    expect(r.warnings).toEqual([
+      `${FILE}:1: TIMEOUT: 99999999 s is above the maximum of 604800 s: 604800 s is used`,
+      `${FILE}:2: START_DELAY: 3601 s is above the maximum of 3600 s: 3600 s is used`,
+      `${FILE}:3: DAEMON_TIMEOUT: 123456789012345678901234567890 s is above the maximum of 3600 s: 3600 s is used`,
+    ]);
+    // loadSettings (the other commands) accepts it too: a warning, not an error.
+    expect((await loadSettings({ options: { ...noOptions, timeout: '999999999' }, env: {}, readFile: fsWith({}) })).timeout).toBe(604800);
+  });
+
+  it('the maximum itself is taken as it is', async () => {
+    const r = await readSettings({ options: { ...noOptions, timeout: '604800' }, env: {}, readFile: fsWith({}) });
+    expect(r).toMatchObject({ errors: [], warnings: [] });
+    expect(r.settings.timeout).toBe(604800);
   });
 });

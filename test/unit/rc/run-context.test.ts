@@ -1,9 +1,13 @@
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { exitCodeOf, exitCodeOfError } from '../../../src/cli/exit-codes.js';
 import { ConfigError } from '../../../src/config/errors.js';
 import { NotInstalledError, NotRootError } from '../../../src/rc/errors.js';
-import { withRun, type CommandContext } from '../../../src/rc/run-context.js';
+import type { Settings } from '../../../src/config/settings.js';
+import { runCommand, withFaults, withRun, type CommandContext, type RunOutcome } from '../../../src/rc/run-context.js';
 import { statusOutcome, formatStatus, type Status } from '../../../src/rc/status.js';
 
 // The exit code of a status, as the CLI chooses it from the outcome rc returns.
@@ -114,5 +118,105 @@ describe('status', () => {
       expect(formatStatus({ ...qmp, qmp: { guestsDir: '/etc/qemu/guest', exists: false }, guests: [] })).toContain('guests: none (/etc/qemu/guest is not a directory)');
       expect(formatStatus({ ...qmp, guests: [] })).toContain('guests: none\n');
     });
+  });
+});
+
+describe('withRun at a command that runs at host shutdown (atShutdown)', () => {
+  const FILE = '/etc/default/libvirt';
+  const badFile = async (p: string): Promise<string> => {
+    if (p !== FILE) throw Object.assign(new Error('no file'), { code: 'ENOENT' });
+    return 'TIMEOUT=5m\nNO_SUCH_SETTING=1\nON_SHUTDOWN=hibernate\nnot a setting\nPARALLEL=2\n';
+  };
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rcl-run-context-'));
+  });
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  // A quiet (-q) command context that keeps what it prints, and a `logger` that keeps what it is sent.
+  function captured(env: NodeJS.ProcessEnv = {}): { ctx: CommandContext; out: () => string; err: () => string; logger: string; syslog: () => string } {
+    let out = '';
+    let err = '';
+    const sink = (add: (s: string) => void) => new Writable({ write: (c, _e, cb) => (add(String(c)), cb()) });
+    const logger = join(dir, 'logger');
+    const syslog = join(dir, 'syslog');
+    writeFileSync(logger, `#!/bin/sh\ncat >> '${syslog}'\n`);
+    chmodSync(logger, 0o755);
+    return {
+      ctx: { command: 'stop', options: { dryRun: false, json: false, verbosity: -1 }, env, signal: new AbortController().signal, stdout: sink((s) => (out += s)), stderr: sink((s) => (err += s)) },
+      out: () => out,
+      err: () => err,
+      logger,
+      syslog: () => (existsSync(syslog) ? readFileSync(syslog, 'utf8') : ''),
+    };
+  }
+  const ok = async (): Promise<RunOutcome> => 'ok';
+
+  it('bad settings: the body runs with the defaults for them, every error is printed at -q and sent to syslog, exit 6 at the end', async () => {
+    const c = captured();
+    let seen: Settings | undefined;
+    const outcome = await runCommand(c.ctx, { root: false, programs: [], lock: false, atShutdown: true }, async (run) => {
+      seen = run.settings;
+      return 'ok';
+    }, { readFile: badFile, logger: c.logger });
+    expect(outcome).toBe('done-bad-setting');
+    expect(exitCodeOf(outcome)).toBe(6);
+    expect(seen).toMatchObject({ timeout: 300, onShutdown: 'managedsave', parallel: 2, everyDriver: false });
+    for (const where of [`${FILE}:1: TIMEOUT`, `${FILE}:2: NO_SUCH_SETTING`, `${FILE}:3: ON_SHUTDOWN`, `${FILE}:4: not a KEY=value line`]) {
+      expect(c.err()).toContain(`error: ${where}`);
+      expect(c.syslog()).toContain(`<27>${where}`); // daemon.err
+    }
+    expect(c.err()).toContain('stop: 4 errors in the settings (/etc/default/libvirt): stop goes on with the defaults for them (exit 6 at the end)');
+    expect(c.err().trimEnd().split('\n').at(-1)).toBe('error: stop: the settings had 4 errors (see above); their defaults were used');
+  });
+
+  it('a bad DRIVER: says it acts on every guest found, and through which drivers', async () => {
+    const c = captured({ DRIVER: 'libvrit' });
+    let seen: Settings | undefined;
+    await runCommand(c.ctx, { root: false, programs: [], lock: false, atShutdown: true }, async (run) => ((seen = run.settings), 'ok'), { readFile: noFile, logger: false });
+    expect(seen?.everyDriver).toBe(true);
+    expect(c.err()).toContain('DRIVER or URIS is bad: acting on every guest found: libvirt at qemu:///system, and QEMUs running from /run/rc-libvirt/qmp (qmp driver, definitions in /etc/qemu/guests)');
+  });
+
+  it('a clamped duration is a warning, exit 0', async () => {
+    const c = captured({ TIMEOUT: '99999999' });
+    const outcome = await runCommand(c.ctx, { root: false, programs: [], lock: false, atShutdown: true }, ok, { readFile: noFile, logger: false });
+    expect(outcome).toBe('ok');
+    expect(c.err()).toBe('warning: environment variable TIMEOUT: 99999999 s is above the maximum of 604800 s: 604800 s is used\n');
+  });
+
+  it('a missing program: the body runs, the program is named, exit 5 at the end', async () => {
+    const c = captured({ VIRTLOCKD: '/nonexistent/virtlockd' });
+    let ran = false;
+    const outcome = await runCommand(c.ctx, { root: false, programs: ['virtlockd'], lock: false, atShutdown: true }, async () => ((ran = true), 'ok'), { readFile: noFile, logger: false });
+    expect(ran).toBe(true);
+    expect(outcome).toBe('done-program-missing');
+    expect(exitCodeOf(outcome)).toBe(5);
+    expect(c.err()).toContain('error: not installed or not executable: virtlockd (/nonexistent/virtlockd)');
+    expect(c.err().trimEnd().split('\n').at(-1)).toBe('error: stop: ran without virtlockd (/nonexistent/virtlockd)');
+  });
+
+  it('a failure wins over both (exit 1), a bad setting over a missing program (exit 6)', async () => {
+    const c = captured({ VIRTLOCKD: '/nonexistent/virtlockd', TIMEOUT: 'x' });
+    const needs = { root: false, programs: ['virtlockd'] as const, lock: false, atShutdown: true };
+    expect(await runCommand(c.ctx, needs, async () => 'failed', { readFile: noFile, logger: false })).toBe('failed');
+    expect(await runCommand(c.ctx, needs, ok, { readFile: noFile, logger: false })).toBe('done-bad-setting');
+    expect(withFaults('ok', { settings: [], programs: ['virsh (/x)'] })).toBe('done-program-missing');
+    expect(withFaults('ok', { settings: [], programs: [] })).toBe('ok');
+  });
+
+  it('other commands refuse bad settings before anything, naming every error at once (exit 6), and missing programs (exit 5)', async () => {
+    const c = captured({ VIRTLOCKD: '/nonexistent/virtlockd' });
+    let ran = false;
+    const body = async (): Promise<RunOutcome> => ((ran = true), 'ok');
+    const err = await runCommand({ ...c.ctx, command: 'start' }, { root: false, programs: ['virtlockd'], lock: false }, body, { readFile: badFile, logger: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(exitCodeOfError(err)).toBe(6);
+    for (const line of [1, 2, 3, 4]) expect((err as Error).message).toContain(`${FILE}:${line}: `);
+    const err2 = await runCommand({ ...c.ctx, command: 'start' }, { root: false, programs: ['virtlockd'], lock: false }, body, { readFile: noFile, logger: false }).catch((e: unknown) => e);
+    expect(err2).toBeInstanceOf(NotInstalledError);
+    expect(ran).toBe(false);
   });
 });

@@ -44,6 +44,13 @@ describe('domain XML', () => {
     ]);
   });
 
+  it('clamps a policy timeout above 7 days to 7 days, with a problem saying so', () => {
+    const f = parseDomainXml(domainXml(`<metadata><rcl:policy xmlns:rcl="${POLICY_NAMESPACE}" timeout="99999999999"/></metadata>`), "dumpxml of 'web server'");
+    expect(f.policy).toEqual({ timeout: 604800 });
+    expect(f.policyProblems).toEqual([`dumpxml of 'web server', metadata ${POLICY_NAMESPACE}: timeout="99999999999" is above the maximum of 604800 s: 604800 s is used`]);
+    expect(parseDomainXml(domainXml(`<metadata><rcl:policy xmlns:rcl="${POLICY_NAMESPACE}" timeout="604800"/></metadata>`), 't')).toMatchObject({ policy: { timeout: 604800 }, policyProblems: [] });
+  });
+
   it('finds what blocks a save', () => {
     const f = parseDomainXml(
       domainXml(`<cpu mode='custom'><model>qemu64</model><feature policy='require' name='invtsc'/><feature policy='disable' name='svm'/></cpu>

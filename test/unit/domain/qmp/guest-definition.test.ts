@@ -34,6 +34,11 @@ describe('guest definitions', () => {
     });
   });
 
+  it('clamps a policy timeout above 7 days to 7 days', () => {
+    expect(parseDefinition(file, { argv: ['qemu'], policy: { timeout: 99_999_999 } }).policy).toEqual({ timeout: 604800 });
+    expect(parseDefinition(file, { argv: ['qemu'], policy: { timeout: 604800 } }).policy).toEqual({ timeout: 604800 });
+  });
+
   it('defaults: autostart false, empty policy, 128 MiB', () => {
     expect(parseDefinition(file, { argv: ['qemu-system-x86_64'] })).toMatchObject({ autostart: false, policy: {}, memoryKiB: 128 * 1024 });
   });
