@@ -88,6 +88,20 @@ describe('the journal in the guest steps', () => {
     expect(await readdir(settings.stateDir)).toEqual([]);
   });
 
+  it('start with a full disk: the guest comes back, the failed clear is an error naming the journal, the step unclean', async () => {
+    await plant([entry('web')]);
+    const d = libvirtLikeDriver([{ name: 'web', state: 'shutoff', hasSavedImage: true, script: fast }], { uri: URI });
+    disk.full = true;
+    const { ctx, log } = run();
+    const r = await startGuests(ctx, deps(d));
+    expect(d.state('web')).toBe('running');
+    expect(r.clean).toBe(false);
+    expect(out).toMatch(/web +restore +restored .*journal not updated: journal .*cannot write: ENOSPC/);
+    expect(errors(log).join('\n')).toMatch(/journal .*journal\.json failed: .*ENOSPC/);
+    disk.full = false;
+    expect((await readJournal(settings.stateDir)).entries.map((e) => e.name)).toEqual(['web']);
+  });
+
   it('stop with an unreadable journal: the guests are handled, a fresh journal holds them, the old one is kept aside, exit unclean', async () => {
     await mkdir(join(settings.stateDir, JOURNAL_FILE), { recursive: true });
     const d = libvirtLikeDriver([{ name: 'web', script: fast }], { uri: URI });
