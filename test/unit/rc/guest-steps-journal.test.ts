@@ -15,6 +15,7 @@ import { JOURNAL_FILE, readJournal, type JournalEntry } from '../../../src/guest
 import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../../src/util/log.js';
 import { libvirtLikeDriver, type FakeDriver } from '../../fakes/libvirt-like-driver.js';
+import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 const disk = vi.hoisted(() => ({ full: false }));
 
@@ -143,6 +144,15 @@ describe('the journal in the guest steps', () => {
     expect(d.state('cold')).toBe('shutoff');
     expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}:${o.reason}`)).toEqual(['lost:restored:not in the journal, has a saved image']);
     expect(restore.said()).toContain('notice: lost: not in the journal, has a saved image: restoring it');
+  });
+
+  it('qmp: a saved image (NAME.save) the journal does not name is restored too, autostart or not', async () => {
+    const d = qmpLikeDriver([{ name: 'vm1', state: 'shutoff', hasSavedImage: true, script: fast }, { name: 'vm2', state: 'shutoff', script: fast }]);
+    const { ctx } = run();
+    const r = await startGuests(ctx, deps(d));
+    expect(r.clean).toBe(true);
+    expect(r.outcomes!.map((o) => `${o.guest.name}:${o.result}:${o.reason}`)).toEqual(['vm1:restored:not in the journal, has a saved image']);
+    expect(d.state('vm2')).toBe('shutoff');
   });
 
   it('start with an unreadable journal restores every saved image, and the step is unclean', async () => {
