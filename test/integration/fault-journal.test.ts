@@ -72,6 +72,20 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
   });
   const journalEntries = async (): Promise<JournalEntry[]> => (JSON.parse(await readFile(join(stateDir, JOURNAL_FILE), 'utf8')) as { entries: JournalEntry[] }).entries;
   let boots: (string | undefined)[] = [];
+  // Shut-off guests with a managed save image that are not this file's (left by other test runs on this
+  // shared libvirtd): every `start` tries to restore them too (the image is the record) and may fail them.
+  let foreign: string[] = [];
+  // A start went well for this file's guests: exit 0, or 1 only for failures of foreign guests, never of ours.
+  const expectStartOk = (r: CliRun): void => {
+    const failed = /guests failed: (.*)/.exec(r.stderr)?.[1];
+    if (failed === undefined) {
+      expect(r.code, all(r)).toBe(0);
+      return;
+    }
+    expect(foreign.length, all(r)).toBeGreaterThan(0);
+    for (const g of bed.guests) expect(failed, all(r)).not.toContain(g.name);
+    expect(failed.split(', ').every((n) => foreign.includes(n)), all(r)).toBe(true);
+  };
 
   beforeAll(async () => {
     bed = await openLibvirtBed('rcl-fault-journal-', { guests: [{ name: 'rcl journal one', memMiB: 128 }, { name: 'rcl journal two', memMiB: 128 }] });
@@ -85,6 +99,9 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
     }
     stateDir = join(bed.dir, 'state');
     runDir = join(bed.dir, 'run');
+    const ours = new Set(bed.guests.map((g) => g.name));
+    foreign = (await virsh(['list', '--all', '--with-managed-save', '--name'])).split('\n').map((n) => n.trim()).filter((n) => n && !ours.has(n));
+    if (foreign.length > 0) console.warn(`guests of others with a managed save image on this libvirtd (start tries them too): ${foreign.join(', ')}`);
     // A non-root user must reach the directories to show what the mode keeps them from.
     await chmod(bed.dir, 0o755);
   }, 25 * 60_000);
@@ -103,7 +120,7 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
       await chmod(d, 0o755);
     }
     const r = await run(['start']);
-    expect(r.code, all(r)).toBe(0);
+    expectStartOk(r);
     for (const d of [stateDir, runDir]) {
       expect(r.stderr).toContain(`${d} was owner ${NOBODY}:${NOBODY} mode 0755: set to 0:0 mode 0700`);
       const st = await stat(d);
@@ -148,7 +165,7 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
       expect(await managedSave(g.uuid)).toBe(true);
     }
     const r = await run(['start']);
-    expect(r.code, all(r)).toBe(0);
+    expectStartOk(r);
     for (const [i, g] of bed.guests.entries()) {
       expect(all(r)).toContain(`'${g.name}': not in the journal, has a saved image: restoring it`);
       expect(r.stdout).toMatch(new RegExp(`'${g.name}' +restore +restored`));
@@ -165,7 +182,7 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
     const oldBoot = two.bootId();
     await plant([entry(one), entry(two)]);
     const r = await run(['start']);
-    expect(r.code, all(r)).toBe(0);
+    expectStartOk(r);
     expect(r.stdout).toMatch(new RegExp(`'${one.name}' +start +skipped .*already running`));
     expect(r.stdout).not.toMatch(new RegExp(`'${one.name}' +restore +restored`));
     expect(one.bootId()).toBe(boots[0]);
@@ -192,8 +209,8 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
     expect((await journalEntries()).map((e) => e.name).sort()).toEqual(bed.guests.map((g) => g.name).sort());
     for (const g of bed.guests) expect(await managedSave(g.uuid)).toBe(true);
     const back = await run(['start']);
-    expect(back.code, all(back)).toBe(0);
-    expect(all(back)).not.toContain('not in the journal');
+    expectStartOk(back);
+    for (const g of bed.guests) expect(all(back)).not.toContain(`'${g.name}': not in the journal`);
     for (const [i, g] of bed.guests.entries()) {
       expect(await domainState(g.uuid)).toBe('running');
       expect(g.bootId()).toBe(boots[i]);
@@ -206,9 +223,9 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
     const gone = entry({ name: 'rcl journal gone', uuid: randomUUID() });
     await plant([other, gone]);
     const r = await run(['start']);
-    expect(r.code, all(r)).toBe(0);
+    expectStartOk(r);
     expect(r.stderr).toContain(`journal entry of guest 'rcl journal gone' (${gone.id}) on ${LIBVIRT_URI}: no such guest any more: entry dropped`);
-    expect(all(r)).not.toMatch(/guests failed/);
-    expect(await journalEntries()).toEqual([other]);
+    expect(/guests failed: (.*)/.exec(r.stderr)?.[1] ?? '').not.toMatch(/vm1|rcl journal/);
+    expect((await journalEntries()).filter((e) => !foreign.includes(e.name))).toEqual([other]);
   }, 600_000);
 });
