@@ -207,7 +207,8 @@ describe('the journal and its directories under faults (rc/rc.libvirt, real libv
     expect((await stat(decoy)).mtimeMs).toBe(before.mtimeMs);
     expect((await lstat(join(stateDir, JOURNAL_FILE))).isFile()).toBe(true);
     expect((await journalEntries()).map((e) => e.name).sort()).toEqual(bed.guests.map((g) => g.name).sort());
-    for (const g of bed.guests) expect(await managedSave(g.uuid)).toBe(true);
+    // libvirtd is down (stop ended it): the images are seen on disk.
+    for (const g of bed.guests) expect((await stat(join(MANAGED_SAVE_DIR, `${g.name}.save`))).size).toBeGreaterThan(0);
     const back = await run(['start']);
     expectStartOk(back);
     for (const g of bed.guests) expect(all(back)).not.toContain(`'${g.name}': not in the journal`);
