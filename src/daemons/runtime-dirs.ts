@@ -1,9 +1,12 @@
 // The directories the daemons and rc.libvirt need before they start, and the
-// owner check the SlackBuild README asks for: VIRTUSER/VIRTGROUP must match
-// qemu.conf's `user`/`group` ("keep this in sync with what qemu uses").
-import { chmod, chown, mkdir, readFile } from 'node:fs/promises';
+// check the SlackBuild README asks for: VIRTUSER/VIRTGROUP, the account QEMU
+// runs as, must match qemu.conf's `user`/`group`. rc.libvirt's own run, state
+// and (qmp) save directories belong to root, mode 0700, whatever VIRTUSER is.
+import { mkdir, readFile } from 'node:fs/promises';
 import type { Settings } from '../config/settings.js';
 import type { Log } from '../util/log.js';
+import { errorMessage } from '../util/error-message.js';
+import { ensureOwnDir } from '../util/own-dir.js';
 
 /** libvirtd's runtime directories (the original script made the same ones). */
 export const LIBVIRT_RUNTIME_DIRS = ['/run/libvirt/lockd', '/run/libvirt/lxc', '/run/libvirt/network', '/run/libvirt/qemu/swtpm'];
@@ -21,24 +24,33 @@ export function resolveId(name: string, table: string): number | undefined {
   return undefined;
 }
 
-/** Create libvirt's runtime directories and rc.libvirt's run and state directories (owner VIRTUSER:VIRTGROUP, mode 0750). */
-export async function makeRuntimeDirs(settings: Settings, log: Log): Promise<void> {
-  for (const d of LIBVIRT_RUNTIME_DIRS) await mkdir(d, { recursive: true, mode: 0o755 });
-  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
-  const group = await readFile('/etc/group', 'utf8').catch(() => '');
-  const uid = resolveId(settings.virtUser, passwd);
-  const gid = resolveId(settings.virtGroup, group);
-  if (uid === undefined) log.warn(`VIRTUSER ${settings.virtUser}: no such user; ${settings.runDir} and ${settings.stateDir} stay owned by root`);
-  if (gid === undefined) log.warn(`VIRTGROUP ${settings.virtGroup}: no such group; ${settings.runDir} and ${settings.stateDir} stay owned by root`);
-  for (const d of [settings.runDir, settings.stateDir]) {
-    await mkdir(d, { recursive: true, mode: 0o750 });
+/** rc.libvirt's own directories: run and state, and the save directory when the qmp driver runs. */
+export function ownDirs(settings: Pick<Settings, 'runDir' | 'stateDir' | 'qemuSaveDir' | 'driver'>): string[] {
+  return [settings.runDir, settings.stateDir, ...(settings.driver === 'qmp' ? [settings.qemuSaveDir] : [])];
+}
+
+/**
+ * Make each of `dirs` root's, mode 0700 (created so, or fixed and said so); one that is a
+ * symlink or not a directory is refused loudly and left alone. Returns the refused ones.
+ */
+export async function secureOwnDirs(dirs: readonly string[], log: Log): Promise<string[]> {
+  const refused: string[] = [];
+  for (const d of dirs) {
     try {
-      await chown(d, uid ?? 0, gid ?? 0);
-      await chmod(d, 0o750);
+      const fixed = await ensureOwnDir(d);
+      if (fixed) log.warn(fixed);
     } catch (err) {
-      log.warn(`${d}: cannot set owner ${settings.virtUser}:${settings.virtGroup} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      refused.push(d);
+      log.error(errorMessage(err));
     }
   }
+  return refused;
+}
+
+/** Create libvirt's runtime directories and rc.libvirt's own (root, mode 0700). */
+export async function makeRuntimeDirs(settings: Settings, log: Log): Promise<void> {
+  for (const d of LIBVIRT_RUNTIME_DIRS) await mkdir(d, { recursive: true, mode: 0o755 });
+  await secureOwnDirs(ownDirs(settings), log);
 }
 
 /** qemu.conf's `user` and `group` settings (undefined where it leaves them at libvirt's default). */

@@ -1,10 +1,16 @@
 // The journal: what stop did to each guest and its state before, by
 // connection, id and name, so that start brings back exactly those guests.
-// Written atomically (temp file, fsync, rename, fsync of the directory);
-// validated on read; a damaged journal is kept aside, not lost.
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+// Shared by both drivers and every connection: each entry names its connection.
+// Written atomically (a temp file under a random name created O_EXCL|O_NOFOLLOW,
+// fsync, rename, fsync of the directory); read without following a symlink;
+// validated on read; a damaged or unreadable journal is kept aside, not lost,
+// and never keeps guests from being handled.
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../util/error-message.js';
+import { ownIds } from '../util/own-dir.js';
 
 /** What stop did to a guest (only guests that are down are journaled). */
 export type JournalAction = 'saved' | 'shutdown' | 'destroyed';
@@ -31,32 +37,52 @@ const ACTIONS: readonly JournalAction[] = ['saved', 'shutdown', 'destroyed'];
 /** What reading the journal found. */
 export interface JournalRead {
   entries: JournalEntry[];
-  /** Set when the file was damaged: what was wrong, and where it was kept. */
+  /** Set when the file was damaged or could not be read: what was wrong, and where it was kept. */
   damaged?: string;
 }
 
-/** Read and validate the journal; a damaged one is moved aside (`journal.json.damaged-TIME`, unless `keepDamaged`) and reported. */
+/** The journal's path under `stateDir`. */
+export function journalPath(stateDir: string): string {
+  return join(stateDir, JOURNAL_FILE);
+}
+
+/**
+ * Read and validate the journal, never following a symlink. Never throws: a damaged or
+ * unreadable one (a symlink, EACCES, EIO) is moved aside (`journal.json.damaged-TIME` or
+ * `.unreadable-TIME`, unless `keepDamaged`) and reported, with no entries.
+ */
 export async function readJournal(stateDir: string, opts: { keepDamaged?: boolean } = {}): Promise<JournalRead> {
-  const path = join(stateDir, JOURNAL_FILE);
+  const path = journalPath(stateDir);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { entries: [] };
-    throw new Error(`journal ${path}: cannot read: ${errorMessage(err)}`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { entries: [] };
+    const why = code === 'ELOOP' ? 'is a symbolic link: not followed' : `cannot be read (${errorMessage(err)})`;
+    return { entries: [], damaged: await keepAside(path, `journal ${path} ${why}`, 'unreadable', opts.keepDamaged) };
   }
   try {
     return { entries: parseJournal(text) };
   } catch (err) {
-    if (opts.keepDamaged) return { entries: [], damaged: `journal ${path} is damaged (${errorMessage(err)})` };
-    const aside = `${path}.damaged-${new Date().toISOString().replace(/[:.]/g, '-')}`;
-    let kept = `kept as ${aside}`;
-    try {
-      await rename(path, aside);
-    } catch (e) {
-      kept = `could not be moved aside: ${errorMessage(e)}`;
-    }
-    return { entries: [], damaged: `journal ${path} is damaged (${errorMessage(err)}); ${kept}` };
+    return { entries: [], damaged: await keepAside(path, `journal ${path} is damaged (${errorMessage(err)})`, 'damaged', opts.keepDamaged) };
+  }
+}
+
+// Move a bad journal aside (the link itself, for a symlink: rename never follows one) and say where it went.
+async function keepAside(path: string, problem: string, tag: string, keep = false): Promise<string> {
+  if (keep) return problem;
+  const aside = `${path}.${tag}-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+  try {
+    await rename(path, aside);
+    return `${problem}; kept as ${aside}`;
+  } catch (e) {
+    return `${problem}; could not be moved aside: ${errorMessage(e)}`;
   }
 }
 
@@ -126,29 +152,53 @@ export function openJournal(stateDir: string, initial: JournalEntry[]): Journal 
   };
 }
 
-/** Write the journal atomically: temp file, fsync, rename over, fsync the directory. */
+/** Write the journal atomically: a new temp file (random name, O_EXCL|O_NOFOLLOW, 0600), fsync, rename over, fsync the directory. The directory must be a real one of ours, not reachable by others. */
 export async function writeJournal(stateDir: string, entries: JournalEntry[]): Promise<void> {
+  const path = journalPath(stateDir);
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const path = join(stateDir, JOURNAL_FILE);
-  const tmp = `${path}.tmp-${process.pid}`;
-  const body = `${JSON.stringify({ version: 1, entries }, null, 2)}\n`;
-  const fh = await open(tmp, 'w', 0o600);
+  const dir = await openOwnDir(stateDir, path);
   try {
-    await fh.writeFile(body, 'utf8');
-    await fh.sync();
-  } catch (err) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw new Error(`journal ${tmp}: cannot write: ${errorMessage(err)}`, { cause: err });
-  }
-  await fh.close();
-  await rename(tmp, path);
-  const dir = await open(stateDir, 'r');
-  try {
+    const tmp = join(stateDir, `.${JOURNAL_FILE}.tmp-${randomBytes(8).toString('hex')}`);
+    const body = `${JSON.stringify({ version: 1, entries }, null, 2)}\n`;
+    let fh;
+    try {
+      fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    } catch (err) {
+      throw new Error(`journal ${path}: cannot write: ${errorMessage(err)}`, { cause: err });
+    }
+    try {
+      await fh.writeFile(body, 'utf8');
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, path);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await unlink(tmp).catch(() => undefined);
+      throw new Error(`journal ${path}: cannot write: ${errorMessage(err)}`, { cause: err });
+    }
     await dir.sync();
   } finally {
     await dir.close();
   }
+}
+
+// The state directory, opened without following a symlink: refused unless it is a directory of ours that no one else can write.
+async function openOwnDir(stateDir: string, path: string) {
+  let dir;
+  try {
+    dir = await open(stateDir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const link = code === 'ELOOP' || code === 'ENOTDIR' ? await lstat(stateDir).then((st) => st.isSymbolicLink(), () => false) : false;
+    const why = link ? `${stateDir} is a symbolic link` : code === 'ENOTDIR' ? `${stateDir} is not a directory` : errorMessage(err);
+    throw new Error(`journal ${path}: not written: ${why}`, { cause: err });
+  }
+  const st = await dir.stat();
+  if (st.uid !== ownIds().uid || (st.mode & 0o022) !== 0) {
+    await dir.close();
+    throw new Error(`journal ${path}: not written: ${stateDir} is owner ${st.uid} mode ${(st.mode & 0o7777).toString(8)}, others could change it`);
+  }
+  return dir;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

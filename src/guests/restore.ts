@@ -40,6 +40,8 @@ export interface RestoreOptions {
   parallel: number;
   signal: AbortSignal;
   observer: GuestObserver;
+  /** Facts the admin must see at any verbosity (a journal entry dropped). */
+  warn?: (msg: string) => void;
 }
 
 /** Bring the guests back, group by group (ascending); never throws for one guest. */
@@ -86,7 +88,10 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   try {
     guest = await driver.getGuest(entry.id, { signal: look.signal });
   } catch (err) {
-    if (isDomainError(err, 'not-found')) return finish(stub, 'start', 'skipped', `no longer defined on ${entry.uri}: entry dropped`, true);
+    if (isDomainError(err, 'not-found')) {
+      opts.warn?.(`journal entry of guest '${entry.name}' (${entry.id}) on ${entry.uri}: no such guest any more: entry dropped`);
+      return finish(stub, 'start', 'skipped', `no longer defined on ${entry.uri}: entry dropped`, true);
+    }
     return finish(stub, 'start', 'failed', `cannot look it up: ${errorMessage(err)}`, false);
   } finally {
     look.clear();

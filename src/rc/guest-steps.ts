@@ -9,7 +9,8 @@ import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
 import { buildStopPlan, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
 import { stopAll } from '../guests/ladder.js';
-import { openJournal, readJournal, type JournalEntry } from '../guests/journal.js';
+import { journalPath, openJournal, readJournal, type Journal, type JournalEntry } from '../guests/journal.js';
+import { secureOwnDirs } from '../daemons/runtime-dirs.js';
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
 import { rebootAll } from '../guests/reboot.js';
 import { assessRescue, NOTHING_TO_STOP, rescueDrivers, type RescueDeps } from '../guests/rescue.js';
@@ -64,9 +65,10 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
       return unreachableOutcome(plan, CLEAN);
     }
     for (const p of plan.guests) if (p.reasons.length) ctx.log.info(`${guestLabel(p.guest, showUri)}: ${p.action}: ${p.reasons.join('; ')}`);
-    const read = await readJournal(ctx.settings.stateDir);
-    if (read.damaged) ctx.log.error(read.damaged);
-    const journal = openJournal(ctx.settings.stateDir, read.entries);
+    // An unreadable journal or an unsafe directory never keeps the guests from being handled.
+    const rj = await openRunJournal(ctx);
+    // Guests whose outcome is not in the journal: the write failed (named in the summary).
+    const missed = new Map<string, string>();
     const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri });
     let outcomes: GuestOutcome[];
     try {
@@ -79,15 +81,27 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
           if (!p || !o.guest.persistent) return;
           const action = o.result === 'saved' ? 'saved' : o.result === 'shutdown' ? 'shutdown' : o.result === 'destroyed' ? 'destroyed' : undefined;
           if (!action || (o.stateBefore !== 'running' && o.stateBefore !== 'paused')) return;
-          await journal.record({ uri: o.guest.uri, id: o.guest.id, name: o.guest.name, action, stateBefore: o.stateBefore, order: p.order, at: new Date().toISOString() });
+          try {
+            await rj.journal.record({ uri: o.guest.uri, id: o.guest.id, name: o.guest.name, action, stateBefore: o.stateBefore, order: p.order, at: new Date().toISOString() });
+          } catch (err) {
+            missed.set(guestKey(o.guest), `${action}, but not in the journal: ${errorMessage(err)}`);
+          }
         },
       });
     } finally {
       progress.stop();
     }
+    outcomes = outcomes.map((o) => {
+      const miss = missed.get(guestKey(o.guest));
+      return miss ? { ...o, reason: [o.reason, miss].filter(Boolean).join('; ') } : o;
+    });
     const what = mode === 'shutdown' ? 'guests shut down' : 'guests stopped';
     const summary = reportSummary(ctx.signal.aborted ? `${what} (interrupted)` : what, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
-    return unreachableOutcome(plan, { ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
+    const lost = outcomes.filter((o) => missed.has(guestKey(o.guest)) && o.result !== 'saved').map((o) => guestLabel(o.guest, showUri));
+    const journalOk = reportJournal(rj, ctx, missed.size === 0
+      ? 'a new journal holds what this stop did'
+      : `start restores the saved images without it${lost.length > 0 ? `, but will not start ${lost.join(', ')}` : ''}`);
+    return unreachableOutcome(plan, { ...summary, clean: summary.clean && journalOk && !ctx.signal.aborted, outcomes });
   } finally {
     await closeDrivers(drivers);
   }
@@ -147,29 +161,39 @@ export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: bool
   }
 }
 
-/** Bring back, at `start`, the guests the last stop handled (ON_BOOT=restore). */
+/**
+ * Bring back, at `start`, the guests the last stop handled (ON_BOOT=restore): those the journal
+ * names on this run's connections, and every shut-off guest with a saved image the journal does
+ * not name (the image is the record); entries of other connections are kept for their own driver.
+ */
 export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
   const t0 = now();
-  const read = await readJournal(ctx.settings.stateDir);
-  if (read.damaged) ctx.log.error(`${read.damaged}; restoring every guest that has a saved image instead`);
+  const rj = ctx.dryRun ? await peekJournal(ctx) : await openRunJournal(ctx);
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    const tasks: RestoreTask[] = read.entries.map((entry) => ({ entry }));
-    const known = new Set(read.entries.map((e) => `${e.uri}\u0000${e.id}`));
-    // Safety nets: a damaged journal must not make saved guests be forgotten; qmp guests have no daemon to autostart them.
+    const showUri = drivers.length > 1;
+    const uris = new Set(drivers.map((d) => d.uri));
+    const others = rj.entries.filter((e) => !uris.has(e.uri));
+    for (const e of others) ctx.log.info(`journal entry of guest ${guestLabel(e, true)}: not a connection of this run: kept for its own driver`);
+    const tasks: RestoreTask[] = rj.entries.filter((e) => uris.has(e.uri)).map((entry) => ({ entry }));
+    const known = new Set(rj.entries.map((e) => `${e.uri}\u0000${e.id}`));
+    let unlisted = false;
+    // Guests the journal does not name: a saved image is restored all the same (a journal lost,
+    // damaged or never written must not make a saved guest be forgotten); qmp guests have no daemon to autostart them.
     for (const d of drivers) {
-      if (!read.damaged && d.kind !== 'qmp') continue;
       let guests;
       try {
         guests = await d.listGuests({ signal: ctx.signal });
       } catch (err) {
-        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+        unlisted = true;
+        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}; saved images the journal does not name are not restored`);
         continue;
       }
       for (const g of guests) {
         if (g.state !== 'shutoff' || known.has(`${g.uri}\u0000${g.id}`)) continue;
-        const source = read.damaged && g.hasSavedImage ? 'not in the (damaged) journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
+        const source = g.hasSavedImage ? 'not in the journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
         if (!source) continue;
+        if (g.hasSavedImage) ctx.log.notice(`${guestLabel(g, showUri)}: ${source}: ${restoresImage(g, ctx.settings) ? 'restoring it' : 'ON_BOOT=ignore: left as it is'}`);
         const entry: JournalEntry = { uri: g.uri, id: g.id, name: g.name, action: g.hasSavedImage ? 'saved' : 'shutdown', stateBefore: 'running', order: g.policy.order ?? 0, at: '' };
         tasks.push({ entry, source });
       }
@@ -177,32 +201,96 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
     if (ctx.dryRun) {
       ctx.stdout.write(tasks.length === 0 ? 'no guests to bring back\n' : `${tasks
         .sort((a, b) => a.entry.order - b.entry.order)
-        .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, drivers.length > 1)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
+        .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, showUri)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
         .join('\n')}\n(dry run: nothing was changed)\n`);
       return CLEAN;
     }
-    const journal = openJournal(ctx.settings.stateDir, read.entries);
-    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri: drivers.length > 1 });
+    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri });
     let outcomes: GuestOutcome[];
     try {
       outcomes = await restoreAll(tasks, {
         drivers,
-        journal,
+        journal: rj.journal,
         timeout: ctx.settings.timeout,
         onBoot: ctx.settings.onBoot,
         startDelay: ctx.settings.startDelay,
         parallel: ctx.settings.parallel,
         signal: ctx.signal,
         observer: progress,
+        warn: (m) => ctx.log.warn(m),
       });
     } finally {
       progress.stop();
     }
-    const summary = reportSummary('guests brought back', outcomes, now() - t0, ctx.stdout, ctx.log, drivers.length > 1);
-    return { ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes };
+    const summary = reportSummary('guests brought back', outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
+    const journalOk = reportJournal(rj, ctx, 'every guest with a saved image was restored all the same; guests it named that have none are not started');
+    return { ...summary, clean: summary.clean && journalOk && !unlisted && !ctx.signal.aborted, outcomes };
   } finally {
     await closeDrivers(drivers);
   }
+}
+
+// Whether start restores a guest's image by the settings and its own policy (as restore.ts decides).
+function restoresImage(g: Guest, settings: Settings): boolean {
+  return (g.policy.onBoot ?? settings.onBoot) !== 'ignore';
+}
+
+function guestKey(g: Pick<Guest, 'uri' | 'id'>): string {
+  return `${g.uri}\u0000${g.id}`;
+}
+
+/** The journal as a guest step uses it: read once, changed entry by entry, each failure kept to be reported. */
+interface RunJournal {
+  path: string;
+  entries: JournalEntry[];
+  journal: Journal;
+  /** What went wrong with it (unreadable, damaged, its directory refused, a write that failed), once each. */
+  problems: Set<string>;
+}
+
+// Make the state directory safe, read the journal and open it for changes; never throws.
+async function openRunJournal(ctx: GuestStepContext): Promise<RunJournal> {
+  const { stateDir } = ctx.settings;
+  const path = journalPath(stateDir);
+  const problems = new Set<string>();
+  // The journal's directory, and the qmp save directory (no daemon start makes it at boot).
+  const refused = await secureOwnDirs([stateDir, ...(ctx.settings.driver === 'qmp' ? [ctx.settings.qemuSaveDir] : [])], ctx.log);
+  for (const d of refused) problems.add(`${d} refused (see above)`);
+  let entries: JournalEntry[] = [];
+  if (!refused.includes(stateDir)) {
+    const read = await readJournal(stateDir);
+    if (read.damaged) {
+      ctx.log.error(read.damaged);
+      problems.add(read.damaged);
+    }
+    entries = read.entries;
+  }
+  const inner = openJournal(stateDir, entries);
+  const watch = (p: Promise<void>): Promise<void> => p.catch((err: unknown) => {
+    problems.add(errorMessage(err));
+    throw err;
+  });
+  return {
+    path,
+    entries,
+    problems,
+    journal: { entries: inner.entries, record: (e) => watch(inner.record(e)), clear: (uri, id) => watch(inner.clear(uri, id)) },
+  };
+}
+
+// --dry-run: read the journal as it is (a damaged one left in place), fix nothing, write nothing.
+async function peekJournal(ctx: GuestStepContext): Promise<RunJournal> {
+  const read = await readJournal(ctx.settings.stateDir, { keepDamaged: true });
+  if (read.damaged) ctx.log.error(read.damaged);
+  const journal: Journal = { entries: () => read.entries, record: async () => undefined, clear: async () => undefined };
+  return { path: journalPath(ctx.settings.stateDir), entries: read.entries, journal, problems: new Set() };
+}
+
+// Journal failures are errors at every verbosity; true when there were none.
+function reportJournal(rj: RunJournal, ctx: GuestStepContext, consequence: string): boolean {
+  if (rj.problems.size === 0) return true;
+  ctx.log.error(`journal ${rj.path} failed: ${[...rj.problems].join('; ')}; ${consequence}`);
+  return false;
 }
 
 /** guests_reboot: every running guest at once, each waited for until it runs again or its timeout. */

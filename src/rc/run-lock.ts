@@ -61,7 +61,7 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
   const path = lockPath(opts.runDir);
   const waitMs = opts.waitMs ?? LOCK_WAIT_MS;
   if (heldHere.has(path)) throw new RunLockError(`${path}: this process already holds the run lock`);
-  await mkdir(opts.runDir, { recursive: true, mode: 0o755 });
+  await mkdir(opts.runDir, { recursive: true, mode: 0o700 });
   const flock = opts.flock ?? FLOCK;
   // First without waiting: the usual case, one spawn.
   let got = await holdLock(flock, path, undefined, opts.signal);
