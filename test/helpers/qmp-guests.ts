@@ -16,6 +16,8 @@ export interface QmpTestGuest {
   stubborn?: boolean;
   memMiB?: number;
   policy?: Record<string, unknown>;
+  /** `start` boots it (the definition's `autostart`); default false. */
+  autostart?: boolean;
 }
 
 /** A folder of qmp guests: definitions, runtime, save and state directories. */
@@ -61,7 +63,7 @@ export async function makeQmpBed(prefix: string, guests: QmpTestGuest[]): Promis
       '-kernel', kernelPath, '-initrd', initrdPath, '-append', append.join(' '),
       '-chardev', `file,id=con0,path=${consoleOf(g.name).replaceAll(',', ',,')},append=on`, '-serial', 'chardev:con0',
     ];
-    await writeFile(join(guestsDir, `${g.name}.json`), JSON.stringify({ argv, autostart: false, policy: g.policy ?? {} }));
+    await writeFile(join(guestsDir, `${g.name}.json`), JSON.stringify({ argv, autostart: g.autostart ?? false, policy: g.policy ?? {} }));
   }
   const drivers: DomainDriver[] = [];
   return {

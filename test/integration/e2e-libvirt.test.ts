@@ -16,7 +16,7 @@
 // lifecycle events); guests_reboot over two URIs to the same daemon; -q/-v.
 // `status` and `status --json` are checked after every step with their exit code.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Status } from '../../src/rc/status.js';
@@ -42,6 +42,20 @@ const boots = new Map<LibvirtGuest, string>();
 // Console offsets taken before a step.
 let marks = new Map<LibvirtGuest, number>();
 const events: ChildProcess[] = [];
+
+// A modprobe first on PATH that records its arguments (one line per call) and exits `code`.
+function recordingModprobe(code: number): { settings: Record<string, string>; calls: () => string[] } {
+  const dir = join(bed.dir, `modprobe-${code}`);
+  const log = join(dir, 'calls');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(log, '');
+  writeFileSync(join(dir, 'modprobe'), `#!/bin/sh\necho "$*" >> '${log}'\nexit ${code}\n`);
+  chmodSync(join(dir, 'modprobe'), 0o755);
+  return {
+    settings: { PATH: `${dir}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}`, MODULES: 'tun vhost_net' },
+    calls: () => readFileSync(log, 'utf8').split('\n').filter(Boolean),
+  };
+}
 
 function out(r: CliRun): string {
   return `exit ${r.code}\n${r.stdout}${r.stderr}`;
@@ -157,9 +171,13 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     expect(bed.daemonPids()).toEqual({ virtlockd: undefined, virtlogd: undefined, libvirtd: undefined });
     expect(existsSync(join(bed.dir, 'run'))).toBe(false);
 
-    const start = await bed.run(['start']);
+    const modprobe = recordingModprobe(0);
+    const start = await bed.run(['start'], modprobe.settings);
     expect(start.code, out(start)).toBe(0);
     expect(start.stdout).toContain('libvirtd answers');
+    // MODULES loaded with one `modprobe -a` before libvirtd (no KVM on this CPU: no kvm modules).
+    expect(modprobe.calls()).toEqual(['-a tun vhost_net']);
+    expect(start.stdout).toContain('modules loaded: tun vhost_net');
     const pids = bed.daemonPids();
     for (const n of ['virtlockd', 'virtlogd', 'libvirtd'] as const) expect(pids[n], n).toBeGreaterThan(0);
     expect(existsSync(join(bed.dir, 'run'))).toBe(true);
@@ -209,8 +227,12 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     const qemu = [A, P, D].map((g) => libvirtGuestPid(g) as number);
     const daemons = Object.values(bed.daemonPids()) as number[];
     const from = bed.virsh.calls().length;
-    const stop = await bed.run(['stop'], { PARALLEL: '1' });
+    const modprobe = recordingModprobe(0);
+    const stop = await bed.run(['stop'], { PARALLEL: '1', ...modprobe.settings });
     expect(stop.code, out(stop)).toBe(0);
+    // Without /proc/modules nothing tells which modules are unused: none is unloaded.
+    expect(modprobe.calls()).toEqual([]);
+    expect(stop.stdout).toContain('no /proc/modules: cannot tell which modules are in use, none unloaded');
     const saves = bed.virsh.calls().slice(from).filter((c) => c.sub === 'managedsave');
     expect(saves.map((c) => c.guest).sort()).toEqual([A.uuid, P.uuid].sort());
     expect(saves.every((c) => c.exitCode === 0)).toBe(true);
@@ -281,8 +303,12 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
   it('restart with ON_SHUTDOWN=shutdown: A, D, S shut down cleanly and boot again, P (policy managedsave) saved and restored paused; new daemons', async () => {
     mark();
     const before = bed.daemonPids();
-    const r = await bed.run(['restart'], { ON_SHUTDOWN: 'shutdown' });
+    const modprobe = recordingModprobe(1);
+    const r = await bed.run(['restart'], { ON_SHUTDOWN: 'shutdown', ...modprobe.settings });
+    // A modprobe that fails is a warning: libvirtd starts all the same.
     expect(r.code, out(r)).toBe(0);
+    expect(modprobe.calls()).toEqual(['-a tun vhost_net']);
+    expect(r.stdout + r.stderr).toContain('could not load the modules tun vhost_net');
     const after = bed.daemonPids();
     for (const n of ['virtlockd', 'virtlogd', 'libvirtd'] as const) {
       expect(after[n], n).toBeGreaterThan(0);
