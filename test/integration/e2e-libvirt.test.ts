@@ -246,7 +246,7 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     const s = await status(3);
     expect(s.pending.map((p) => [p.name, p.action, p.stateBefore]).sort()).toEqual([
       [A.name, 'saved', 'running'], [D.name, 'destroyed', 'running'], [P.name, 'saved', 'paused'],
-    ]);
+    ].sort());
     const removed = bed.simulateReboot();
     expect(removed).toContain(join(bed.dir, 'run'));
     expect(existsSync(join(bed.dir, 'run'))).toBe(false);
@@ -343,7 +343,7 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     const s = await status(3);
     expect(s.pending.map((p) => [p.name, p.action, p.stateBefore]).sort()).toEqual([
       [A.name, 'shutdown', 'running'], [D.name, 'shutdown', 'running'], [P.name, 'shutdown', 'paused'], [S.name, 'shutdown', 'running'],
-    ]);
+    ].sort());
     bed.simulateReboot();
   }, 240_000);
 
