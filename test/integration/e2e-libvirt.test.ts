@@ -214,7 +214,7 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     expect(await snapshot()).toEqual(before);
     for (const c of cmds.filter((c) => c[1] === '--dry-run')) expect(runs.get(c.join(' '))!.stdout, c.join(' ')).toContain('dry run');
     expect(runs.get('stop --dry-run')!.stdout).toMatch(/libvirtd \(pid \d+\) would be stopped/);
-    expect(runs.get('guests_reboot --dry-run')!.stdout).toContain(`${A.name}: reboot`);
+    expect(runs.get('guests_reboot --dry-run')!.stdout).toContain(`'${A.name}': reboot`);
     const plan = JSON.parse(runs.get('plan --json')!.stdout) as { guests: { name: string; action: string; order: number }[] };
     const byName = (n: string) => plan.guests.find((g) => g.name === n);
     expect(byName(A.name)).toMatchObject({ action: 'managedsave', order: 2 });
@@ -399,6 +399,8 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
   it('-q says nothing when all is well; -v adds the debug lines (each virsh call)', async () => {
     const q = await bed.run(['-q', 'start']);
     expect(q.code, out(q)).toBe(0);
+    expect(q.stdout).not.toContain('already running');
+    // Warnings and errors only (docs/configuration.md): nothing at all when nothing went wrong.
     expect(q.stdout + q.stderr).toBe('');
     const n = await bed.run(['start']);
     expect(n.stdout).toContain('already running');
