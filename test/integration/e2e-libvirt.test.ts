@@ -215,11 +215,11 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     for (const c of cmds.filter((c) => c[1] === '--dry-run')) expect(runs.get(c.join(' '))!.stdout, c.join(' ')).toContain('dry run');
     expect(runs.get('stop --dry-run')!.stdout).toMatch(/libvirtd \(pid \d+\) would be stopped/);
     expect(runs.get('guests_reboot --dry-run')!.stdout).toContain(`'${A.name}': reboot`);
-    const plan = JSON.parse(runs.get('plan --json')!.stdout) as { guests: { name: string; action: string; order: number }[] };
+    const plan = JSON.parse(runs.get('plan --json')!.stdout) as { guests: { name: string; requested: string; action: string; order: number }[] };
     const byName = (n: string) => plan.guests.find((g) => g.name === n);
-    expect(byName(A.name)).toMatchObject({ action: 'managedsave', order: 2 });
-    expect(byName(P.name)).toMatchObject({ action: 'managedsave', order: 1 });
-    expect(byName(D.name)).toMatchObject({ action: 'destroy', order: 1 });
+    expect(byName(A.name)).toMatchObject({ requested: 'managedsave', action: 'save', order: 2 });
+    expect(byName(P.name)).toMatchObject({ requested: 'managedsave', action: 'save', order: 1, state: 'paused' });
+    expect(byName(D.name)).toMatchObject({ requested: 'destroy', action: 'destroy', order: 1 });
     expect(byName(S.name)).toBeUndefined();
   }, 180_000);
 
