@@ -18,6 +18,8 @@ export interface QmpTestGuest {
   policy?: Record<string, unknown>;
   /** QEMU options added to the definition's argv (e.g. `-runas nobody`). */
   extraArgv?: string[];
+  /** `start` boots it (the definition's `autostart`); default false. */
+  autostart?: boolean;
 }
 
 /** A folder of qmp guests: definitions, runtime, save and state directories. */
@@ -64,7 +66,7 @@ export async function makeQmpBed(prefix: string, guests: QmpTestGuest[]): Promis
       '-chardev', `file,id=con0,path=${consoleOf(g.name).replaceAll(',', ',,')},append=on`, '-serial', 'chardev:con0',
       ...(g.extraArgv ?? []),
     ];
-    await writeFile(join(guestsDir, `${g.name}.json`), JSON.stringify({ argv, autostart: false, policy: g.policy ?? {} }));
+    await writeFile(join(guestsDir, `${g.name}.json`), JSON.stringify({ argv, autostart: g.autostart ?? false, policy: g.policy ?? {} }));
   }
   const drivers: DomainDriver[] = [];
   return {

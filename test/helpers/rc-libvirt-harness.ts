@@ -33,12 +33,13 @@
 // bed.close(): undefines the guests, stops the daemons the bed started (by
 //   PID; ones that ran before are left alone), releases the lock, removes the
 //   temp directory.
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startLibvirtDaemons, stopLibvirtDaemons } from './daemons.js';
+import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock, startLibvirtDaemons, stopLibvirtDaemons, type DaemonName } from './daemons.js';
 import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest, type LibvirtGuestOptions } from './libvirt-guest.js';
-import { makeTempDir } from './process.js';
+import { findPidsByComm, identifyPid, isSameProcessAlive, makeTempDir, waitFor, type ProcessIdentity } from './process.js';
+import { runVirsh } from './virsh.js';
 import { runRc, type CliRun } from './rc-cli.js';
 import { repoRoot, requireTestbed } from './testbed.js';
 
@@ -177,6 +178,18 @@ function parseCalls(text: string): VirshCall[] {
   return calls;
 }
 
+// The environment of a run on a bed: PATH, the bundle, and the bed's settings file, run and state directories and VIRSH.
+function bedEnv(dir: string, configFile: string, virsh: VirshWrapper): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    RC_LIBVIRT_BUNDLE: RC_BUNDLE,
+    RC_LIBVIRT_CONFIG: configFile,
+    RC_LIBVIRT_RUN_DIR: join(dir, 'run'),
+    RC_LIBVIRT_STATE_DIR: join(dir, 'state'),
+    VIRSH: virsh.path,
+  };
+}
+
 /** Daemons, guests, a VIRSH wrapper and temp directories for runs of rc/rc.libvirt. */
 export interface LibvirtBed {
   dir: string;
@@ -210,15 +223,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
     await close();
     throw err;
   }
-  const env = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({
-    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-    RC_LIBVIRT_BUNDLE: RC_BUNDLE,
-    RC_LIBVIRT_CONFIG: configFile,
-    RC_LIBVIRT_RUN_DIR: join(dir, 'run'),
-    RC_LIBVIRT_STATE_DIR: join(dir, 'state'),
-    VIRSH: virsh.path,
-    ...settings,
-  });
+  const env = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...bedEnv(dir, configFile, virsh), ...settings });
   return {
     dir,
     virsh,
@@ -226,5 +231,151 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
     env,
     run: (args, settings, o = {}) => runRc(args, env(settings), { ...o, program: RC_SCRIPT }),
     close,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// A bed whose daemons rc.libvirt itself starts and stops (`start`, `stop`...),
+// across simulated reboots: for the end-to-end tests.
+//
+//   const bed = await openRcDaemonsBed('rcl-e2e-');   // lock held, no daemon runs
+//   await bed.run(['start']);                          // rc.libvirt starts the three
+//   const g = await defineLibvirtGuest({ name: 'x' }); // guests need libvirtd up
+//   await bed.run(['stop']);
+//   bed.simulateReboot();                              // what a reboot empties
+//   await bed.close();                                 // in afterAll
+//
+// The daemons' pidfiles are test-private (DIR/pid/NAME.pid through
+// LIBVIRTD_OPTS, VIRTLOGD_OPTS, VIRTLOCKD_OPTS; the host's config files).
+// Their sockets stay libvirt's own (/run/libvirt/*-sock: virsh and libvirtd
+// find each other only there); with the host-wide lock held and no other
+// libvirt daemon running (openRcDaemonsBed waits for that), they are the
+// test's. Every daemon a run started is recorded (by pid and start time) in
+// the lock file, and close() ends the ones still running.
+
+/** The sockets the three daemons make under /run/libvirt (removed by the daemons at exit, and by a reboot). */
+export const DAEMON_SOCKETS = [
+  'libvirt-sock', 'libvirt-sock-ro', 'libvirt-admin-sock',
+  'virtlogd-sock', 'virtlogd-admin-sock', 'virtlockd-sock', 'virtlockd-admin-sock',
+].map((s) => join('/run/libvirt', s));
+
+/** libvirt's "autostart already done in this boot" markers; a reboot empties /run, so the next libvirtd autostarts its guests. */
+export const AUTOSTART_MARKERS = ['/run/libvirt/qemu/autostarted', '/run/libvirt/network/autostarted'];
+
+const DAEMON_NAMES: readonly DaemonName[] = ['virtlockd', 'virtlogd', 'libvirtd'];
+
+/** A bed for runs that start and stop the daemons through rc.libvirt. */
+export interface RcDaemonsBed extends LibvirtBed {
+  /** The test-private pidfile of a daemon. */
+  pidfile(name: DaemonName): string;
+  /** The daemons running per their pidfiles now (pid; undefined when not running). */
+  daemonPids(): Record<DaemonName, number | undefined>;
+  /** What a reboot would empty: pidfiles, the daemons' sockets, rc-libvirt's run directory, libvirt's autostart markers; throws if a daemon of ours still runs. Returns what it removed. */
+  simulateReboot(): string[];
+}
+
+/** Hold the libvirtd lock, wait until no libvirt daemon runs, and make a bed whose daemons rc.libvirt starts (see above). */
+export async function openRcDaemonsBed(prefix: string, opts: { settings?: Record<string, string> } = {}): Promise<RcDaemonsBed> {
+  const programs = requireTestbed();
+  await holdLibvirtLock();
+  const noted: { name: DaemonName; id: ProcessIdentity }[] = [];
+  const dir = await makeTempDir(prefix).catch((err: unknown) => {
+    releaseLibvirtLock();
+    throw err;
+  });
+  const close = async (): Promise<void> => {
+    const errors: unknown[] = [];
+    const step = async (f: () => unknown): Promise<void> => {
+      try {
+        await f();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    // Guests are undefined through a libvirtd: ours if it runs, else one the helpers start (and stop).
+    recordTestDaemons(noted.filter((d) => isSameProcessAlive(d.id)));
+    await step(async () => {
+      if ((await runVirsh(['version'], { timeoutMs: 10_000 })).code !== 0) await startLibvirtDaemons();
+    });
+    await step(removeLibvirtGuests);
+    await step(stopLibvirtDaemons);
+    await step(() => rm(dir, { recursive: true, force: true }));
+    releaseLibvirtLock();
+    if (errors.length > 0) throw errors[0];
+  };
+  try {
+    await waitFor('libvirt daemons started by others to stop', () => DAEMON_NAMES.every((n) => findPidsByComm(n).length === 0), {
+      timeoutMs: 5 * 60_000,
+      intervalMs: 1000,
+    });
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const virsh = createVirshWrapper(dir, programs.virsh);
+  const configFile = join(dir, 'settings');
+  writeFileSync(configFile, '# empty: every setting comes from the environment of the run\n');
+  mkdirSync(join(dir, 'pid'));
+  const pidfile = (name: DaemonName): string => join(dir, 'pid', `${name}.pid`);
+  const daemonPids = (): Record<DaemonName, number | undefined> => {
+    const out = {} as Record<DaemonName, number | undefined>;
+    for (const n of DAEMON_NAMES) {
+      let pid: number | undefined;
+      try {
+        pid = Number.parseInt(readFileSync(pidfile(n), 'utf8'), 10);
+      } catch {
+        pid = undefined;
+      }
+      out[n] = pid !== undefined && Number.isInteger(pid) && findPidsByComm(n).includes(pid) ? pid : undefined;
+    }
+    return out;
+  };
+  const note = (): void => {
+    for (const [name, pid] of Object.entries(daemonPids()) as [DaemonName, number | undefined][]) {
+      const id = pid === undefined ? undefined : identifyPid(pid);
+      if (id && !noted.some((d) => d.id.pid === id.pid && d.id.startTime === id.startTime)) noted.push({ name, id });
+    }
+    recordTestDaemons(noted.filter((d) => isSameProcessAlive(d.id)));
+  };
+  const env = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+    ...bedEnv(dir, configFile, virsh),
+    LIBVIRTD_OPTS: `-f /etc/libvirt/libvirtd.conf -p ${pidfile('libvirtd')}`,
+    VIRTLOGD_OPTS: `-f /etc/libvirt/virtlogd.conf -p ${pidfile('virtlogd')}`,
+    VIRTLOCKD_OPTS: `-f /etc/libvirt/virtlockd.conf -p ${pidfile('virtlockd')}`,
+    VIRTUSER: 'root',
+    VIRTGROUP: 'root',
+    MODULES: '',
+    DAEMON_TIMEOUT: '60',
+    ...opts.settings,
+    ...settings,
+  });
+  const simulateReboot = (): string[] => {
+    const running = DAEMON_NAMES.flatMap((n) => findPidsByComm(n).map((p) => `${n} ${p}`));
+    if (running.length > 0) throw new Error(`cannot simulate a reboot: still running: ${running.join(', ')}`);
+    const removed: string[] = [];
+    for (const p of [...DAEMON_NAMES.map(pidfile), ...DAEMON_SOCKETS, ...AUTOSTART_MARKERS, join(dir, 'run')]) {
+      if (existsSync(p)) {
+        rmSync(p, { recursive: true, force: true });
+        removed.push(p);
+      }
+    }
+    return removed;
+  };
+  return {
+    dir,
+    virsh,
+    guests: [],
+    env,
+    run: async (args, settings, o = {}) => {
+      try {
+        return await runRc(args, env(settings), { ...o, program: RC_SCRIPT });
+      } finally {
+        note();
+      }
+    },
+    close,
+    pidfile,
+    daemonPids,
+    simulateReboot,
   };
 }

@@ -70,7 +70,10 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
     const [file, ...args] = argv;
     let proc: ChildProcess;
     try {
-      proc = spawn(file ?? 'virsh', args, { env: opts.virsh.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+      // Own process group: close() ends the whole group, so a VIRSH that is a
+      // wrapper script takes its virsh along (a survivor holding the pipes would
+      // keep rc.libvirt from ever exiting).
+      proc = spawn(file ?? 'virsh', args, { env: opts.virsh.env(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       opts.log?.warn(`cannot start ${argv.join(' ')}: ${(err as Error).message}; waits poll instead`);
       return;
@@ -125,15 +128,31 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
       const proc = child;
       if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
       await new Promise<void>((resolve) => {
-        const kill = setTimeout(() => proc.kill('SIGKILL'), 1000);
-        const give = setTimeout(resolve, 3000);
+        const kill = setTimeout(() => killGroup(proc, 'SIGKILL'), 1000);
+        // Still not closed: stop listening to its pipes, so they cannot hold this process open.
+        const give = setTimeout(() => {
+          proc.stdout?.destroy();
+          proc.stderr?.destroy();
+          proc.unref();
+          resolve();
+        }, 3000);
         proc.once('close', () => {
           clearTimeout(kill);
           clearTimeout(give);
           resolve();
         });
-        proc.kill('SIGTERM');
+        killGroup(proc, 'SIGTERM');
       });
     },
   };
+}
+
+// Signal the stream's process group (see start()), or the process alone when it has none.
+function killGroup(proc: ChildProcess, sig: NodeJS.Signals): void {
+  if (proc.pid === undefined) return;
+  try {
+    process.kill(-proc.pid, sig);
+  } catch {
+    proc.kill(sig);
+  }
 }
