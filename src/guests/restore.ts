@@ -98,8 +98,10 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   }
   const action = guest.hasSavedImage ? 'restore' : 'start';
   opts.observer.begin(guest, action);
-  if (guest.policy.onBoot === 'ignore') return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
-  if (!guest.policy.onBoot && opts.onBoot === 'ignore') return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
+  // libvirtd boots its autostart guests whatever ON_BOOT says; a qmp guest's `autostart` is the same promise.
+  const autostarts = driver.kind === 'qmp' && guest.autostart;
+  if (guest.policy.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
+  if (!guest.policy.onBoot && opts.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
   if (guest.state === 'running' || guest.state === 'paused') {
     return finish(guest, action, 'skipped', `already ${guest.state} (brought back by libvirt itself, e.g. autostart): left alone`, true);
   }

@@ -43,6 +43,24 @@ describe('restore at start', () => {
     expect(j.cleared.sort()).toEqual(['early', 'early2', 'late']);
   });
 
+  it('ON_BOOT=ignore leaves libvirt guests, but boots qmp autostart guests (as libvirtd boots its own), with or without a journal entry', async () => {
+    const lv = libvirtLikeDriver([{ name: 'lv', state: 'shutoff', hasSavedImage: true, autostart: true }], { uri: 'fake:///one' });
+    const q = qmpLikeDriver([
+      { name: 'auto', state: 'shutoff', hasSavedImage: true, autostart: true },
+      { name: 'auto-cold', state: 'shutoff', autostart: true },
+      { name: 'plain', state: 'shutoff', hasSavedImage: true },
+    ], { uri: 'qmp:///g' });
+    const j = memJournal([entry('lv'), entry('auto', 0, { uri: 'qmp:///g' }), entry('plain', 0, { uri: 'qmp:///g' })]);
+    const tasks = [...j.entries().map((e) => ({ entry: e })), { entry: entry('auto-cold', 0, { uri: 'qmp:///g', action: 'shutdown' }), source: 'autostart' }];
+    const p = restoreAll(tasks, {
+      drivers: [lv, q], journal: j, timeout: 60, onBoot: 'ignore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const byName = new Map((await p).map((o) => [o.guest.name, o.result]));
+    expect(Object.fromEntries(byName)).toEqual({ lv: 'skipped', auto: 'restored', 'auto-cold': 'started', plain: 'skipped' });
+    expect(j.cleared.sort()).toEqual(['auto', 'auto-cold']);
+  });
+
   it('resumes a guest that was running but comes back paused, and asks a paused one to come back paused', async () => {
     const d = libvirtLikeDriver([
       { name: 'was running', state: 'shutoff', hasSavedImage: true, script: { startsPaused: true } },
