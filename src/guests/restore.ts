@@ -10,7 +10,7 @@ import { deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { Journal, JournalEntry } from './journal.js';
 import type { GuestObserver } from './observer.js';
-import type { GuestOutcome } from './outcome.js';
+import type { GuestAction, GuestOutcome } from './outcome.js';
 
 /** How often a start that failed for a passing lack of a resource is tried, in all (within the guest's timeout). */
 export const START_ATTEMPTS = 3;
@@ -67,7 +67,7 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   const { entry } = task;
   const started = now();
   const driver = opts.drivers.find((d) => d.uri === entry.uri);
-  const finish = async (guest: Guest, action: string, result: GuestOutcome['result'], reason: string, clear: boolean): Promise<GuestOutcome> => {
+  const finish = async (guest: Guest, action: GuestAction, result: GuestOutcome['result'], reason: string, clear: boolean): Promise<GuestOutcome> => {
     if (clear) {
       try {
         await opts.journal.clear(entry.uri, entry.id);
@@ -155,6 +155,6 @@ function stubGuest(e: JournalEntry): Guest {
   };
 }
 
-function outcomeOf(guest: Guest, action: string, result: GuestOutcome['result'], reason: string, ms: number, stateBefore = guest.state): GuestOutcome {
+function outcomeOf(guest: Guest, action: GuestAction, result: GuestOutcome['result'], reason: string, ms: number, stateBefore = guest.state): GuestOutcome {
   return { guest, action, result, reason, ms, stateBefore };
 }
