@@ -13,7 +13,9 @@ import { openJournal, readJournal, type JournalEntry } from '../guests/journal.j
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
 import { rebootAll } from '../guests/reboot.js';
 import { assessRescue, NOTHING_TO_STOP, rescueDrivers, type RescueDeps } from '../guests/rescue.js';
+import type { GuestObserver } from '../guests/observer.js';
 import type { GuestOutcome } from '../guests/outcome.js';
+import { cutForRescue, journalEntryFor } from '../guests/stop-policy.js';
 import { createProgress, guestLabel } from '../report/guest-progress.js';
 import { reportSummary } from '../report/summary.js';
 import { formatPlan, planToJson } from '../report/plan-output.js';
@@ -48,53 +50,82 @@ export interface GuestStepDeps extends RescueDeps {
 
 const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcomes: [] };
 
-/** Bring every active guest down at `stop` (per policy) or `shutdown` (ACPI for all). */
-export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
+/** The parts of one guest command that differ: what to do, how to show it dry, how to run it. */
+interface Batch<P> {
+  /** The summary's title. */
+  title: string;
+  /** Find the guests and decide (after the drivers are open). */
+  prepare(drivers: DomainDriver[], t0: number): Promise<P>;
+  /** What a dry run prints (before "(dry run: nothing was changed)"). */
+  dryRun(prepared: P, showUri: boolean): string;
+  /** Act on the guests, telling `observer`; before it, anything to log. */
+  run(prepared: P, observer: GuestObserver, showUri: boolean): Promise<GuestOutcome[]>;
+  /** Adjust the verdict (connections that could not be listed); default: as it is. */
+  settle?(prepared: P, outcome: GuestStepOutcome): GuestStepOutcome;
+}
+
+// The one runner of stop, start and reboot: open the drivers, prepare, print a
+// dry run or run with live progress, summarize, close the drivers.
+async function runBatch<P>(ctx: GuestStepContext, deps: GuestStepDeps, batch: Batch<P>): Promise<GuestStepOutcome> {
   const t0 = now();
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    const prepared = await batch.prepare(drivers, t0);
     const showUri = drivers.length > 1;
-    let explained: readonly Unreachable[] = [];
-    if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
-    else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
-    for (const u of plan.unreachable) if (!explained.includes(u)) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
+    const settle = (o: GuestStepOutcome): GuestStepOutcome => batch.settle?.(prepared, o) ?? o;
     if (ctx.dryRun) {
-      ctx.stdout.write(`${formatPlan(plan, showUri)}\n(dry run: nothing was changed)\n`);
-      return unreachableOutcome(plan, CLEAN);
+      ctx.stdout.write(`${batch.dryRun(prepared, showUri)}\n(dry run: nothing was changed)\n`);
+      return settle(CLEAN);
     }
-    for (const p of plan.guests) if (p.reasons.length) ctx.log.info(`${guestLabel(p.guest, showUri)}: ${p.action}: ${p.reasons.join('; ')}`);
-    const read = await readJournal(ctx.settings.stateDir);
-    if (read.damaged) ctx.log.error(read.damaged);
-    const journal = openJournal(ctx.settings.stateDir, read.entries);
     const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri });
     let outcomes: GuestOutcome[];
     try {
-      outcomes = await stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
-        parallel: ctx.settings.parallel,
-        signal: ctx.signal,
-        observer: progress,
-        onOutcome: async (o) => {
-          const p = plan.guests.find((x) => x.guest === o.guest);
-          if (!p || !o.guest.persistent) return;
-          const action = o.result === 'saved' ? 'saved' : o.result === 'shutdown' ? 'shutdown' : o.result === 'destroyed' ? 'destroyed' : undefined;
-          if (!action || (o.stateBefore !== 'running' && o.stateBefore !== 'paused')) return;
-          await journal.record({ uri: o.guest.uri, id: o.guest.id, name: o.guest.name, action, stateBefore: o.stateBefore, order: p.order, at: new Date().toISOString() });
-        },
-      });
+      outcomes = await batch.run(prepared, progress, showUri);
     } finally {
       progress.stop();
     }
-    const what = mode === 'shutdown' ? 'guests shut down' : 'guests stopped';
-    const summary = reportSummary(ctx.signal.aborted ? `${what} (interrupted)` : what, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
-    return unreachableOutcome(plan, { ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
+    const summary = reportSummary(ctx.signal.aborted ? `${batch.title} (interrupted)` : batch.title, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
+    return settle({ ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
   } finally {
     await closeDrivers(drivers);
   }
 }
 
-/** The least time a rescued guest gets for a clean power-off, whatever the detection of the hung daemon took. */
-export const RESCUE_MIN_TIMEOUT_S = 5;
+type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
+
+/** Bring every active guest down at `stop` (per policy) or `shutdown` (ACPI for all). */
+export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
+  return runBatch<PlanWithItems>(ctx, deps, {
+    title: mode === 'shutdown' ? 'guests shut down' : 'guests stopped',
+    async prepare(drivers, t0) {
+      let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+      let explained: readonly Unreachable[] = [];
+      if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
+      else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
+      for (const u of plan.unreachable) if (!explained.includes(u)) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
+      for (const w of plan.warnings ?? []) ctx.log.warn(w);
+      return plan;
+    },
+    dryRun: (plan, showUri) => formatPlan(plan, showUri),
+    async run(plan, observer, showUri) {
+      for (const p of plan.guests) if (p.reasons.length) ctx.log.info(`${guestLabel(p.guest, showUri)}: ${p.action}: ${p.reasons.join('; ')}`);
+      const read = await readJournal(ctx.settings.stateDir);
+      if (read.damaged) ctx.log.error(read.damaged);
+      const journal = openJournal(ctx.settings.stateDir, read.entries);
+      return stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
+        parallel: ctx.settings.parallel,
+        signal: ctx.signal,
+        observer,
+        onOutcome: async (o) => {
+          const p = plan.guests.find((x) => x.guest === o.guest);
+          const entry = p && journalEntryFor(o, p.order);
+          if (entry) await journal.record(entry);
+        },
+      });
+    },
+    settle: unreachableOutcome,
+  });
+}
 
 // libvirtd did not answer: plan the guests of its status files on a rescue driver,
 // their timeouts shortened by the time the detection took, so stop still ends within TIMEOUT + STOP_MARGIN_MS.
@@ -104,16 +135,16 @@ async function withRescue(plan: PlanWithItems, drivers: DomainDriver[], t0: numb
   if (rescue.length === 0) return { ...plan, unreachable: lost };
   drivers.push(...rescue);
   const rp = await buildStopPlan(rescue, ctx.settings, mode, ctx.signal);
-  const spent = (now() - t0) / 1000;
-  for (const g of rp.guests) {
-    const t = Math.max(RESCUE_MIN_TIMEOUT_S, Math.floor(g.timeout - spent));
-    if (t !== g.timeout) g.reasons.push(`timeout ${g.timeout} s shortened to ${t} s: ${spent.toFixed(0)} s went to finding libvirtd hung`);
-    g.timeout = t;
-  }
-  return { ...plan, guests: [...plan.guests, ...rp.guests], items: [...plan.items, ...rp.items], space: [...plan.space, ...rp.space], unreachable: [...lost, ...rp.unreachable] };
+  cutForRescue(rp.guests, now() - t0);
+  return {
+    ...plan,
+    guests: [...plan.guests, ...rp.guests],
+    items: [...plan.items, ...rp.items],
+    space: [...plan.space, ...rp.space],
+    unreachable: [...lost, ...rp.unreachable],
+    warnings: [...(plan.warnings ?? []), ...(rp.warnings ?? [])],
+  };
 }
-
-type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
 
 // --dry-run: say what the rescue path would do, changing nothing; `explained`: unreachable connections the rescue path would handle.
 async function dryRunRescue(plan: PlanWithItems, ctx: GuestStepContext, deps: GuestStepDeps): Promise<{ plan: PlanWithItems; explained: Unreachable[] }> {
@@ -149,93 +180,72 @@ export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: bool
 
 /** Bring back, at `start`, the guests the last stop handled (ON_BOOT=restore). */
 export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
-  const t0 = now();
   const read = await readJournal(ctx.settings.stateDir);
   if (read.damaged) ctx.log.error(`${read.damaged}; restoring every guest that has a saved image instead`);
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
-  try {
-    const tasks: RestoreTask[] = read.entries.map((entry) => ({ entry }));
-    const known = new Set(read.entries.map((e) => `${e.uri}\u0000${e.id}`));
-    // Safety nets: a damaged journal must not make saved guests be forgotten; qmp guests have no daemon to autostart them.
-    for (const d of drivers) {
-      if (!read.damaged && d.kind !== 'qmp') continue;
-      let guests;
-      try {
-        guests = await d.listGuests({ signal: ctx.signal });
-      } catch (err) {
-        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
-        continue;
+  return runBatch<{ tasks: RestoreTask[]; drivers: DomainDriver[] }>(ctx, deps, {
+    title: 'guests brought back',
+    async prepare(drivers) {
+      const tasks: RestoreTask[] = read.entries.map((entry) => ({ entry }));
+      const known = new Set(read.entries.map((e) => `${e.uri}\u0000${e.id}`));
+      // Safety nets: a damaged journal must not make saved guests be forgotten; qmp guests have no daemon to autostart them.
+      for (const d of drivers) {
+        if (!read.damaged && d.kind !== 'qmp') continue;
+        let guests;
+        try {
+          guests = await d.listGuests({ signal: ctx.signal });
+        } catch (err) {
+          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+          continue;
+        }
+        for (const g of guests) {
+          if (g.state !== 'shutoff' || known.has(`${g.uri}\u0000${g.id}`)) continue;
+          const source = read.damaged && g.hasSavedImage ? 'not in the (damaged) journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
+          if (!source) continue;
+          const entry: JournalEntry = { uri: g.uri, id: g.id, name: g.name, action: g.hasSavedImage ? 'saved' : 'shutdown', stateBefore: 'running', order: g.policy.order ?? 0, at: '' };
+          tasks.push({ entry, source });
+        }
       }
-      for (const g of guests) {
-        if (g.state !== 'shutoff' || known.has(`${g.uri}\u0000${g.id}`)) continue;
-        const source = read.damaged && g.hasSavedImage ? 'not in the (damaged) journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
-        if (!source) continue;
-        const entry: JournalEntry = { uri: g.uri, id: g.id, name: g.name, action: g.hasSavedImage ? 'saved' : 'shutdown', stateBefore: 'running', order: g.policy.order ?? 0, at: '' };
-        tasks.push({ entry, source });
-      }
-    }
-    if (ctx.dryRun) {
-      ctx.stdout.write(tasks.length === 0 ? 'no guests to bring back\n' : `${tasks
-        .sort((a, b) => a.entry.order - b.entry.order)
-        .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, drivers.length > 1)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
-        .join('\n')}\n(dry run: nothing was changed)\n`);
-      return CLEAN;
-    }
-    const journal = openJournal(ctx.settings.stateDir, read.entries);
-    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri: drivers.length > 1 });
-    let outcomes: GuestOutcome[];
-    try {
-      outcomes = await restoreAll(tasks, {
-        drivers,
-        journal,
-        timeout: ctx.settings.timeout,
-        onBoot: ctx.settings.onBoot,
-        startDelay: ctx.settings.startDelay,
-        parallel: ctx.settings.parallel,
-        signal: ctx.signal,
-        observer: progress,
-      });
-    } finally {
-      progress.stop();
-    }
-    const summary = reportSummary('guests brought back', outcomes, now() - t0, ctx.stdout, ctx.log, drivers.length > 1);
-    return { ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes };
-  } finally {
-    await closeDrivers(drivers);
-  }
+      return { tasks, drivers };
+    },
+    dryRun: ({ tasks }, showUri) => (tasks.length === 0 ? 'no guests to bring back' : tasks
+      .sort((a, b) => a.entry.order - b.entry.order)
+      .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, showUri)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
+      .join('\n')),
+    run: ({ tasks, drivers }, observer) => restoreAll(tasks, {
+      drivers,
+      journal: openJournal(ctx.settings.stateDir, read.entries),
+      timeout: ctx.settings.timeout,
+      onBoot: ctx.settings.onBoot,
+      startDelay: ctx.settings.startDelay,
+      parallel: ctx.settings.parallel,
+      signal: ctx.signal,
+      observer,
+    }),
+  });
 }
 
 /** guests_reboot: every running guest at once, each waited for until it runs again or its timeout. */
 export async function rebootGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
-  const t0 = now();
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
-  try {
-    const items: { guest: Guest; driver: DomainDriver }[] = [];
-    let unreachable = false;
-    for (const d of drivers) {
-      try {
-        for (const g of await d.listGuests({ signal: ctx.signal })) if (g.state === 'running') items.push({ guest: g, driver: d });
-      } catch (err) {
-        unreachable = true;
-        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+  return runBatch<{ items: { guest: Guest; driver: DomainDriver }[]; unreachable: boolean }>(ctx, deps, {
+    title: 'guests rebooted',
+    async prepare(drivers) {
+      const items: { guest: Guest; driver: DomainDriver }[] = [];
+      let unreachable = false;
+      for (const d of drivers) {
+        try {
+          for (const g of await d.listGuests({ signal: ctx.signal })) if (g.state === 'running') items.push({ guest: g, driver: d });
+        } catch (err) {
+          unreachable = true;
+          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+        }
       }
-    }
-    if (ctx.dryRun) {
-      ctx.stdout.write(`${items.map((i) => `${guestLabel(i.guest, drivers.length > 1)}: reboot (timeout ${i.guest.policy.timeout ?? ctx.settings.timeout} s)`).join('\n') || 'no running guests'}\n(dry run: nothing was changed)\n`);
-      return CLEAN;
-    }
-    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri: drivers.length > 1 });
-    let outcomes: GuestOutcome[];
-    try {
-      outcomes = await rebootAll(items, { timeout: ctx.settings.timeout, parallel: ctx.settings.parallel, signal: ctx.signal, observer: progress });
-    } finally {
-      progress.stop();
-    }
-    const summary = reportSummary('guests rebooted', outcomes, now() - t0, ctx.stdout, ctx.log, drivers.length > 1);
-    return { ...summary, clean: summary.clean && !unreachable && !ctx.signal.aborted, outcomes };
-  } finally {
-    await closeDrivers(drivers);
-  }
+      return { items, unreachable };
+    },
+    dryRun: ({ items }, showUri) => items.map((i) => `${guestLabel(i.guest, showUri)}: reboot (timeout ${i.guest.policy.timeout ?? ctx.settings.timeout} s)`).join('\n') || 'no running guests',
+    run: ({ items }, observer) => rebootAll(items, { timeout: ctx.settings.timeout, parallel: ctx.settings.parallel, signal: ctx.signal, observer }),
+    // A connection that could not be listed makes the run unclean (a dry run only logs it).
+    settle: ({ unreachable }, o) => (unreachable && !ctx.dryRun ? { ...o, clean: false } : o),
+  });
 }
 
 /** A guest the journal says is waiting to be restored at the next start. */
