@@ -95,7 +95,7 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   opts.observer.begin(guest, action);
   if (guest.policy.onBoot === 'ignore') return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
   if (!guest.policy.onBoot && opts.onBoot === 'ignore') return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
-  if (guest.state === 'running' || guest.state === 'paused') {
+  if (guest.state === 'running' || guest.state === 'paused' || guest.state === 'suspended') {
     return finish(guest, action, 'skipped', `already ${guest.state} (brought back by libvirt itself, e.g. autostart): left alone`, true);
   }
   if (guest.state !== 'shutoff') return finish(guest, action, 'failed', `in state ${guest.stateDetail}: not started, left in the journal`, false);
