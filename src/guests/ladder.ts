@@ -26,6 +26,8 @@ import { SHUTDOWN_REPEAT_MS, shutdownUntilOff, waitOff } from './shutdown-wait.j
 export const ABORT_GRACE_MS = 10_000;
 /** How long a destroy (and seeing the guest off) may take after the deadline. */
 export const DESTROY_GRACE_MS = 20_000;
+/** How long a guest's outcome may take to be recorded (the journal's write) before its group goes on without waiting. */
+export const JOURNAL_WAIT_MS = 10_000;
 /** The most a stop can take beyond a guest's timeout: abort, then destroy. */
 export const STOP_MARGIN_MS = ABORT_GRACE_MS + DESTROY_GRACE_MS;
 /** How long a guest woken from S3 may take to run again before its save or shutdown is tried anyway. */
@@ -72,11 +74,21 @@ export async function stopAll(tasks: readonly StopTask[], opts: StopOptions): Pr
   });
 }
 
+// The journal's write of an outcome, waited for up to JOURNAL_WAIT_MS: a state directory
+// that hangs (a dead NFS server) must not hold the next order group for ever.
 async function recordOutcome(outcome: GuestOutcome, opts: StopOptions): Promise<void> {
+  const { onOutcome } = opts;
+  if (!onOutcome) return;
+  const recording = (async () => onOutcome(outcome))();
+  const w = deadline(JOURNAL_WAIT_MS);
   try {
-    await opts.onOutcome?.(outcome);
+    const settled = await settleOrAbort(recording, w.signal);
+    if (!settled.settled) opts.observer.note(`${outcome.guest.name}: the outcome was not recorded within ${JOURNAL_WAIT_MS / 1000} s: going on (the write goes on too)`);
+    else if (!settled.ok) opts.observer.note(`${outcome.guest.name}: could not record the outcome: ${errorMessage(settled.error)}`);
   } catch (err) {
     opts.observer.note(`${outcome.guest.name}: could not record the outcome: ${errorMessage(err)}`);
+  } finally {
+    w.clear();
   }
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { fakeClock } from '../../fakes/clock.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
-import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
+import { JOURNAL_WAIT_MS, stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
 import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
@@ -458,6 +458,26 @@ describe('stop ladder: the abort at the deadline goes through the driver', () =>
     expect(o!.result).toBe('saved');
     expect(o!.reason).toContain('the save completed as it was being aborted');
     expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+});
+
+describe('stop ladder: the journal write is waited for, within a bound', () => {
+  const clock = fakeClock();
+
+  it('a write that hangs holds the next order group JOURNAL_WAIT_MS at most, and is reported', async () => {
+    const d = libvirtLikeDriver([{ name: 'first', policy: { order: 1 } }, { name: 'second' }]);
+    const notes: string[] = [];
+    const p = stopAll(await tasksFor([d]), {
+      parallel: 0,
+      signal: new AbortController().signal,
+      observer: { ...SILENT_OBSERVER, note: (t) => notes.push(t) },
+      onOutcome: (o) => (o.guest.name === 'first' ? new Promise<void>(() => undefined) : Promise.resolve()),
+    });
+    await vi.advanceTimersByTimeAsync(1000 + JOURNAL_WAIT_MS + 1000);
+    const out = await p;
+    expect(out.map((o) => o.result)).toEqual(['saved', 'saved']);
+    expect(at(d, 'save', 'second') - clock.t0).toBe(1000 + JOURNAL_WAIT_MS);
+    expect(notes).toContain(`first: the outcome was not recorded within ${JOURNAL_WAIT_MS / 1000} s: going on (the write goes on too)`);
   });
 });
 
