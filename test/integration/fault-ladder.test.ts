@@ -50,7 +50,7 @@ function journal(): { name: string; action: string; stateBefore: string }[] {
 describe('stop ladder on real guests', () => {
   beforeAll(async () => {
     bed = await openLibvirtBed('rcl-ladder-', {
-      guests: ['one', 'two', 'three'].map((n) => ({ name: `rcl ladder ${n}`, memMiB: 64, fill: 8 })),
+      guests: ['one', 'two', 'three'].map((n) => ({ name: `rcl ladder ${n}`, memMiB: 128, fill: 16 })),
     });
     bin = join(bed.dir, 'bin');
     mkdirSync(bin);
