@@ -2,8 +2,8 @@
 // through QMP) offers to the orchestration. Both drivers implement it alike.
 import type { BootAction, ShutdownAction } from '../config/settings.js';
 
-/** A guest's state, reduced to what the orchestration acts on. */
-export type GuestState = 'running' | 'paused' | 'shutoff' | 'other';
+/** A guest's state, reduced to what the orchestration acts on; `suspended`: asleep in ACPI S3 (libvirt `pmsuspended`, QEMU `suspended`), woken before a save or shutdown. */
+export type GuestState = 'running' | 'paused' | 'suspended' | 'shutoff' | 'other';
 
 /** A guest's own policy (libvirt metadata `urn:rc-libvirt:policy:1`, or the qmp definition's `policy`); absent keys fall back to the settings. */
 export interface GuestPolicy {
@@ -97,6 +97,8 @@ export interface DomainDriver {
   reboot(id: string, opts: OpOptions): Promise<void>;
   /** Resolves when the hypervisor's daemon answers; NotReachableError when it does not within `timeoutMs` (optional: a driver without a daemon to hang, such as qmp, has none; the plan asks it alongside the listing and calls the listing off when it does not answer). */
   ping?(opts: OpOptions & { timeoutMs?: number }): Promise<void>;
+  /** Wake a guest asleep in ACPI S3 (`suspended`): libvirt `dompmwakeup`, QMP `system_wakeup` (optional: without it such a guest is asked to shut down as it is). */
+  wake?(id: string, opts: OpOptions): Promise<void>;
   /** Resume a paused guest (optional: the orchestration resumes a paused guest before an ACPI shutdown, which a paused guest cannot act on). */
   resume?(id: string, opts: OpOptions): Promise<void>;
   /** Power the guest off at once (data in it may be lost). */

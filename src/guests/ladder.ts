@@ -1,23 +1,37 @@
-// The escalation ladder of one guest at stop, with one deadline:
-// save → (fails while time is left) shutdown → (deadline) abort what still
-// runs, then destroy. On interruption: abort a running save (the guest runs
-// again), never destroy.
+// The escalation ladder of one guest at stop, with one deadline, as explicit
+// steps (each returns the next, until one returns the outcome):
+//
+//   start ──► wake (S3 only) ──► save ──(fails while time is left)──► shutdown
+//                                  │                                     │
+//                                  └──────(deadline)──► deadline ◄───────┘
+//                                                          │
+//                    abort a running save through the driver, then destroy
+//
+// A save waits for one of its group's PARALLEL slots; a guest still waiting
+// when only its shutdown reserve is left is asked to shut down instead,
+// outside the limit (shutdown requests are never limited). On interruption:
+// abort a running save (the guest runs again), never destroy.
 import { isDomainError } from '../domain/errors.js';
 import { errorMessage } from '../util/error-message.js';
 import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
 import { anySignal, deadline, now } from '../util/deadline.js';
-import { runInGroups } from './groups.js';
+import { runInGroups, type Slots } from './groups.js';
 import type { GuestObserver } from './observer.js';
-import type { GuestOutcome } from './outcome.js';
+import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from './outcome.js';
 import type { GuestPlan } from './plan.js';
+import { shutdownReserveMs } from './save-slots.js';
 import { SHUTDOWN_REPEAT_MS, shutdownUntilOff, waitOff } from './shutdown-wait.js';
 
-/** How long aborting a save job may take at the deadline or on interruption. */
+/** How long aborting a save job may take at the deadline or on interruption (the driver's own abort: libvirt repeats `domjobabort` while its managedsave runs). */
 export const ABORT_GRACE_MS = 10_000;
 /** How long a destroy (and seeing the guest off) may take after the deadline. */
 export const DESTROY_GRACE_MS = 20_000;
+/** How long a guest's outcome may take to be recorded (the journal's write) before its group goes on without waiting. */
+export const JOURNAL_WAIT_MS = 10_000;
 /** The most a stop can take beyond a guest's timeout: abort, then destroy. */
 export const STOP_MARGIN_MS = ABORT_GRACE_MS + DESTROY_GRACE_MS;
+/** How long a guest woken from S3 may take to run again before its save or shutdown is tried anyway. */
+export const WAKE_WAIT_MS = 10_000;
 
 /** One guest to bring down. */
 export interface StopTask {
@@ -27,6 +41,7 @@ export interface StopTask {
 
 /** What a batch of stops runs with. */
 export interface StopOptions {
+  /** Saves at once per order group (PARALLEL); 0 = all. Shutdown requests are never limited. */
   parallel: number;
   /** SIGINT/SIGTERM. */
   signal: AbortSignal;
@@ -40,8 +55,8 @@ export async function stopAll(tasks: readonly StopTask[], opts: StopOptions): Pr
   return runInGroups(tasks.map((task) => ({
     order: task.plan.order,
     timeoutMs: task.plan.timeout * 1000,
-    run: async (deadlineAt: number) => {
-      const outcome = await stopGuest(task, deadlineAt, opts);
+    run: async (deadlineAt: number, slots: Slots) => {
+      const outcome = await stopGuest(task, deadlineAt, { ...opts, slots });
       await recordOutcome(outcome, opts);
       return outcome;
     },
@@ -53,199 +68,344 @@ export async function stopAll(tasks: readonly StopTask[], opts: StopOptions): Pr
   })), {
     direction: 'desc',
     parallel: opts.parallel,
+    limit: 'inside',
     signal: opts.signal,
     onGroup: (order, count) => opts.observer.note(`order group ${order}: ${count} guest${count === 1 ? '' : 's'}`),
   });
 }
 
+// The journal's write of an outcome, waited for up to JOURNAL_WAIT_MS: a state directory
+// that hangs (a dead NFS server) must not hold the next order group for ever.
 async function recordOutcome(outcome: GuestOutcome, opts: StopOptions): Promise<void> {
+  const { onOutcome } = opts;
+  if (!onOutcome) return;
+  const recording = (async () => onOutcome(outcome))();
+  const w = deadline(JOURNAL_WAIT_MS);
   try {
-    await opts.onOutcome?.(outcome);
+    const settled = await settleOrAbort(recording, w.signal);
+    if (!settled.settled) opts.observer.note(`${outcome.guest.name}: the outcome was not recorded within ${JOURNAL_WAIT_MS / 1000} s: going on (the write goes on too)`);
+    else if (!settled.ok) opts.observer.note(`${outcome.guest.name}: could not record the outcome: ${errorMessage(settled.error)}`);
   } catch (err) {
     opts.observer.note(`${outcome.guest.name}: could not record the outcome: ${errorMessage(err)}`);
+  } finally {
+    w.clear();
   }
 }
 
 /** A result for a guest that was not acted on. */
-export function skipped(guest: Guest, action: string, reason: string): GuestOutcome {
+export function skipped(guest: Guest, action: StopAction, reason: string): GuestOutcome {
   return { guest, action, result: 'skipped', reason, ms: 0, stateBefore: guest.state };
 }
 
+/** A save in flight: its promise, and the signal it listens to (aborting it runs the driver's own abort). */
+interface SaveJob {
+  saving: Promise<void>;
+  abort: AbortController;
+}
+
+/** The next step of the ladder, or its end. */
+type Step =
+  | { to: 'wake'; then: 'save' | 'shutdown' }
+  | { to: 'save' }
+  | { to: 'shutdown' }
+  | { to: 'deadline'; why: string; save?: SaveJob }
+  | { to: 'interrupted-save'; save: SaveJob }
+  | { to: 'destroy-now' }
+  | { to: 'done'; outcome: GuestOutcome };
+
+/** What every step of one guest's ladder shares. */
+interface Ladder {
+  task: StopTask;
+  guest: Guest;
+  driver: DomainDriver;
+  deadlineAt: number;
+  /** SIGINT/SIGTERM. */
+  interrupt: AbortSignal;
+  /** The guest's deadline or the interruption. */
+  op: AbortSignal;
+  /** The guest's deadline alone. */
+  expired: AbortSignal;
+  slots: Slots;
+  parallel: number;
+  obs: GuestObserver;
+  /** The path so far. */
+  action: StopAction;
+  reasons: string[];
+  /** The state as last seen. */
+  state: GuestState;
+  end: (result: GuestOutcome['result'], extra?: string, plannedDestroy?: boolean) => Step;
+}
+
 /** Run one guest's ladder; never throws. */
-export async function stopGuest(task: StopTask, deadlineAt: number, opts: Pick<StopOptions, 'signal' | 'observer'>): Promise<GuestOutcome> {
+export async function stopGuest(
+  task: StopTask,
+  deadlineAt: number,
+  opts: Pick<StopOptions, 'signal' | 'observer'> & { slots?: Slots; parallel?: number },
+): Promise<GuestOutcome> {
   const { plan, driver } = task;
   const { guest } = plan;
-  // Seconds count from its group's start, like its timeout (waiting for a slot is part of it).
+  // Seconds count from its group's start, like its timeout.
   const started = Math.min(now(), deadlineAt - plan.timeout * 1000);
-  const obs = opts.observer;
-  const interrupt = opts.signal;
-  const reasons = [...plan.reasons.filter((r) => !r.startsWith('paused: saved as paused'))];
-  const done = (result: GuestOutcome['result'], action: string, extra?: string, plannedDestroy = false): GuestOutcome => {
-    if (extra) reasons.push(extra);
-    const o: GuestOutcome = { guest, action, result, reason: reasons.join('; '), ms: now() - started, stateBefore: guest.state };
-    if (plannedDestroy) o.plannedDestroy = true;
-    obs.end(o);
-    return o;
-  };
   const dl = deadline(deadlineAt - now());
-  const op = anySignal(dl.signal, interrupt);
-  let action: string = plan.action;
-  let saving: Promise<void> | undefined;
-  obs.begin(guest, action);
+  const op = anySignal(dl.signal, opts.signal);
+  const l: Ladder = {
+    task,
+    guest,
+    driver,
+    deadlineAt,
+    interrupt: opts.signal,
+    op: op.signal,
+    expired: dl.signal,
+    slots: opts.slots ?? { take: async () => () => undefined },
+    parallel: opts.parallel ?? 0,
+    obs: opts.observer,
+    action: plan.action,
+    reasons: plan.reasons.filter((r) => !r.startsWith('paused: saved as paused')),
+    state: guest.state,
+    end: (result, extra, plannedDestroy = false) => {
+      if (extra) l.reasons.push(extra);
+      const o: GuestOutcome = { guest, action: l.action, result, reason: l.reasons.join('; '), ms: now() - started, stateBefore: guest.state };
+      if (plannedDestroy) o.plannedDestroy = true;
+      return { to: 'done', outcome: o };
+    },
+  };
+  l.obs.begin(guest, l.action);
+  let outcome: GuestOutcome;
   try {
-    if (plan.action === 'destroy') {
-      return await destroyNow(task, interrupt, done);
-    }
-    if (deadlineAt <= now()) return await atDeadline(task, undefined, action, interrupt, reasons, done, 'its timeout passed while it waited for its turn');
-    if (plan.action === 'save') {
-      const saveCtl = new AbortController();
-      const saveSignal = anySignal(saveCtl.signal, interrupt);
-      saving = driver.save(guest.id, { signal: saveSignal.signal, onProgress: (p) => obs.progress(guest, p.fraction) });
-      saving.catch(() => undefined);
-      const settled = await settleOrAbort(saving, op.signal);
-      saveSignal.clear();
-      if (settled.ok) return done('saved', action);
-      if (interrupt.aborted) return await afterInterruptedSave(task, saving, reasons, done);
-      if (!settled.settled) {
-        // Still saving at the deadline: abort the job (the driver resumes the guest), then destroy.
-        return await atDeadline(task, { saving, abortSave: saveCtl }, action, interrupt, reasons, done, `still saving at its deadline (${plan.timeout} s)`);
-      }
-      if (isDomainError(settled.error, 'not-found')) return done('failed', action, `save: ${errorMessage(settled.error)}`);
-      reasons.push(`save failed: ${errorMessage(settled.error)}; fell back to shutdown`);
-      obs.step(guest, 'shutdown', `save failed (${errorMessage(settled.error)}): shutting down`);
-      action = 'save->shutdown';
-      saving = undefined;
-    }
-    // Shutdown (planned, or the fallback).
-    let state: GuestState = plan.action === 'save' ? await currentState(driver, guest, op.signal) : guest.state;
-    if (state === 'shutoff') return done('shutdown', action);
-    if (state === 'paused') {
-      if (driver.resume) {
-        await driver.resume(guest.id, { signal: op.signal });
-        state = 'running';
-        if (!plan.resumeFirst) reasons.push('resumed so that it can shut down');
-      } else if (plan.action === 'save') {
-        reasons.push('paused, and the driver cannot resume it for a shutdown');
-      }
-    }
-    let failures = 0;
-    let repeats = 0;
-    const how = await shutdownUntilOff(driver, guest.id, op.signal, {
-      failed: (err) => {
-        if (failures++ > 0) return;
-        reasons.push(`shutdown request failed: ${errorMessage(err)}`);
-        obs.step(guest, action, `shutdown request failed (${errorMessage(err)}): asking again`);
-      },
-      repeated: () => {
-        if (repeats++ > 0) return;
-        reasons.push(`still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asked again`);
-        obs.step(guest, action, `still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asking again`);
-      },
-    });
-    return done('shutdown', action, how === 'gone' ? 'gone' : undefined);
+    let step: Step = firstStep(l);
+    while (step.to !== 'done') step = await STEPS[step.to](l, step as never);
+    outcome = step.outcome;
   } catch (err) {
-    if (interrupt.aborted) {
-      if (saving) return await afterInterruptedSave(task, saving, reasons, done);
-      return done('failed', action, `interrupted (${errorMessage(interrupt.reason)}): left as it is, not destroyed`);
-    }
-    if (dl.signal.aborted) return await atDeadline(task, undefined, action, interrupt, reasons, done, `did not shut down within ${plan.timeout} s`);
-    // Failed at once with time left, and nothing further to fall back to but the deadline.
-    reasons.push(`${action}: ${errorMessage(err)}`);
-    try {
-      await waitOff(driver, guest.id, op.signal);
-      return done('shutdown', action);
-    } catch {
-      if (interrupt.aborted) return done('failed', action, 'interrupted: not destroyed');
-      return await atDeadline(task, undefined, action, interrupt, reasons, done, `still active at its deadline (${plan.timeout} s)`);
-    }
+    // A step that threw (a bug): say so rather than lose the guest's outcome.
+    outcome = (l.end('failed', `internal error: ${errorMessage(err)}`) as Extract<Step, { to: 'done' }>).outcome;
   } finally {
     op.clear();
     dl.clear();
   }
+  l.obs.end(outcome);
+  return outcome;
 }
 
-type Done = (result: GuestOutcome['result'], action: string, extra?: string, plannedDestroy?: boolean) => GuestOutcome;
+function firstStep(l: Ladder): Step {
+  const { plan } = l.task;
+  if (plan.action === 'destroy') return { to: 'destroy-now' };
+  if (l.deadlineAt <= now()) return { to: 'deadline', why: 'its timeout passed before its turn' };
+  const then = plan.action === 'save' ? 'save' : 'shutdown';
+  if (l.guest.state === 'suspended') return { to: 'wake', then };
+  return { to: then };
+}
 
-async function destroyNow(task: StopTask, interrupt: AbortSignal, done: Done): Promise<GuestOutcome> {
-  const g = deadline(DESTROY_GRACE_MS, interrupt);
+type StepFn<S extends Step['to']> = (l: Ladder, step: Extract<Step, { to: S }>) => Promise<Step>;
+
+const STEPS: { [S in Exclude<Step['to'], 'done'>]: StepFn<S> } = {
+  wake: wakeStep,
+  save: saveStep,
+  shutdown: shutdownStep,
+  deadline: deadlineStep,
+  'interrupted-save': interruptedSaveStep,
+  'destroy-now': destroyNowStep,
+};
+
+// ACPI S3 (pmsuspended): a sleeping guest can be neither saved nor shut down; wake it first.
+async function wakeStep(l: Ladder, step: { then: 'save' | 'shutdown' }): Promise<Step> {
+  if (!l.driver.wake) {
+    l.reasons.push('suspended (S3), and this driver cannot wake it');
+    return { to: step.then };
+  }
+  l.obs.step(l.guest, l.action, 'suspended (S3): waking it');
+  const w = deadline(WAKE_WAIT_MS, l.op);
   try {
-    await task.driver.destroy(task.plan.guest.id, { signal: g.signal });
-    return done('destroyed', 'destroy', '', true);
+    await l.driver.wake(l.guest.id, { signal: w.signal });
+    l.state = await l.driver.waitForState(l.guest.id, ['running', 'shutoff'], { signal: w.signal });
+    l.reasons.push('woken from S3 (pmsuspended)');
   } catch (err) {
-    return done('failed', 'destroy', `destroy: ${errorMessage(err)}`);
+    if (l.interrupt.aborted) return l.end('failed', `interrupted while waking it (${errorMessage(l.interrupt.reason)}): left as it is`);
+    l.reasons.push(`waking it from S3 failed: ${errorMessage(err)}`);
+  } finally {
+    w.clear();
+  }
+  if (l.state === 'shutoff') return l.end('shutdown', 'went off as it woke');
+  if (l.expired.aborted) return { to: 'deadline', why: `still suspended at its deadline (${l.task.plan.timeout} s)` };
+  return { to: step.then };
+}
+
+// Wait for a save slot (until only the shutdown reserve is left), then save.
+async function saveStep(l: Ladder): Promise<Step> {
+  const { plan } = l.task;
+  const reserve = shutdownReserveMs(plan.timeout * 1000);
+  const cut = deadline(l.deadlineAt - reserve - now(), l.interrupt);
+  let free: () => void;
+  try {
+    const waiting = l.slots.take(cut.signal);
+    let queued = true;
+    void waiting.then(() => (queued = false), () => undefined);
+    await Promise.resolve();
+    if (queued) l.obs.step(l.guest, l.action, `waiting for a save slot (PARALLEL=${l.parallel})`);
+    free = await waiting;
+  } catch {
+    if (l.interrupt.aborted) return { to: 'done', outcome: { ...skipped(l.guest, l.action, 'interrupted before its turn'), ms: 0 } };
+    l.action = fellBack(l.action);
+    const why = `no save slot (PARALLEL=${l.parallel}) until ${(reserve / 1000).toFixed(0)} s before its deadline: shut down instead`;
+    l.reasons.push(why);
+    l.obs.step(l.guest, l.action, why);
+    return { to: 'shutdown' };
+  } finally {
+    cut.clear();
+  }
+  // The save listens to its own signal until it has settled: aborting it runs the driver's abort
+  // (libvirt: `domjobabort` repeated while managedsave runs, and its fallback when libvirtd does not answer).
+  const abort = new AbortController();
+  const saveSignal = anySignal(abort.signal, l.interrupt);
+  const saving = l.driver.save(l.guest.id, { signal: saveSignal.signal, onProgress: (p) => l.obs.progress(l.guest, p.fraction) });
+  saving.catch(() => undefined);
+  void saving.then(free, free).finally(() => saveSignal.clear());
+  const job: SaveJob = { saving, abort };
+  const settled = await settleOrAbort(saving, l.op);
+  if (settled.ok) return l.end('saved');
+  if (l.interrupt.aborted) return { to: 'interrupted-save', save: job };
+  // Still saving at the deadline: abort the job (the driver resumes the guest), then destroy.
+  if (!settled.settled) return { to: 'deadline', why: `still saving at its deadline (${plan.timeout} s)`, save: job };
+  if (isDomainError(settled.error, 'not-found')) return l.end('failed', `save: ${errorMessage(settled.error)}`);
+  l.action = fellBack(l.action);
+  l.reasons.push(`save failed: ${errorMessage(settled.error)}; fell back to shutdown`);
+  l.obs.step(l.guest, l.action, `save failed (${errorMessage(settled.error)}): shutting down`);
+  try {
+    // The failed save may have left it off (QEMU died) or paused: look before asking.
+    l.state = await currentState(l.driver, l.guest, l.op);
+  } catch (err) {
+    return afterError(l, err);
+  }
+  return { to: 'shutdown' };
+}
+
+// The ACPI request, repeated while the guest is up, until it is off or the deadline.
+async function shutdownStep(l: Ladder): Promise<Step> {
+  const { plan } = l.task;
+  try {
+    if (l.state === 'shutoff') return l.end('shutdown');
+    if (l.state === 'paused') {
+      if (l.driver.resume) {
+        await l.driver.resume(l.guest.id, { signal: l.op });
+        l.state = 'running';
+        if (!plan.resumeFirst) l.reasons.push('resumed so that it can shut down');
+      } else if (plan.action === 'save') {
+        l.reasons.push('paused, and the driver cannot resume it for a shutdown');
+      }
+    }
+    let failures = 0;
+    let repeats = 0;
+    const how = await shutdownUntilOff(l.driver, l.guest.id, l.op, {
+      failed: (err) => {
+        if (failures++ > 0) return;
+        l.reasons.push(`shutdown request failed: ${errorMessage(err)}`);
+        l.obs.step(l.guest, l.action, `shutdown request failed (${errorMessage(err)}): asking again`);
+      },
+      repeated: () => {
+        if (repeats++ > 0) return;
+        l.reasons.push(`still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asked again`);
+        l.obs.step(l.guest, l.action, `still up ${SHUTDOWN_REPEAT_MS / 1000} s after the shutdown request: asking again`);
+      },
+    });
+    return l.end('shutdown', how === 'gone' ? 'gone' : undefined);
+  } catch (err) {
+    return afterError(l, err);
+  }
+}
+
+// A call failed: interrupted, at the deadline, or at once with time left (then only the deadline is left to wait for).
+async function afterError(l: Ladder, err: unknown): Promise<Step> {
+  const { plan } = l.task;
+  if (l.interrupt.aborted) return l.end('failed', `interrupted (${errorMessage(l.interrupt.reason)}): left as it is, not destroyed`);
+  if (l.expired.aborted) return { to: 'deadline', why: `did not shut down within ${plan.timeout} s` };
+  l.reasons.push(`${l.action}: ${errorMessage(err)}`);
+  try {
+    await waitOff(l.driver, l.guest.id, l.op);
+    return l.end('shutdown');
+  } catch {
+    if (l.interrupt.aborted) return l.end('failed', 'interrupted: not destroyed');
+    return { to: 'deadline', why: `still active at its deadline (${plan.timeout} s)` };
+  }
+}
+
+async function destroyNowStep(l: Ladder): Promise<Step> {
+  const g = deadline(DESTROY_GRACE_MS, l.interrupt);
+  try {
+    await l.driver.destroy(l.guest.id, { signal: g.signal });
+    return l.end('destroyed', '', true);
+  } catch (err) {
+    return l.end('failed', `destroy: ${errorMessage(err)}`);
   } finally {
     g.clear();
   }
 }
 
-// At the deadline: abort a save still running (and wait until it has let go),
-// then destroy — unless the guest went off by itself meanwhile. No destroy once interrupted.
-async function atDeadline(
-  task: StopTask,
-  save: { saving: Promise<void>; abortSave: AbortController } | undefined,
-  action: string,
-  interrupt: AbortSignal,
-  reasons: string[],
-  done: Done,
-  why: string,
-): Promise<GuestOutcome> {
-  const { driver, plan } = task;
-  const { guest } = plan;
-  reasons.push(why);
-  if (save) {
+// At the deadline: abort a save still running through the driver — the save's
+// own signal (the driver's abort dance) and the contract's abort — and wait
+// until it has let go; then destroy, unless the guest went off by itself
+// meanwhile. No destroy once interrupted.
+async function deadlineStep(l: Ladder, step: { why: string; save?: SaveJob }): Promise<Step> {
+  const { driver, guest } = l;
+  l.reasons.push(step.why);
+  if (step.save) {
     const g = deadline(ABORT_GRACE_MS);
     try {
-      await driver.abort(guest.id, { signal: g.signal });
-      reasons.push('save job aborted');
-    } catch (err) {
-      reasons.push(`aborting the save failed: ${errorMessage(err)}`);
-    }
-    save.abortSave.abort(new Error('deadline: save aborted'));
-    const settled = await settleOrAbort(save.saving, g.signal);
-    g.clear();
-    if (settled.ok) {
-      reasons.pop();
-      return done('saved', action, 'the save completed as it was being aborted');
+      step.save.abort.abort(new Error('deadline: save aborted'));
+      try {
+        await driver.abort(guest.id, { signal: g.signal });
+        l.reasons.push('save job aborted');
+      } catch (err) {
+        l.reasons.push(`aborting the save failed: ${errorMessage(err)}`);
+      }
+      const settled = await settleOrAbort(step.save.saving, g.signal);
+      if (settled.ok) {
+        l.reasons.pop();
+        return l.end('saved', 'the save completed as it was being aborted');
+      }
+      if (!settled.settled) l.reasons.push(`the save did not let go within ${ABORT_GRACE_MS / 1000} s of its abort`);
+    } finally {
+      g.clear();
     }
   }
   const g = deadline(DESTROY_GRACE_MS);
   try {
-    if ((await currentState(driver, guest, g.signal)) === 'shutoff') return done(save ? 'saved' : 'shutdown', action, 'went off just at its deadline');
-    if (interrupt.aborted) return done('failed', action, 'interrupted: not destroyed');
+    if ((await currentState(driver, guest, g.signal)) === 'shutoff') return l.end(step.save ? 'saved' : 'shutdown', 'went off just at its deadline');
+    if (l.interrupt.aborted) return l.end('failed', 'interrupted: not destroyed');
+    l.action = destroyedAfter(l.action);
     await driver.destroy(guest.id, { signal: g.signal });
-    return done('destroyed', `${action}->destroy`);
+    return l.end('destroyed');
   } catch (err) {
-    return done('failed', `${action}->destroy`, `destroy failed: ${errorMessage(err)}`);
+    l.action = destroyedAfter(l.action);
+    return l.end('failed', `destroy failed: ${errorMessage(err)}`);
   } finally {
     g.clear();
   }
 }
 
-// Interrupted while saving: the save is aborted (the driver resumes the guest);
-// make sure the job is gone and the guest is not left paused.
-async function afterInterruptedSave(task: StopTask, saving: Promise<void>, reasons: string[], done: Done): Promise<GuestOutcome> {
-  const { driver, plan } = task;
+// Interrupted while saving: the save is aborted through its signal (the driver
+// resumes the guest); make sure the job is gone and the guest is not left paused.
+async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<Step> {
+  const { driver, guest } = l;
   const g = deadline(ABORT_GRACE_MS);
   try {
-    const settled = await settleOrAbort(saving, g.signal);
-    if (settled.ok) return done('saved', 'save', 'completed before the interruption took effect');
+    const settled = await settleOrAbort(step.save.saving, g.signal);
+    if (settled.ok) return l.end('saved', 'completed before the interruption took effect');
     try {
-      await driver.abort(plan.guest.id, { signal: g.signal });
+      await driver.abort(guest.id, { signal: g.signal });
     } catch {
       // Nothing left to abort is the usual case here.
     }
-    const state = await currentState(driver, plan.guest, g.signal);
-    if (state === 'paused' && plan.guest.state === 'running' && driver.resume) {
-      await driver.resume(plan.guest.id, { signal: g.signal });
-      reasons.push('interrupted: save aborted, guest resumed');
-    } else if (state === 'paused' && plan.guest.state === 'running') {
-      reasons.push('interrupted: save aborted, but the guest is still PAUSED');
+    const state = await currentState(driver, guest, g.signal);
+    if (state === 'paused' && guest.state === 'running' && driver.resume) {
+      await driver.resume(guest.id, { signal: g.signal });
+      l.reasons.push('interrupted: save aborted, guest resumed');
+    } else if (state === 'paused' && guest.state === 'running') {
+      l.reasons.push('interrupted: save aborted, but the guest is still PAUSED');
     } else {
-      reasons.push(`interrupted: save aborted, guest ${state} as before`);
+      l.reasons.push(`interrupted: save aborted, guest ${state} as before`);
     }
-    return done('failed', 'save');
+    return l.end('failed');
   } catch (err) {
-    return done('failed', 'save', `interrupted: ${errorMessage(err)}`);
+    return l.end('failed', `interrupted: ${errorMessage(err)}`);
   } finally {
     g.clear();
   }

@@ -5,11 +5,40 @@ import type { Guest, GuestState } from '../domain/types.js';
 /** The end state of one guest's step. */
 export type GuestResult = 'saved' | 'shutdown' | 'destroyed' | 'failed' | 'rebooted' | 'started' | 'restored' | 'skipped';
 
+/**
+ * The path a guest took down the stop ladder: the first step, and each one it
+ * fell back to (`save->shutdown`: the save failed, the guest was shut down;
+ * `...->destroy`: destroyed at its deadline).
+ */
+export type StopAction = 'save' | 'shutdown' | 'destroy' | 'save->shutdown' | 'save->destroy' | 'shutdown->destroy' | 'save->shutdown->destroy';
+
+/** What a guest step tried: a path of the stop ladder, or a start, restore or reboot. */
+export type GuestAction = StopAction | 'start' | 'restore' | 'reboot';
+
+/** The ladder's path once a save fell back to a shutdown. */
+export function fellBack(action: StopAction): StopAction {
+  return action === 'save' ? 'save->shutdown' : action;
+}
+
+/** The ladder's path once the guest was destroyed at its deadline. */
+export function destroyedAfter(action: StopAction): StopAction {
+  switch (action) {
+    case 'save':
+      return 'save->destroy';
+    case 'shutdown':
+      return 'shutdown->destroy';
+    case 'save->shutdown':
+      return 'save->shutdown->destroy';
+    default:
+      return action;
+  }
+}
+
 /** The outcome of one guest's step. */
 export interface GuestOutcome {
   guest: Guest;
-  /** What was tried: `save`, `shutdown`, `destroy`, `start`, `restore`, `reboot`. */
-  action: string;
+  /** What was tried. */
+  action: GuestAction;
   result: GuestResult;
   /** Why, in words (empty when it simply went as planned). */
   reason: string;

@@ -7,6 +7,7 @@ import { errorMessage } from '../util/error-message.js';
 import { anySignal, deadline } from '../util/deadline.js';
 import { mib } from '../util/units.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
+import { estimateReason, estimateSaveQueue, PLAN_SAVE_RATE_BYTES_PER_S } from './save-slots.js';
 
 /** What the ladder starts with for a guest. */
 export type PlanAction = 'save' | 'shutdown' | 'destroy';
@@ -59,7 +60,12 @@ export interface StopPlan {
   space: SpaceReport[];
   /** Connections that could not be listed, with why; `hung`: the daemon did not answer a ping (the rescue path applies). */
   unreachable: Unreachable[];
+  /** What may go wrong at stop (the save queue cannot finish within the timeouts at the planned save rate). */
+  warnings?: string[];
 }
+
+/** What the plan is decided from. */
+export type PlanSettings = Pick<Settings, 'onShutdown' | 'timeout'> & Partial<Pick<Settings, 'parallel'>>;
 
 /** How long a driver's ping (libvirt: `virsh version`) may take before its daemon counts as hung. */
 export const PING_TIMEOUT_MS = 10_000;
@@ -78,7 +84,7 @@ export interface DriverGuest {
 /** Decide the plan from listed guests and measured free space; pure, so it is tested without I/O. */
 export function decidePlan(
   items: readonly DriverGuest[],
-  settings: Pick<Settings, 'onShutdown' | 'timeout'>,
+  settings: PlanSettings,
   mode: StopMode,
   space: ReadonlyMap<string, FreeSpace>,
 ): Omit<StopPlan, 'unreachable'> {
@@ -116,13 +122,38 @@ export function decidePlan(
     }
   }
   for (const plan of plans.values()) settlePaused(plan, active.find((i) => i.guest === plan.guest)?.driver);
-  return { mode, guests: [...plans.values()], space: reports };
+  const guests = [...plans.values()];
+  return { mode, guests, space: reports, warnings: checkSaveQueue(guests, settings.parallel ?? 0) };
+}
+
+// The saves of each order group, in the order they wait for slots, at the
+// planned rate: a reason on each guest the queue puts at risk, and a warning per group.
+function checkSaveQueue(guests: readonly GuestPlan[], parallel: number): string[] {
+  const warnings: string[] = [];
+  for (const order of [...new Set(guests.map((g) => g.order))].sort((a, b) => b - a)) {
+    const saves = guests.filter((g) => g.order === order && g.action === 'save');
+    const queued = saves.map((g) => ({ name: g.guest.name, memoryBytes: g.guest.memoryKiB * 1024, timeoutS: g.timeout }));
+    const estimates = estimateSaveQueue(queued, parallel);
+    let late = 0;
+    let over = 0;
+    estimates.forEach((e, i) => {
+      const why = estimateReason(queued[i]!, e, parallel);
+      if (why) saves[i]!.reasons.push(why);
+      if (e.fate === 'late') late++;
+      if (e.fate === 'over') over++;
+    });
+    if (late + over === 0) continue;
+    const need = Math.max(...estimates.map((e) => e.endS));
+    const what = [late ? `${late} may get no save slot in time (shut down instead)` : '', over ? `${over} may still be saving at the timeout (aborted, destroyed)` : ''].filter(Boolean).join(', ');
+    warnings.push(`order group ${order}: at ${PLAN_SAVE_RATE_BYTES_PER_S / 1024 / 1024} MiB/s per save and PARALLEL=${parallel}, its ${saves.length} saves need about ${need.toFixed(0)} s, more than their timeouts allow: ${what}`);
+  }
+  return warnings;
 }
 
 /** List every connection's guests and measure the save directories, then decide. */
 export async function buildStopPlan(
   drivers: readonly DomainDriver[],
-  settings: Pick<Settings, 'onShutdown' | 'timeout'>,
+  settings: PlanSettings,
   mode: StopMode,
   signal: AbortSignal,
 ): Promise<StopPlan & { items: DriverGuest[] }> {
@@ -167,7 +198,7 @@ export async function buildStopPlan(
   return { ...plan, unreachable, items: items.filter((i) => i.guest.state !== 'shutoff') };
 }
 
-function firstChoice(item: DriverGuest, settings: Pick<Settings, 'onShutdown' | 'timeout'>, mode: StopMode): GuestPlan {
+function firstChoice(item: DriverGuest, settings: PlanSettings, mode: StopMode): GuestPlan {
   const { guest } = item;
   const requested: ShutdownAction = mode === 'shutdown' ? 'shutdown' : guest.policy.onShutdown ?? settings.onShutdown;
   const reasons: string[] = [];
@@ -180,11 +211,15 @@ function firstChoice(item: DriverGuest, settings: Pick<Settings, 'onShutdown' | 
     } else if (guest.saveBlockers.length > 0) {
       action = 'shutdown';
       reasons.push(`cannot be saved (${guest.saveBlockers.join('; ')}): shut down instead`);
+    } else if (guest.state === 'suspended' && !item.driver.wake) {
+      action = 'shutdown';
+      reasons.push(`state ${guest.stateDetail}: this driver cannot wake it for a save, shut down instead`);
     } else if (guest.state === 'other') {
       action = 'shutdown';
       reasons.push(`state ${guest.stateDetail}: not saved, shut down instead`);
     }
   }
+  if (guest.state === 'suspended') reasons.push(item.driver.wake ? 'suspended (S3): woken first' : 'suspended (S3), and this driver cannot wake it: it may not act on the ACPI request (destroyed at its deadline if it does not)');
   return {
     guest,
     requested,

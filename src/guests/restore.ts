@@ -10,7 +10,7 @@ import { deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups } from './groups.js';
 import type { Journal, JournalEntry } from './journal.js';
 import type { GuestObserver } from './observer.js';
-import type { GuestOutcome } from './outcome.js';
+import type { GuestAction, GuestOutcome } from './outcome.js';
 
 /** How often a start that failed for a passing lack of a resource is tried, in all (within the guest's timeout). */
 export const START_ATTEMPTS = 3;
@@ -69,7 +69,7 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   const { entry } = task;
   const started = now();
   const driver = opts.drivers.find((d) => d.uri === entry.uri);
-  const finish = async (guest: Guest, action: string, result: GuestOutcome['result'], reason: string, clear: boolean): Promise<GuestOutcome> => {
+  const finish = async (guest: Guest, action: GuestAction, result: GuestOutcome['result'], reason: string, clear: boolean): Promise<GuestOutcome> => {
     if (clear) {
       try {
         await opts.journal.clear(entry.uri, entry.id);
@@ -102,7 +102,7 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   const autostarts = driver.kind === 'qmp' && guest.autostart;
   if (guest.policy.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
   if (!guest.policy.onBoot && opts.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
-  if (guest.state === 'running' || guest.state === 'paused') {
+  if (guest.state === 'running' || guest.state === 'paused' || guest.state === 'suspended') {
     return finish(guest, action, 'skipped', `already ${guest.state} (brought back by libvirt itself, e.g. autostart): left alone`, true);
   }
   if (guest.state !== 'shutoff') return finish(guest, action, 'failed', `in state ${guest.stateDetail}: not started, left in the journal`, false);
@@ -162,6 +162,6 @@ function stubGuest(e: JournalEntry): Guest {
   };
 }
 
-function outcomeOf(guest: Guest, action: string, result: GuestOutcome['result'], reason: string, ms: number, stateBefore = guest.state): GuestOutcome {
+function outcomeOf(guest: Guest, action: GuestAction, result: GuestOutcome['result'], reason: string, ms: number, stateBefore = guest.state): GuestOutcome {
   return { guest, action, result, reason, ms, stateBefore };
 }

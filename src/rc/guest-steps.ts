@@ -14,7 +14,9 @@ import { secureOwnDirs } from '../daemons/runtime-dirs.js';
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
 import { rebootAll } from '../guests/reboot.js';
 import { assessRescue, NOTHING_TO_STOP, rescueDrivers, type RescueDeps } from '../guests/rescue.js';
+import type { GuestObserver } from '../guests/observer.js';
 import type { GuestOutcome } from '../guests/outcome.js';
+import { cutForRescue, journalEntryFor } from '../guests/stop-policy.js';
 import { createProgress, guestLabel } from '../report/guest-progress.js';
 import { reportSummary } from '../report/summary.js';
 import { formatPlan, planToJson } from '../report/plan-output.js';
@@ -49,66 +51,98 @@ export interface GuestStepDeps extends RescueDeps {
 
 const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcomes: [] };
 
-/** Bring every active guest down at `stop` (per policy) or `shutdown` (ACPI for all). */
-export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
+/** The parts of one guest command that differ: what to do, how to show it dry, how to run it. */
+interface Batch<P> {
+  /** The summary's title. */
+  title: string;
+  /** Find the guests and decide (after the drivers are open). */
+  prepare(drivers: DomainDriver[], t0: number): Promise<P>;
+  /** What a dry run prints (before "(dry run: nothing was changed)"). */
+  dryRun(prepared: P, showUri: boolean): string;
+  /** Act on the guests, telling `observer`; before it, anything to log. */
+  run(prepared: P, observer: GuestObserver, showUri: boolean): Promise<GuestOutcome[]>;
+  /** Adjust the verdict (connections that could not be listed); default: as it is. */
+  settle?(prepared: P, outcome: GuestStepOutcome): GuestStepOutcome;
+}
+
+// The one runner of stop, start and reboot: open the drivers, prepare, print a
+// dry run or run with live progress, summarize, close the drivers.
+async function runBatch<P>(ctx: GuestStepContext, deps: GuestStepDeps, batch: Batch<P>): Promise<GuestStepOutcome> {
   const t0 = now();
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    const prepared = await batch.prepare(drivers, t0);
     const showUri = drivers.length > 1;
-    let explained: readonly Unreachable[] = [];
-    if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
-    else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
-    for (const u of plan.unreachable) if (!explained.includes(u)) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
+    const settle = (o: GuestStepOutcome): GuestStepOutcome => batch.settle?.(prepared, o) ?? o;
     if (ctx.dryRun) {
-      ctx.stdout.write(`${formatPlan(plan, showUri)}\n(dry run: nothing was changed)\n`);
-      return unreachableOutcome(plan, CLEAN);
+      ctx.stdout.write(`${batch.dryRun(prepared, showUri)}\n(dry run: nothing was changed)\n`);
+      return settle(CLEAN);
     }
-    for (const p of plan.guests) if (p.reasons.length) ctx.log.info(`${guestLabel(p.guest, showUri)}: ${p.action}: ${p.reasons.join('; ')}`);
-    // An unreadable journal or an unsafe directory never keeps the guests from being handled.
-    const rj = await openRunJournal(ctx);
-    // Guests whose outcome is not in the journal: the write failed (named in the summary).
-    const missed = new Map<string, string>();
     const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri });
     let outcomes: GuestOutcome[];
     try {
-      outcomes = await stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
-        parallel: ctx.settings.parallel,
-        signal: ctx.signal,
-        observer: progress,
-        onOutcome: async (o) => {
-          const p = plan.guests.find((x) => x.guest === o.guest);
-          if (!p || !o.guest.persistent) return;
-          const action = o.result === 'saved' ? 'saved' : o.result === 'shutdown' ? 'shutdown' : o.result === 'destroyed' ? 'destroyed' : undefined;
-          if (!action || (o.stateBefore !== 'running' && o.stateBefore !== 'paused')) return;
-          try {
-            await rj.journal.record({ uri: o.guest.uri, id: o.guest.id, name: o.guest.name, action, stateBefore: o.stateBefore, order: p.order, at: new Date().toISOString() });
-          } catch (err) {
-            missed.set(guestKey(o.guest), `${action}, but not in the journal: ${errorMessage(err)}`);
-          }
-        },
-      });
+      outcomes = await batch.run(prepared, progress, showUri);
     } finally {
       progress.stop();
     }
-    outcomes = outcomes.map((o) => {
-      const miss = missed.get(guestKey(o.guest));
-      return miss ? { ...o, reason: [o.reason, miss].filter(Boolean).join('; ') } : o;
-    });
-    const what = mode === 'shutdown' ? 'guests shut down' : 'guests stopped';
-    const summary = reportSummary(ctx.signal.aborted ? `${what} (interrupted)` : what, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
-    const lost = outcomes.filter((o) => missed.has(guestKey(o.guest)) && o.result !== 'saved').map((o) => guestLabel(o.guest, showUri));
-    const journalOk = reportJournal(rj, ctx, missed.size === 0
-      ? 'a new journal holds what this stop did'
-      : `start restores the saved images without it${lost.length > 0 ? `, but will not start ${lost.join(', ')}` : ''}`);
-    return unreachableOutcome(plan, { ...summary, clean: summary.clean && journalOk && !ctx.signal.aborted, outcomes });
+    const summary = reportSummary(ctx.signal.aborted ? `${batch.title} (interrupted)` : batch.title, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
+    return settle({ ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
   } finally {
     await closeDrivers(drivers);
   }
 }
 
-/** The least time a rescued guest gets for a clean power-off, whatever the detection of the hung daemon took. */
-export const RESCUE_MIN_TIMEOUT_S = 5;
+type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
+
+/** Bring every active guest down at `stop` (per policy) or `shutdown` (ACPI for all). */
+export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
+  let journalOk = true;
+  return runBatch<PlanWithItems>(ctx, deps, {
+    title: mode === 'shutdown' ? 'guests shut down' : 'guests stopped',
+    async prepare(drivers, t0) {
+      let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+      let explained: readonly Unreachable[] = [];
+      if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
+      else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
+      for (const u of plan.unreachable) if (!explained.includes(u)) ctx.log.error(`connection ${u.uri} does not answer: ${u.error}; its guests are not handled`);
+      for (const w of plan.warnings ?? []) ctx.log.warn(w);
+      return plan;
+    },
+    dryRun: (plan, showUri) => formatPlan(plan, showUri),
+    async run(plan, observer, showUri) {
+      for (const p of plan.guests) if (p.reasons.length) ctx.log.info(`${guestLabel(p.guest, showUri)}: ${p.action}: ${p.reasons.join('; ')}`);
+      // An unreadable journal or an unsafe directory never keeps the guests from being handled.
+      const rj = await openRunJournal(ctx);
+      // Guests whose outcome is not in the journal: the write failed (named in the summary).
+      const missed = new Map<string, string>();
+      const outcomes = await stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
+        parallel: ctx.settings.parallel,
+        signal: ctx.signal,
+        observer,
+        onOutcome: async (o) => {
+          const p = plan.guests.find((x) => x.guest === o.guest);
+          const entry = p && journalEntryFor(o, p.order);
+          if (!entry) return;
+          try {
+            await rj.journal.record(entry);
+          } catch (err) {
+            missed.set(guestKey(o.guest), `${entry.action}, but not in the journal: ${errorMessage(err)}`);
+          }
+        },
+      });
+      const marked = outcomes.map((o) => {
+        const miss = missed.get(guestKey(o.guest));
+        return miss ? { ...o, reason: [o.reason, miss].filter(Boolean).join('; ') } : o;
+      });
+      const lost = marked.filter((o) => missed.has(guestKey(o.guest)) && o.result !== 'saved').map((o) => guestLabel(o.guest, showUri));
+      journalOk = reportJournal(rj, ctx, missed.size === 0
+        ? 'a new journal holds what this stop did'
+        : `start restores the saved images without it${lost.length > 0 ? `, but will not start ${lost.join(', ')}` : ''}`);
+      return marked;
+    },
+    settle: (plan, o) => unreachableOutcome(plan, journalOk ? o : { ...o, clean: false }),
+  });
+}
 
 // libvirtd did not answer: plan the guests of its status files on a rescue driver,
 // their timeouts shortened by the time the detection took, so stop still ends within TIMEOUT + STOP_MARGIN_MS.
@@ -118,16 +152,16 @@ async function withRescue(plan: PlanWithItems, drivers: DomainDriver[], t0: numb
   if (rescue.length === 0) return { ...plan, unreachable: lost };
   drivers.push(...rescue);
   const rp = await buildStopPlan(rescue, ctx.settings, mode, ctx.signal);
-  const spent = (now() - t0) / 1000;
-  for (const g of rp.guests) {
-    const t = Math.max(RESCUE_MIN_TIMEOUT_S, Math.floor(g.timeout - spent));
-    if (t !== g.timeout) g.reasons.push(`timeout ${g.timeout} s shortened to ${t} s: ${spent.toFixed(0)} s went to finding libvirtd hung`);
-    g.timeout = t;
-  }
-  return { ...plan, guests: [...plan.guests, ...rp.guests], items: [...plan.items, ...rp.items], space: [...plan.space, ...rp.space], unreachable: [...lost, ...rp.unreachable] };
+  cutForRescue(rp.guests, now() - t0);
+  return {
+    ...plan,
+    guests: [...plan.guests, ...rp.guests],
+    items: [...plan.items, ...rp.items],
+    space: [...plan.space, ...rp.space],
+    unreachable: [...lost, ...rp.unreachable],
+    warnings: [...(plan.warnings ?? []), ...(rp.warnings ?? [])],
+  };
 }
-
-type PlanWithItems = Awaited<ReturnType<typeof buildStopPlan>>;
 
 // --dry-run: say what the rescue path would do, changing nothing; `explained`: unreachable connections the rescue path would handle.
 async function dryRunRescue(plan: PlanWithItems, ctx: GuestStepContext, deps: GuestStepDeps): Promise<{ plan: PlanWithItems; explained: Unreachable[] }> {
@@ -167,72 +201,64 @@ export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: bool
  * not name (the image is the record); entries of other connections are kept for their own driver.
  */
 export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
-  const t0 = now();
   const rj = ctx.dryRun ? await peekJournal(ctx) : await openRunJournal(ctx);
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
-  try {
-    const showUri = drivers.length > 1;
-    const uris = new Set(drivers.map((d) => d.uri));
-    const others = rj.entries.filter((e) => !uris.has(e.uri));
-    for (const e of others) ctx.log.info(`journal entry of guest ${guestLabel(e, true)}: not a connection of this run: kept for its own driver`);
-    const tasks: RestoreTask[] = rj.entries.filter((e) => uris.has(e.uri)).map((entry) => ({ entry }));
-    const known = new Set(rj.entries.map((e) => `${e.uri}\u0000${e.id}`));
-    let unlisted = false;
-    // Guests the journal does not name: a saved image is restored all the same (a journal lost,
-    // damaged or never written must not make a saved guest be forgotten); qmp guests have no daemon to autostart them.
-    for (const d of drivers) {
-      let guests;
-      try {
-        guests = await d.listGuests({ signal: ctx.signal });
-      } catch (err) {
-        unlisted = true;
-        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}; saved images the journal does not name are not restored`);
-        continue;
+  let unlisted = false;
+  return runBatch<{ tasks: RestoreTask[]; drivers: DomainDriver[] }>(ctx, deps, {
+    title: 'guests brought back',
+    async prepare(drivers) {
+      const showUri = drivers.length > 1;
+      const uris = new Set(drivers.map((d) => d.uri));
+      for (const e of rj.entries.filter((x) => !uris.has(x.uri))) ctx.log.info(`journal entry of guest ${guestLabel(e, true)}: not a connection of this run: kept for its own driver`);
+      const tasks: RestoreTask[] = rj.entries.filter((e) => uris.has(e.uri)).map((entry) => ({ entry }));
+      const known = new Set(rj.entries.map((e) => guestKey(e)));
+      // Guests the journal does not name: a saved image is restored all the same (a journal lost,
+      // damaged or never written must not make a saved guest be forgotten); qmp guests have no daemon to autostart them.
+      for (const d of drivers) {
+        let guests;
+        try {
+          guests = await d.listGuests({ signal: ctx.signal });
+        } catch (err) {
+          unlisted = true;
+          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}; saved images the journal does not name are not restored`);
+          continue;
+        }
+        for (const g of guests) {
+          if (g.state !== 'shutoff' || known.has(guestKey(g))) continue;
+          const source = g.hasSavedImage ? 'not in the journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
+          if (!source) continue;
+          if (g.hasSavedImage) ctx.log.notice(`${guestLabel(g, showUri)}: ${source}: ${restoresImage(g, d, ctx.settings) ? 'restoring it' : 'ON_BOOT=ignore: left as it is'}`);
+          const entry: JournalEntry = { uri: g.uri, id: g.id, name: g.name, action: g.hasSavedImage ? 'saved' : 'shutdown', stateBefore: 'running', order: g.policy.order ?? 0, at: '' };
+          tasks.push({ entry, source });
+        }
       }
-      for (const g of guests) {
-        if (g.state !== 'shutoff' || known.has(`${g.uri}\u0000${g.id}`)) continue;
-        const source = g.hasSavedImage ? 'not in the journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
-        if (!source) continue;
-        if (g.hasSavedImage) ctx.log.notice(`${guestLabel(g, showUri)}: ${source}: ${restoresImage(g, ctx.settings) ? 'restoring it' : 'ON_BOOT=ignore: left as it is'}`);
-        const entry: JournalEntry = { uri: g.uri, id: g.id, name: g.name, action: g.hasSavedImage ? 'saved' : 'shutdown', stateBefore: 'running', order: g.policy.order ?? 0, at: '' };
-        tasks.push({ entry, source });
-      }
-    }
-    if (ctx.dryRun) {
-      ctx.stdout.write(tasks.length === 0 ? 'no guests to bring back\n' : `${tasks
-        .sort((a, b) => a.entry.order - b.entry.order)
-        .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, showUri)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
-        .join('\n')}\n(dry run: nothing was changed)\n`);
-      return CLEAN;
-    }
-    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri });
-    let outcomes: GuestOutcome[];
-    try {
-      outcomes = await restoreAll(tasks, {
-        drivers,
-        journal: rj.journal,
-        timeout: ctx.settings.timeout,
-        onBoot: ctx.settings.onBoot,
-        startDelay: ctx.settings.startDelay,
-        parallel: ctx.settings.parallel,
-        signal: ctx.signal,
-        observer: progress,
-        warn: (m) => ctx.log.warn(m),
-      });
-    } finally {
-      progress.stop();
-    }
-    const summary = reportSummary('guests brought back', outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
-    const journalOk = reportJournal(rj, ctx, 'every guest with a saved image was restored all the same; guests it named that have none are not started');
-    return { ...summary, clean: summary.clean && journalOk && !unlisted && !ctx.signal.aborted, outcomes };
-  } finally {
-    await closeDrivers(drivers);
-  }
+      return { tasks, drivers };
+    },
+    dryRun: ({ tasks }, showUri) => (tasks.length === 0 ? 'no guests to bring back' : tasks
+      .sort((a, b) => a.entry.order - b.entry.order)
+      .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, showUri)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
+      .join('\n')),
+    run: ({ tasks, drivers }, observer) => restoreAll(tasks, {
+      drivers,
+      journal: rj.journal,
+      timeout: ctx.settings.timeout,
+      onBoot: ctx.settings.onBoot,
+      startDelay: ctx.settings.startDelay,
+      parallel: ctx.settings.parallel,
+      signal: ctx.signal,
+      observer,
+      warn: (m) => ctx.log.warn(m),
+    }),
+    settle: (_p, o) => {
+      if (ctx.dryRun) return o;
+      const journalOk = reportJournal(rj, ctx, 'every guest with a saved image was restored all the same; guests it named that have none are not started');
+      return journalOk && !unlisted ? o : { ...o, clean: false };
+    },
+  });
 }
 
-// Whether start restores a guest's image by the settings and its own policy (as restore.ts decides).
-function restoresImage(g: Guest, settings: Settings): boolean {
-  return (g.policy.onBoot ?? settings.onBoot) !== 'ignore';
+// Whether start restores a guest's image by the settings and its own policy (as restore.ts decides: qmp autostart always).
+function restoresImage(g: Guest, d: DomainDriver, settings: Settings): boolean {
+  return (d.kind === 'qmp' && g.autostart) || (g.policy.onBoot ?? settings.onBoot) !== 'ignore';
 }
 
 function guestKey(g: Pick<Guest, 'uri' | 'id'>): string {
@@ -295,35 +321,26 @@ function reportJournal(rj: RunJournal, ctx: GuestStepContext, consequence: strin
 
 /** guests_reboot: every running guest at once, each waited for until it runs again or its timeout. */
 export async function rebootGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
-  const t0 = now();
-  const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
-  try {
-    const items: { guest: Guest; driver: DomainDriver }[] = [];
-    let unreachable = false;
-    for (const d of drivers) {
-      try {
-        for (const g of await d.listGuests({ signal: ctx.signal })) if (g.state === 'running') items.push({ guest: g, driver: d });
-      } catch (err) {
-        unreachable = true;
-        ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+  return runBatch<{ items: { guest: Guest; driver: DomainDriver }[]; unreachable: boolean }>(ctx, deps, {
+    title: 'guests rebooted',
+    async prepare(drivers) {
+      const items: { guest: Guest; driver: DomainDriver }[] = [];
+      let unreachable = false;
+      for (const d of drivers) {
+        try {
+          for (const g of await d.listGuests({ signal: ctx.signal })) if (g.state === 'running') items.push({ guest: g, driver: d });
+        } catch (err) {
+          unreachable = true;
+          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
+        }
       }
-    }
-    if (ctx.dryRun) {
-      ctx.stdout.write(`${items.map((i) => `${guestLabel(i.guest, drivers.length > 1)}: reboot (timeout ${i.guest.policy.timeout ?? ctx.settings.timeout} s)`).join('\n') || 'no running guests'}\n(dry run: nothing was changed)\n`);
-      return CLEAN;
-    }
-    const progress = createProgress({ out: ctx.stdout, log: ctx.log, showUri: drivers.length > 1 });
-    let outcomes: GuestOutcome[];
-    try {
-      outcomes = await rebootAll(items, { timeout: ctx.settings.timeout, parallel: ctx.settings.parallel, signal: ctx.signal, observer: progress });
-    } finally {
-      progress.stop();
-    }
-    const summary = reportSummary('guests rebooted', outcomes, now() - t0, ctx.stdout, ctx.log, drivers.length > 1);
-    return { ...summary, clean: summary.clean && !unreachable && !ctx.signal.aborted, outcomes };
-  } finally {
-    await closeDrivers(drivers);
-  }
+      return { items, unreachable };
+    },
+    dryRun: ({ items }, showUri) => items.map((i) => `${guestLabel(i.guest, showUri)}: reboot (timeout ${i.guest.policy.timeout ?? ctx.settings.timeout} s)`).join('\n') || 'no running guests',
+    run: ({ items }, observer) => rebootAll(items, { timeout: ctx.settings.timeout, parallel: ctx.settings.parallel, signal: ctx.signal, observer }),
+    // A connection that could not be listed makes the run unclean (a dry run only logs it).
+    settle: ({ unreachable }, o) => (unreachable && !ctx.dryRun ? { ...o, clean: false } : o),
+  });
 }
 
 /** A guest the journal says is waiting to be restored at the next start. */

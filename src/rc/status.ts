@@ -160,7 +160,7 @@ async function listGuestsForStatus(settings: Settings, uri: string, signal: Abor
  */
 export function statusOutcome(s: Status): RunOutcome {
   if (s.libvirtd === null) {
-    if (s.guests.some((g) => g.state === 'running' || g.state === 'paused')) return 'ok';
+    if (s.guests.some((g) => g.state === 'running' || g.state === 'paused' || g.state === 'suspended')) return 'ok';
     return s.guestErrors.some((e) => !e.startsWith('guests waiting to be restored:')) ? 'failed' : 'not-running';
   }
   if (!s.libvirtd.running) return 'not-running';

@@ -31,6 +31,7 @@ export function formatPlan(plan: StopPlan, showUri = false): string {
       : `save directory ${s.directory}: ${mib(s.freeBytes)} free, ${mib(s.plannedBytes)} planned, ${mib(s.marginBytes)} kept free`);
   }
   for (const u of plan.unreachable) out.push(`connection ${u.uri}: not reachable (${u.error})`);
+  for (const w of plan.warnings ?? []) out.push(`warning: ${w}`);
   const groups = [...new Set(sorted.map((p) => p.order))];
   if (sorted.length > 0) {
     out.push(`at stop: ${groups.length > 1 ? `order groups ${groups.join(', ')} one after another; ` : ''}a guest still active at its timeout is destroyed (a running save is aborted first)`);
@@ -60,5 +61,6 @@ export function planToJson(plan: StopPlan): object {
     })),
     space: plan.space,
     unreachable: plan.unreachable,
+    warnings: plan.warnings ?? [],
   };
 }

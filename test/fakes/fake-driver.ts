@@ -12,7 +12,9 @@
 // - abort with no save in flight is no error (libvirt's "no job" is swallowed
 //   by the driver, qmp has nothing to cancel);
 // - shutdown or reboot of a guest that is not running is refused;
-//   a paused guest accepts the ACPI request but cannot act on it;
+//   a paused guest accepts the ACPI request but cannot act on it, and so does
+//   one asleep in ACPI S3 (`suspended`), which cannot be saved either until
+//   it is woken (`wake`: it runs again; `wakeFails`: refused);
 // - destroy of a guest already off resolves (both drivers treat it as done);
 // - start of an active guest is refused;
 // - an unknown id throws GuestNotFoundError (so does a transient libvirt
@@ -61,6 +63,8 @@ export interface FakeScript {
   rebootEndsOff?: boolean;
   /** The destroy fails with this message (the process cannot be killed). */
   destroyFails?: string;
+  /** Waking the guest from S3 is refused with this message. */
+  wakeFails?: string;
   /** Every wait for a state fails at once (the daemon does not answer), though single state queries work. */
   waitFails?: boolean;
   /** Any operation on this guest throws this (a bug, not a domain error). */
@@ -95,6 +99,8 @@ export interface FakeDriverOptions {
   saveDirectory?: string;
   /** Whether the driver can resume a paused guest (default true, as both real drivers can). */
   canResume?: boolean;
+  /** Whether the driver can wake a guest from S3 (default true, as both real drivers can). */
+  canWake?: boolean;
   connection?: FakeConnection;
 }
 
@@ -242,6 +248,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       const g = log('save', id);
       const s = script(id);
       if (g.state === 'shutoff') throw notRunning(g, 'save');
+      if (g.state === 'suspended') throw new OperationRefusedError(kind === 'qmp' ? `cannot save ${g.name}: it is suspended (S3)` : 'Requested operation is not valid: domain is pmsuspended', { guest: g.name });
       const before = g.state;
       // Both drivers stop the guest's CPUs before its RAM is written.
       if (before === 'running') setState(id, 'paused', 'Suspended');
@@ -325,7 +332,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       const n = requests.get(id) ?? 0;
       requests.set(id, n + 1);
       if (n < (s.failedRequests ?? 0)) throw new NotReachableError('the daemon is busy', { guest: g.name });
-      if (g.state === 'paused') return; // accepted, but a paused guest cannot act on it
+      if (g.state === 'paused' || g.state === 'suspended') return; // accepted, but a paused or sleeping guest cannot act on it
       if (s.shutdownMs === 'never' || n - (s.failedRequests ?? 0) < (s.lostPresses ?? 0)) return;
       setTimeout(() => {
         if (g.state === 'running') {
@@ -367,6 +374,14 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       for (const job of saves.values()) job.cancel();
     },
   };
+  if (opts.canWake !== false) {
+    driver.wake = async (id) => {
+      const g = log('wake', id);
+      const s = script(id);
+      if (s.wakeFails) throw new OperationRefusedError(s.wakeFails, { guest: g.name });
+      if (g.state === 'suspended') setState(id, 'running', 'Started');
+    };
+  }
   if (opts.canResume !== false) {
     driver.resume = async (id) => {
       const g = log('resume', id);

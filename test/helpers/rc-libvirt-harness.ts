@@ -29,7 +29,8 @@
 //   virsh prints after "error: ", exit 1) after its delay. setRules() replaces
 //   them between runs; calls() reads the log: argv, subcommand, guest, start and
 //   end (epoch ms), exit code, and what the rule did. A call the program killed
-//   (its deadline) has no end.
+//   (its deadline) has no end; nor has an event stream (`virsh event`, exec'd
+//   by the wrapper so that the program can end it).
 // bed.close(): undefines the guests, stops the daemons the bed started (by
 //   PID; ones that ran before are left alone), releases the lock, removes the
 //   temp directory.
@@ -135,6 +136,9 @@ how=passed
 [ -n "$fail" ] && how=\${delay:+delayed+}failed
 { printf 'start\\t%s\\t%s\\t%s\\t' "$$" "$(date +%s%3N)" "$how"; for a in "$@"; do printf '%s${SEP}' "$a"; done; printf '\\n'; } >> "$log"
 [ -n "$delay" ] && sleep "$delay"
+# An event stream runs until the program ends it: exec, so that ending the wrapper ends virsh too
+# (a virsh left behind would hold the program's pipes open, and the program would never exit).
+[ "$sub" = event ] && [ -z "$fail" ] && exec ${shQuote(realVirsh)} "$@"
 if [ -n "$fail" ]; then
   echo "error: $fail" >&2
   rc=1

@@ -38,6 +38,8 @@ export interface LibvirtDriver extends DomainDriver {
   readonly eventsAlive: boolean;
   /** Resolves when libvirtd answers (`virsh version`); NotReachableError when it does not within the call deadline. */
   ping(opts: OpOptions & { timeoutMs?: number }): Promise<void>;
+  /** Wake a guest from ACPI S3 (`virsh dompmwakeup`). */
+  wake(id: string, opts: OpOptions): Promise<void>;
   /** Resume a paused guest (`virsh resume`). */
   resume(id: string, opts: OpOptions): Promise<void>;
   /** Names of the active virtual networks. */
@@ -238,6 +240,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
 
     async resume(id, o) {
       await run(['resume', dom(id)], { ...o, guest: id });
+    },
+
+    async wake(id, o) {
+      await run(['dompmwakeup', dom(id)], { ...o, guest: id });
     },
 
     async reboot(id, o) {

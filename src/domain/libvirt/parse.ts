@@ -84,7 +84,7 @@ const STATES: Record<string, GuestState> = {
   paused: 'paused',
   'shut off': 'shutoff',
   crashed: 'other',
-  pmsuspended: 'other',
+  pmsuspended: 'suspended',
   'no state': 'other',
 };
 

@@ -68,8 +68,9 @@ export function stateOfRunState(status: string): GuestState {
   switch (status) {
     case 'running':
       return 'running';
-    case 'paused':
     case 'suspended':
+      return 'suspended';
+    case 'paused':
     case 'prelaunch':
     case 'postmigrate':
     case 'finish-migrate':

@@ -262,6 +262,12 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       await withMonitor(g, signal, (qmp) => qmpCommand(ctx, qmp, 'cont', undefined, signal));
     },
 
+    async wake(id: string, { signal }: OpOptions): Promise<void> {
+      const g = await load(id);
+      await requireActive(g, signal, 'wake');
+      await withMonitor(g, signal, (qmp) => qmpCommand(ctx, qmp, 'system_wakeup', undefined, signal));
+    },
+
     async reboot(id: string, { signal }: OpOptions): Promise<void> {
       const g = await load(id);
       await requireActive(g, signal, 'reboot');

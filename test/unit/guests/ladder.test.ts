@@ -1,10 +1,12 @@
 import { describe, expect, it, vi } from 'vitest';
 import { fakeClock } from '../../fakes/clock.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
-import { stopAll, type StopTask } from '../../../src/guests/ladder.js';
+import { JOURNAL_WAIT_MS, stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
-import type { GuestOutcome } from '../../../src/guests/outcome.js';
+import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
+import { shutdownReserveMs } from '../../../src/guests/save-slots.js';
+import { journalEntryFor } from '../../../src/guests/stop-policy.js';
 import { decidePlan } from '../../../src/guests/plan.js';
 import { libvirtLikeDriver, type FakeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
@@ -339,5 +341,220 @@ describe('stop ladder, libvirt driver: transient guests', () => {
     expect(o!.result).toBe('shutdown');
     expect(d.state('tmp')).toBe('gone');
     expect(d.calls.map((c) => c.op)).toEqual(['shutdown', 'off']);
+  });
+});
+
+describe('stop ladder: PARALLEL limits saves only', () => {
+  const clock = fakeClock();
+
+  it('PARALLEL=1 with a short timeout: a guest still waiting for a save slot is asked to shut down before its deadline, outside the limit', async () => {
+    // Timeout 10 s: the shutdown reserve is 5 s; each save takes 4 s; a saves 0-4 s, b 4-8 s; c still waits at 5 s.
+    const d = libvirtLikeDriver(['a', 'b', 'c'].map((name) => ({ name, script: { saveMs: 4000, shutdownMs: 1000 } })));
+    const tasks = await tasksFor([d]);
+    expect(shutdownReserveMs(10_000)).toBe(5000);
+    const p = run(tasks, { parallel: 1 });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = await p;
+    expect(out.map((o) => `${o.guest.name}:${o.action}:${o.result}`)).toEqual(['a:save:saved', 'b:save:saved', 'c:save->shutdown:shutdown']);
+    expect(at(d, 'save', 'b') - clock.t0).toBe(4000);
+    expect(at(d, 'shutdown', 'c') - clock.t0).toBe(5000);
+    expect(d.calls.some((c) => c.op === 'save' && c.name === 'c')).toBe(false);
+    expect(byName(out, 'c').reason).toMatch(/no save slot \(PARALLEL=1\) until 5 s before its deadline: shut down instead/);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+
+  it('every guest is asked to save or shut down before its deadline, however long the queue', async () => {
+    // Ten guests whose saves never end, PARALLEL=1: only the first gets a slot.
+    const names = Array.from({ length: 10 }, (_, i) => `g${i}`);
+    const d = libvirtLikeDriver(names.map((name) => ({ name, script: { saveMs: 'never' as const, shutdownMs: 500 } })));
+    const p = run(await tasksFor([d]), { parallel: 1 });
+    await vi.advanceTimersByTimeAsync(40_000);
+    const out = await p;
+    for (const n of names) {
+      const asked = d.calls.find((c) => c.name === n && (c.op === 'save' || c.op === 'shutdown'));
+      expect(asked && asked.at - clock.t0, n).toBeLessThan(10_000);
+    }
+    expect(out.filter((o) => o.result === 'shutdown')).toHaveLength(9);
+    expect(byName(out, 'g0').action).toBe('save->destroy');
+  });
+
+  it('shutdown requests are never held back by PARALLEL', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'saving', script: { saveMs: 5000 } },
+      { name: 'down1', policy: { onShutdown: 'shutdown' }, script: { shutdownMs: 1000 } },
+      { name: 'down2', policy: { onShutdown: 'shutdown' }, script: { shutdownMs: 1000 } },
+    ]);
+    const p = run(await tasksFor([d]), { parallel: 1 });
+    await vi.advanceTimersByTimeAsync(5000);
+    await p;
+    expect(at(d, 'shutdown', 'down1') - clock.t0).toBe(0);
+    expect(at(d, 'shutdown', 'down2') - clock.t0).toBe(0);
+  });
+
+  it('a failed save frees its slot at once for the next save', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'fails', script: { saveFails: 'invtsc', saveFailsAfterMs: 500, shutdownMs: 1000 } },
+      { name: 'next', script: { saveMs: 1000 } },
+    ]);
+    const p = run(await tasksFor([d]), { parallel: 1 });
+    await vi.advanceTimersByTimeAsync(3000);
+    const out = await p;
+    expect(at(d, 'save', 'next') - clock.t0).toBe(500);
+    expect(out.map((o) => o.result)).toEqual(['shutdown', 'saved']);
+  });
+});
+
+describe('stop ladder: the abort at the deadline goes through the driver', () => {
+  const clock = fakeClock();
+
+  it("the save still listens at its deadline: its own signal aborts (the driver's abort), then driver.abort, then destroy", async () => {
+    const d = libvirtLikeDriver([{ name: 'slow', script: { saveMs: 'never', abortMs: 500 } }]);
+    let saveSignal: AbortSignal | undefined;
+    let saveSettled = false;
+    const seen: { signalAborted: boolean; saveSettled: boolean; at: number }[] = [];
+    const save = d.save.bind(d);
+    const abort = d.abort.bind(d);
+    d.save = (id, o) => {
+      saveSignal = o.signal;
+      const p = save(id, o);
+      p.then(() => (saveSettled = true), () => (saveSettled = true));
+      return p;
+    };
+    d.abort = (id, o) => {
+      seen.push({ signalAborted: saveSignal?.aborted ?? false, saveSettled, at: performance.now() - clock.t0 });
+      return abort(id, o);
+    };
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(saveSignal?.aborted).toBe(false);
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(seen).toEqual([{ signalAborted: true, saveSettled: false, at: 10_000 }]);
+    expect((saveSignal?.reason as Error).message).toContain('deadline');
+    const ops = d.calls.map((c) => c.op);
+    expect(ops.indexOf('save-aborted')).toBeLessThan(ops.indexOf('destroy'));
+    expect(at(d, 'destroy', 'slow') - clock.t0).toBe(10_500);
+    expect(o!.action).toBe('save->destroy');
+    expect(o!.result).toBe('destroyed');
+  });
+
+  it('a save that completes as it is being aborted counts as saved: no destroy', async () => {
+    const d = libvirtLikeDriver([{ name: 'just', script: { saveMs: 'never' } }]);
+    // The save's own signal aborts first; the job then happens to finish instead of letting go.
+    const save = d.save.bind(d);
+    d.save = (id, o) => {
+      const p = save(id, { ...o, signal: new AbortController().signal });
+      return new Promise<void>((resolve, reject) => {
+        o.signal.addEventListener('abort', () => {
+          d.guests.get(id)!.state = 'shutoff';
+          resolve();
+        }, { once: true });
+        p.then(resolve, reject);
+      });
+    };
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(10_000);
+    const [o] = await p;
+    expect(o!.result).toBe('saved');
+    expect(o!.reason).toContain('the save completed as it was being aborted');
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+});
+
+describe('stop ladder: the journal write is waited for, within a bound', () => {
+  const clock = fakeClock();
+
+  it('a write that hangs holds the next order group JOURNAL_WAIT_MS at most, and is reported', async () => {
+    const d = libvirtLikeDriver([{ name: 'first', policy: { order: 1 } }, { name: 'second' }]);
+    const notes: string[] = [];
+    const p = stopAll(await tasksFor([d]), {
+      parallel: 0,
+      signal: new AbortController().signal,
+      observer: { ...SILENT_OBSERVER, note: (t) => notes.push(t) },
+      onOutcome: (o) => (o.guest.name === 'first' ? new Promise<void>(() => undefined) : Promise.resolve()),
+    });
+    await vi.advanceTimersByTimeAsync(1000 + JOURNAL_WAIT_MS + 1000);
+    const out = await p;
+    expect(out.map((o) => o.result)).toEqual(['saved', 'saved']);
+    expect(at(d, 'save', 'second') - clock.t0).toBe(1000 + JOURNAL_WAIT_MS);
+    expect(notes).toContain(`first: the outcome was not recorded within ${JOURNAL_WAIT_MS / 1000} s: going on (the write goes on too)`);
+  });
+});
+
+describe('stop ladder: typed paths', () => {
+  fakeClock();
+
+  it('names each path as a StopAction', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'saved' },
+      { name: 'fellback', script: { saveFails: 'invtsc', shutdownMs: 500 } },
+      { name: 'ignored', script: { saveFails: 'invtsc', shutdownMs: 'never' } },
+      { name: 'acpi', policy: { onShutdown: 'shutdown' }, script: { shutdownMs: 'never' } },
+      { name: 'scratch', policy: { onShutdown: 'destroy' } },
+    ]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = await p;
+    const paths: Record<string, StopAction> = {};
+    for (const o of out) paths[o.guest.name] = o.action as StopAction;
+    expect(paths).toEqual({ saved: 'save', fellback: 'save->shutdown', ignored: 'save->shutdown->destroy', acpi: 'shutdown->destroy', scratch: 'destroy' });
+  });
+
+  it('fellBack and destroyedAfter extend a path once', () => {
+    expect(fellBack('save')).toBe('save->shutdown');
+    expect(fellBack('save->shutdown')).toBe('save->shutdown');
+    expect(destroyedAfter('save')).toBe('save->destroy');
+    expect(destroyedAfter('shutdown')).toBe('shutdown->destroy');
+    expect(destroyedAfter('save->shutdown')).toBe('save->shutdown->destroy');
+    expect(destroyedAfter('destroy')).toBe('destroy');
+  });
+});
+
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('stop ladder, %s driver: guests asleep in S3', (_kind, make) => {
+  const clock = fakeClock();
+
+  it('a suspended guest is woken, then saved', async () => {
+    const d = make([{ name: 'sleepy', state: 'suspended', stateDetail: 'pmsuspended (unknown)' }]);
+    const tasks = await tasksFor([d]);
+    expect(tasks[0]!.plan.action).toBe('save');
+    const p = run(tasks);
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['wake', 'save', 'saved']);
+    expect(o!.result).toBe('saved');
+    expect(o!.reason).toContain('woken from S3');
+    expect(journalEntryFor(o!, 0)?.stateBefore).toBe('running');
+  });
+
+  it('a suspended guest is woken, then shut down (shutdown mode)', async () => {
+    const d = make([{ name: 'sleepy', state: 'suspended', script: { shutdownMs: 500 } }]);
+    const p = run(await tasksFor([d], 'shutdown'));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['wake', 'shutdown', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(at(d, 'off', 'sleepy') - clock.t0).toBe(500);
+  });
+
+  it('a wake that fails: the save is still tried, then the shutdown, and only the deadline destroys', async () => {
+    const d = make([{ name: 'deep', state: 'suspended', script: { wakeFails: 'guest does not support wakeup', shutdownMs: 'never' } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(9999);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op).slice(0, 3)).toEqual(['wake', 'save', 'shutdown']);
+    expect(o!.reason).toContain('waking it from S3 failed: guest does not support wakeup');
+    expect(o!.result).toBe('destroyed');
+  });
+
+  it('a driver that cannot wake: planned for shutdown, with why', async () => {
+    const d = make([{ name: 'sleepy', state: 'suspended', stateDetail: 'pmsuspended' }], { canWake: false });
+    const [t] = await tasksFor([d]);
+    expect(t!.plan.action).toBe('shutdown');
+    expect(t!.plan.reasons.join('; ')).toMatch(/cannot wake it/);
   });
 });

@@ -4,6 +4,8 @@ import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { buildStopPlan, decidePlan, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_TIMEOUT_MS, type GuestPlan } from '../../../src/guests/plan.js';
 import { libvirtLikeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
+import { estimateSaveQueue, PLAN_SAVE_RATE_BYTES_PER_S } from '../../../src/guests/save-slots.js';
+import { formatPlan, planToJson } from '../../../src/report/plan-output.js';
 
 const MiB = 1024 * 1024;
 
@@ -106,5 +108,40 @@ describe('buildStopPlan: connections that do not answer', () => {
     expect(plan.guests.map((g) => g.guest.name).sort()).toEqual(['a', 'q']);
     expect(plan.unreachable).toEqual([{ uri: 'qmp:///broken', error: 'EACCES: /etc/qemu/guests', hung: false }]);
     expect(slow.calls.map((c) => c.op)).toEqual(['ping']);
+  });
+});
+
+describe('decidePlan: the save queue at the planned save rate', () => {
+  const GiB = 1024 * MiB;
+  async function queued(parallel: number, timeout: number, sizesMiB: number[]) {
+    const d = libvirtLikeDriver(sizesMiB.map((m, i) => ({ name: `g${i}`, memoryKiB: m * 1024 })));
+    const items = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d as DomainDriver }));
+    return decidePlan(items, { onShutdown: 'managedsave', timeout, parallel }, 'policy', new Map([['/fake/save', { freeBytes: 1e13, totalBytes: 0 }]]));
+  }
+
+  it('warns when PARALLEL queues saves past the shutdown reserve, naming the guests that would be shut down instead', async () => {
+    // 1 GiB at 50 MiB/s is 20.5 s; timeout 30 s keeps 15 s for a shutdown: the second and third get no slot before 15 s.
+    expect(PLAN_SAVE_RATE_BYTES_PER_S).toBe(50 * MiB);
+    const p = await queued(1, 30, [1024, 1024, 1024]);
+    expect(p.guests.map((g) => g.action)).toEqual(['save', 'save', 'save']);
+    expect(p.warnings).toHaveLength(1);
+    expect(p.warnings![0]).toMatch(/^order group 0: at 50 MiB\/s per save and PARALLEL=1, its 3 saves need about 20 s.*2 may get no save slot in time \(shut down instead\)/);
+    expect(p.guests[0]!.reasons).toEqual([]);
+    expect(p.guests[1]!.reasons.join()).toMatch(/a save slot may come only 20 s into its group, less than 15 s before its timeout of 30 s/);
+    const json = planToJson({ ...p, unreachable: [] }) as { warnings: string[] };
+    expect(json.warnings).toEqual(p.warnings);
+    expect(formatPlan({ ...p, unreachable: [] })).toContain(`warning: ${p.warnings![0]}`);
+  });
+
+  it('warns when one save alone cannot end within its timeout, whatever PARALLEL', async () => {
+    const p = await queued(0, 10, [2048]);
+    expect(p.warnings![0]).toMatch(/1 may still be saving at the timeout \(aborted, destroyed\)/);
+    expect(p.guests[0]!.reasons.join()).toMatch(/may end 41 s into its group, after its timeout of 10 s/);
+  });
+
+  it('no warning when the queue fits', async () => {
+    const p = await queued(2, 300, [1024, 1024, 1024, 1024]);
+    expect(p.warnings).toEqual([]);
+    expect(estimateSaveQueue([{ name: 'a', memoryBytes: GiB, timeoutS: 300 }], 1)).toEqual([{ startS: 0, endS: 20.48, fate: 'in-time' }]);
   });
 });

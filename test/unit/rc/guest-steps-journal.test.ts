@@ -48,7 +48,7 @@ describe('the journal in the guest steps', () => {
   let out: string;
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rcl-steps-j-'));
-    settings = { ...DEFAULTS, stateDir: join(dir, 'state'), timeout: 5, uris: [URI] };
+    settings = { ...DEFAULTS, stateDir: join(dir, 'state'), timeout: 60, uris: [URI] };
     out = '';
     disk.full = false;
   });

@@ -51,6 +51,23 @@ describe('stopGuests and startGuests', () => {
   });
   const deps = (d: FakeDriver) => ({ ...noHost, openDrivers: async () => [d] });
 
+  it('stop with PARALLEL=1: warns of the save queue, shuts down the guest that gets no slot, journals each', async () => {
+    // 1 GiB each at the planned 50 MiB/s: 20 s per save, timeout 5 s: the queue cannot finish.
+    settings = { ...settings, parallel: 1 };
+    const d = libvirtLikeDriver([
+      { name: 'first', memoryKiB: 1024 * 1024, script: { saveMs: 3000, shutdownMs: 20 } },
+      { name: 'second', memoryKiB: 1024 * 1024, script: { saveMs: 3000, shutdownMs: 20 } },
+    ], { uri: 'fake:///one' });
+    const c = ctx();
+    const r = await stopGuests(c, 'policy', deps(d));
+    expect(r.clean).toBe(true);
+    expect(r.outcomes!.map((o) => `${o.guest.name}:${o.action}:${o.result}`)).toEqual(['first:save:saved', 'second:save->shutdown:shutdown']);
+    const warnings = (c.log as ReturnType<typeof createMemoryLog>).lines.filter((l) => l.level === 'warn').map((l) => l.msg);
+    expect(warnings.join('\n')).toMatch(/order group 0: at 50 MiB\/s per save and PARALLEL=1/);
+    const journal = JSON.parse(await readFile(join(settings.stateDir, JOURNAL_FILE), 'utf8')) as { entries: { name: string; action: string }[] };
+    expect(journal.entries.map((e) => `${e.name}:${e.action}`).sort()).toEqual(['first:saved', 'second:shutdown']);
+  });
+
   it('stop journals what it did; start brings back exactly those guests, paused ones paused', async () => {
     const d = libvirtLikeDriver([
       { name: 'web', script: fast },
