@@ -234,7 +234,13 @@ async function afterInterruptedSave(task: StopTask, saving: Promise<void>, reaso
     } catch {
       // Nothing left to abort is the usual case here.
     }
-    const state = await currentState(driver, plan.guest, g.signal);
+    const now = await driver.getGuest(plan.guest.id, { signal: g.signal }).catch((err: unknown) => {
+      if (isDomainError(err, 'not-found')) return undefined;
+      throw err;
+    });
+    const state: GuestState = now?.state ?? 'shutoff';
+    // The save completed after all (its abort came too late): the image holds the guest, journal it as saved.
+    if (state === 'shutoff' && now?.hasSavedImage) return done('saved', 'save', 'completed while the interruption was handled');
     if (state === 'paused' && plan.guest.state === 'running' && driver.resume) {
       await driver.resume(plan.guest.id, { signal: g.signal });
       reasons.push('interrupted: save aborted, guest resumed');
