@@ -9,10 +9,9 @@ import type { CliOptions } from '../config/cli-options.js';
 import { loadSettings, type ReadFileFn } from '../config/load.js';
 import type { Settings } from '../config/settings.js';
 import { createLog, type Log } from '../util/log.js';
-import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
 import { NotInstalledError, NotRootError } from './errors.js';
-import { acquireRunLock, LOCK_WAIT_MS } from './run-lock.js';
+import { acquireRunLock, LOCK_WAIT_MS, runBoundMs } from './run-lock.js';
 
 /** Everything a command runs with, from the command line and the process. */
 export interface CommandContext {
@@ -58,6 +57,8 @@ export interface RunDeps {
   /** Send messages to syslog through this `logger` (false: not at all; default: found on the system). */
   logger?: string | false;
   lockWaitMs?: number;
+  /** How long a shutdown command waits for a holder it asked to end, or one without a bound (default TAKEOVER_WAIT_MS). */
+  takeoverWaitMs?: number;
 }
 
 /** Set up a run (settings, log, checks, lock), run `body`, and always release the lock and flush the log. */
@@ -82,18 +83,22 @@ export async function withRun<T>(
       throw new NotRootError(`${cmd.command}: rc.libvirt must run as root (it manages system daemons)`);
     }
     await checkPrograms(settings, typeof needs.programs === 'function' ? needs.programs(settings) : needs.programs, cmd.env, deps.findProgram ?? findProgram);
+    const bound = runBoundMs(cmd.command, settings);
     const lock = needs.lock
       ? await acquireRunLock({
           runDir: settings.runDir,
           command: cmd.command,
           signal: cmd.signal,
           waitMs: deps.lockWaitMs ?? LOCK_WAIT_MS,
-          onWait: (h) =>
-            log.notice(`waiting up to ${formatMs(deps.lockWaitMs ?? LOCK_WAIT_MS)} for another rc.libvirt run${h ? ` (pid ${h.pid}, "${h.command}")` : ''} to finish`),
+          ...(bound !== undefined ? { boundMs: bound } : {}),
+          ...(deps.takeoverWaitMs !== undefined ? { takeoverWaitMs: deps.takeoverWaitMs, unboundedHolderWaitMs: deps.takeoverWaitMs } : {}),
+          onWait: (_h, how) => log.notice(how),
         })
       : undefined;
+    // What was wrong with the lock was worked around; it is still an error of the run.
+    for (const p of lock?.problems ?? []) log.error(p);
     try {
-      return await body({
+      const result = await body({
         command: cmd.command,
         settings,
         log,
@@ -104,6 +109,7 @@ export async function withRun<T>(
         stdout: cmd.stdout,
         stderr: cmd.stderr,
       });
+      return lock?.problems.length && result === 'ok' ? ('failed' as T) : result;
     } finally {
       await lock?.release();
     }
