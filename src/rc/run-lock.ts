@@ -122,10 +122,17 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
   const path = lockPath(opts.runDir);
   if (heldHere.has(path)) throw new RunLockError(`${path}: this process already holds the run lock`);
   const problems: string[] = [];
-  const file = await openLockFile(opts.runDir, path, problems);
+  const shutdown = SHUTDOWN_COMMANDS.includes(opts.command);
+  let file: FileHandle;
+  try {
+    file = await openLockFile(opts.runDir, path, problems, shutdown);
+  } catch (err) {
+    if (!shutdown || !(err instanceof RunLockError)) throw err;
+    problems.push(`${err.message}; ${opts.command} goes on without the lock so that the guests are handled`);
+    return { path, held: false, problems, release: async () => undefined };
+  }
   try {
     const flock = opts.flock ?? FLOCK;
-    const shutdown = SHUTDOWN_COMMANDS.includes(opts.command);
     // First without waiting: the usual case, one spawn.
     let got = await lockFd(flock, file, path, undefined, opts.signal);
     if (got === 'busy') {
@@ -195,14 +202,19 @@ const OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW |
 // Open the lock file safely: a run directory that is ours and not writable by
 // others, and in it a regular file of ours with one link, opened without
 // following a symlink. Anything else in its place is moved aside (rename never
-// follows) and a fresh file made; `problems` says what was found.
-async function openLockFile(runDir: string, path: string, problems: string[]): Promise<FileHandle> {
+// follows) and a fresh file made; `problems` says what was found. A run
+// directory another account can write is refused, except for a shutdown
+// command (`lenient`): it is named, and the lock taken there all the same (the
+// file checks keep every write on a file of ours).
+async function openLockFile(runDir: string, path: string, problems: string[], lenient: boolean): Promise<FileHandle> {
   await mkdir(runDir, { recursive: true, mode: 0o700 });
   const dir = await lstat(runDir);
   const me = process.geteuid?.() ?? 0;
   if (!dir.isDirectory()) throw new RunLockError(`${runDir}: not a directory (a symlink?): the run lock is not taken through it`);
   if (dir.uid !== me || (dir.mode & 0o022) !== 0) {
-    throw new RunLockError(`${runDir}: owned by uid ${dir.uid}, mode ${(dir.mode & 0o7777).toString(8)}: the run lock is only made in a directory of uid ${me} that no other account can write`);
+    const what = `${runDir}: owned by uid ${dir.uid}, mode ${(dir.mode & 0o7777).toString(8)}: the run lock belongs in a directory of uid ${me} that no other account can write`;
+    if (!lenient) throw new RunLockError(what);
+    problems.push(what);
   }
   for (let attempt = 0; attempt < 3; attempt++) {
     let file: FileHandle | undefined;

@@ -164,10 +164,20 @@ describe('run lock', () => {
     expect(err).toBeInstanceOf(RunLockError);
     expect((err as Error).message).toContain('no other account can write');
     expect(existsSync(lockPath(open))).toBe(false);
+    // A shutdown command names it and takes the lock there all the same.
+    const lock = await acquireRunLock({ runDir: open, command: 'stop', signal });
+    expect(lock.held).toBe(true);
+    expect(lock.problems[0]).toContain('no other account can write');
+    await lock.release();
     const link = join(dir, 'linked-run-dir');
     symlinkSync(mkdtempSync(join(dir, 'target-')), link);
     const err2 = await acquireRunLock({ runDir: link, command: 'start', signal }).catch((e: unknown) => e);
     expect((err2 as Error).message).toContain('not a directory (a symlink?)');
+    // A shutdown command goes on without the lock.
+    const none = await acquireRunLock({ runDir: link, command: 'guests_shutdown', signal });
+    expect(none.held).toBe(false);
+    expect(none.problems[0]).toContain('goes on without the lock so that the guests are handled');
+    expect(existsSync(lockPath(link))).toBe(false);
   });
 
   it('a shutdown command waits for a stop holder up to the bound its line names, then goes on without the lock, loudly', async () => {
