@@ -70,7 +70,8 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
     const [file, ...args] = argv;
     let proc: ChildProcess;
     try {
-      proc = spawn(file ?? 'virsh', args, { env: opts.virsh.env(), stdio: ['ignore', 'pipe', 'pipe'] });
+      // A process group of its own: close() ends it with whatever it started (a VIRSH wrapper's virsh).
+      proc = spawn(file ?? 'virsh', args, { env: opts.virsh.env(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       opts.log?.warn(`cannot start ${argv.join(' ')}: ${(err as Error).message}; waits poll instead`);
       return;
@@ -125,15 +126,30 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
       const proc = child;
       if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
       await new Promise<void>((resolve) => {
-        const kill = setTimeout(() => proc.kill('SIGKILL'), 1000);
-        const give = setTimeout(resolve, 3000);
+        const kill = setTimeout(() => killGroup(proc, 'SIGKILL'), 1000);
+        // Something that left the group may still hold the pipes: let them go, so they never keep the run alive.
+        const give = setTimeout(() => {
+          proc.stdout?.destroy();
+          proc.stderr?.destroy();
+          proc.unref();
+          resolve();
+        }, 3000);
         proc.once('close', () => {
           clearTimeout(kill);
           clearTimeout(give);
           resolve();
         });
-        proc.kill('SIGTERM');
+        killGroup(proc, 'SIGTERM');
       });
     },
   };
+}
+
+// Signal the watcher's process group (it leads one), or the watcher alone when that fails.
+function killGroup(proc: ChildProcess, sig: NodeJS.Signals): void {
+  try {
+    if (proc.pid !== undefined) process.kill(-proc.pid, sig);
+  } catch {
+    proc.kill(sig);
+  }
 }
