@@ -26,6 +26,12 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
   stdout: process.stdout,
   stderr: process.stderr,
 }): Promise<number> {
+  // A console that went away (EPIPE: `stop | tee` and tee died; EIO: the
+  // terminal hung up) loses console lines, never the run: messages still go
+  // to syslog. The handlers stay: an error of a late write is reported after main() returns.
+  for (const s of [io.stdout, io.stderr, process.stdout, process.stderr] as NodeJS.EventEmitter[]) {
+    if (!s.listeners('error').includes(ignoreOutputError)) s.on('error', ignoreOutputError);
+  }
   if (typeof __RCL_HELP__ === 'string' && args.length === 1 && (args[0] === '--help' || args[0] === '-h') && (process.stdout.columns ?? 100) >= 100) {
     io.stdout.write(__RCL_HELP__);
     return EXIT.ok;
@@ -107,11 +113,13 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
 
   const ac = runController();
   const onSignal = (sig: NodeJS.Signals): void => {
-    io.stderr.write(`rc.libvirt: ${sig} received: no new work starts; bringing what runs to a safe state\n`);
+    safeWrite(io.stderr, `rc.libvirt: ${sig} received: no new work starts; bringing what runs to a safe state\n`);
     if (!ac.signal.aborted) ac.abort(new Error(`interrupted by ${sig}`));
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // SIGHUP (the terminal or ssh session running us went away) is an interrupt
+  // like SIGTERM: the run brings its guests to a safe state and journals what
+  // was saved, instead of dying on the spot.
+  for (const sig of INTERRUPTS) process.on(sig, onSignal);
   try {
     const body = await spec.load();
     const ctx: CommandContext = { command: spec.name, options, env: io.env, signal: ac.signal, stdout: io.stdout, stderr: io.stderr };
@@ -119,8 +127,22 @@ export async function main(args: string[], io: Pick<CommandContext, 'env' | 'std
   } catch (err) {
     return reportError(err, io.stderr);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const sig of INTERRUPTS) process.off(sig, onSignal);
+  }
+}
+
+/** The signals that interrupt a run (no new work starts; what runs is brought to a safe state). */
+export const INTERRUPTS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+// A write error of the console (EPIPE, EIO...): the console is gone, the run goes on.
+function ignoreOutputError(): void {}
+
+/** Write to a console stream; a stream that is gone (or throws) is not an error of the run. */
+function safeWrite(stream: NodeJS.WritableStream, text: string): void {
+  try {
+    stream.write(text);
+  } catch {
+    /* the console is gone */
   }
 }
 
@@ -128,15 +150,15 @@ function reportError(err: unknown, stderr: NodeJS.WritableStream): number {
   // yargs reports its own usage errors (missing option values...) as YError.
   if (err instanceof Error && err.name === 'YError') err = new UsageError(err.message);
   if (err instanceof UsageError) {
-    stderr.write(`rc.libvirt: ${err.message}\n${USAGE}\nTry 'rc.libvirt --help' for the options.\n`);
+    safeWrite(stderr, `rc.libvirt: ${err.message}\n${USAGE}\nTry 'rc.libvirt --help' for the options.\n`);
     return EXIT.usage;
   }
   const code = exitCodeOfError(err);
   if (code !== undefined) {
-    stderr.write(`rc.libvirt: ${(err as Error).message}\n`);
+    safeWrite(stderr, `rc.libvirt: ${(err as Error).message}\n`);
     return code;
   }
   const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
-  stderr.write(`rc.libvirt: internal error: ${msg}\n`);
+  safeWrite(stderr, `rc.libvirt: internal error: ${msg}\n`);
   return EXIT.failure;
 }

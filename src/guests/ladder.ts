@@ -394,7 +394,13 @@ async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<
     } catch {
       // Nothing left to abort is the usual case here.
     }
-    const state = await currentState(driver, guest, g.signal);
+    const found = await driver.getGuest(guest.id, { signal: g.signal }).catch((err: unknown) => {
+      if (isDomainError(err, 'not-found')) return undefined;
+      throw err;
+    });
+    const state: GuestState = found?.state ?? 'shutoff';
+    // The save completed after all (its abort came too late): the image holds the guest, journal it as saved.
+    if (state === 'shutoff' && found?.hasSavedImage) return l.end('saved', 'completed while the interruption was handled');
     if (state === 'paused' && guest.state === 'running' && driver.resume) {
       await driver.resume(guest.id, { signal: g.signal });
       l.reasons.push('interrupted: save aborted, guest resumed');

@@ -11,10 +11,9 @@ import { combinedError, readSettings, type ReadFileFn } from '../config/load.js'
 import type { Settings } from '../config/settings.js';
 import { libvirtUris, qmpRunDir } from '../guests/open-drivers.js';
 import { createLog, type Log } from '../util/log.js';
-import { formatMs } from '../util/deadline.js';
 import type { GuestStepContext } from './guest-steps.js';
 import { NotInstalledError, NotRootError } from './errors.js';
-import { acquireRunLock, LOCK_WAIT_MS } from './run-lock.js';
+import { acquireRunLock, LOCK_WAIT_MS, runBoundMs } from './run-lock.js';
 
 /** Everything a command runs with, from the command line and the process. */
 export interface CommandContext {
@@ -82,6 +81,8 @@ export interface RunDeps {
   /** Send messages to syslog through this `logger` (false: not at all; default: found on the system). */
   logger?: string | false;
   lockWaitMs?: number;
+  /** How long a shutdown command waits for a holder it asked to end, or one without a bound (default TAKEOVER_WAIT_MS). */
+  takeoverWaitMs?: number;
 }
 
 /** Run a command's body in withRun(), its outcome telling also what the run went on without. */
@@ -139,18 +140,22 @@ export async function withRun<T>(
       log.error(`${what}: ${cmd.command} goes on with the guests (exit 5 at the end)`);
       faults.programs = missing;
     }
+    const bound = runBoundMs(cmd.command, settings);
     const lock = needs.lock
       ? await acquireRunLock({
           runDir: settings.runDir,
           command: cmd.command,
           signal: cmd.signal,
           waitMs: deps.lockWaitMs ?? LOCK_WAIT_MS,
-          onWait: (h) =>
-            log.notice(`waiting up to ${formatMs(deps.lockWaitMs ?? LOCK_WAIT_MS)} for another rc.libvirt run${h ? ` (pid ${h.pid}, "${h.command}")` : ''} to finish`),
+          ...(bound !== undefined ? { boundMs: bound } : {}),
+          ...(deps.takeoverWaitMs !== undefined ? { takeoverWaitMs: deps.takeoverWaitMs, unboundedHolderWaitMs: deps.takeoverWaitMs } : {}),
+          onWait: (_h, how) => log.notice(how),
         })
       : undefined;
+    // What was wrong with the lock was worked around; it is still an error of the run.
+    for (const p of lock?.problems ?? []) log.error(p);
     try {
-      return await body({
+      const result = await body({
         command: cmd.command,
         settings,
         log,
@@ -162,6 +167,9 @@ export async function withRun<T>(
         stderr: cmd.stderr,
         faults,
       });
+      // A lock problem is a failure of the run: it outranks a bad setting or a missing program.
+      const done = result === 'ok' || result === 'done-bad-setting' || result === 'done-program-missing';
+      return lock?.problems.length && done ? ('failed' as T) : result;
     } finally {
       await lock?.release();
     }

@@ -118,7 +118,11 @@ export function createLog(opts: LogOptions): Log {
     if ((level === 'info' || level === 'notice') && opts.verbosity < 0) return;
     const stream = level === 'warn' || level === 'error' ? opts.stderr : opts.stdout;
     const prefix = level === 'warn' ? 'warning: ' : level === 'error' ? 'error: ' : '';
-    stream.write(`${prefix}${msg}\n`);
+    try {
+      stream.write(`${prefix}${msg}\n`);
+    } catch {
+      // A console that is gone (EPIPE, EIO) loses this line, never the run; syslog has it.
+    }
   };
   return {
     debug: (m) => write('debug', m),

@@ -1,5 +1,11 @@
 // Running a program: argv arrays only (never a shell), a deadline on every
 // call, and the escalation deadline -> SIGTERM -> SIGKILL in this one place.
+//
+// A call ends when its program exits, not when its pipes close: a grandchild
+// that left the program's process group still holding stdout or stderr (QEMU
+// `-daemonize` with `-D logfile` keeps stderr) would otherwise keep the call
+// open forever. After the exit, output still in the pipes is read for up to
+// DRAIN_MS, then the pipes are let go.
 import { spawn } from 'node:child_process';
 
 /** What a finished (or killed) program left behind. */
@@ -21,6 +27,9 @@ export interface RunResult {
   ms: number;
 }
 
+/** How long output is still read after the program exited, when something else holds its pipes. */
+export const DRAIN_MS = 500;
+
 /** Options of runProcess. */
 export interface RunOptions {
   /** Kill the program after this many ms (required: nothing runs without a deadline). */
@@ -35,9 +44,11 @@ export interface RunOptions {
   /** Called with each stdout chunk as it arrives. */
   onStdout?: (chunk: string) => void;
   onStderr?: (chunk: string) => void;
+  /** ms output is still read after the exit (default DRAIN_MS). */
+  drainMs?: number;
 }
 
-/** Run `argv` to its end or its deadline; never rejects, never hangs past timeoutMs + killGraceMs. */
+/** Run `argv` to its end or its deadline; never rejects, never hangs past timeoutMs + killGraceMs + drainMs. */
 export function runProcess(argv: readonly string[], opts: RunOptions): Promise<RunResult> {
   const started = performance.now();
   const [file, ...args] = argv;
@@ -52,6 +63,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions): Promise<R
     let forced = false;
     let spawnError: NodeJS.ErrnoException | undefined;
     let killTimer: NodeJS.Timeout | undefined;
+    let drainTimer: NodeJS.Timeout | undefined;
     let settled = false;
     const child = spawn(file, args, {
       env: opts.env ?? process.env,
@@ -97,6 +109,7 @@ export function runProcess(argv: readonly string[], opts: RunOptions): Promise<R
       settled = true;
       clearTimeout(deadlineTimer);
       if (killTimer) clearTimeout(killTimer);
+      if (drainTimer) clearTimeout(drainTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       const result: RunResult = {
         argv, exitCode, killedBy, stdout, stderr, timedOut, aborted, forced,
@@ -110,6 +123,14 @@ export function runProcess(argv: readonly string[], opts: RunOptions): Promise<R
       if (child.pid === undefined) finish(null, null);
     });
     child.on('close', (code, sig) => finish(code, sig));
+    // Exited, but the pipes may stay open (a grandchild holds them): read what
+    // is there for a short while, then let the pipes go and settle.
+    child.on('exit', (code, sig) => {
+      drainTimer = setTimeout(() => {
+        for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy();
+        finish(code, sig);
+      }, opts.drainMs ?? DRAIN_MS);
+    });
   });
 }
 

@@ -38,6 +38,8 @@ export interface FakeScript {
   putBackFails?: boolean;
   /** ms from an abort of the save job until the save lets go (default 0). */
   abortMs?: number;
+  /** An aborted save still completes (the abort came too late: the image is written, the guest off), though the save call reports it aborted. */
+  completesDespiteAbort?: boolean;
   /** The abort itself fails with this message (libvirtd does not answer). */
   abortFails?: string;
   /** ms from the ACPI request until the guest is off (default 1000); `never`: it ignores the request. */
@@ -291,6 +293,12 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         if (!cancelled) throw err;
         // The job lets go of the guest a moment after its abort.
         if (s.abortMs) await sleep(s.abortMs);
+        if (s.completesDespiteAbort) {
+          g.hasSavedImage = true;
+          setState(id, 'shutoff', 'Stopped');
+          note('saved', id);
+          throw new InterruptedError(`save of ${g.name} aborted`, { guest: g.name });
+        }
         note('save-aborted', id);
         putBack(id, before);
         if (s.putBackFails && before === 'running' && kind === 'qmp') {

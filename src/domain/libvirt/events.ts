@@ -70,9 +70,7 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
     const [file, ...args] = argv;
     let proc: ChildProcess;
     try {
-      // Own process group: close() ends the whole group, so a VIRSH that is a
-      // wrapper script takes its virsh along (a survivor holding the pipes would
-      // keep rc.libvirt from ever exiting).
+      // A process group of its own: close() ends it with whatever it started (a VIRSH wrapper's virsh).
       proc = spawn(file ?? 'virsh', args, { env: opts.virsh.env(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     } catch (err) {
       opts.log?.warn(`cannot start ${argv.join(' ')}: ${(err as Error).message}; waits poll instead`);
@@ -129,7 +127,7 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
       if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
       await new Promise<void>((resolve) => {
         const kill = setTimeout(() => killGroup(proc, 'SIGKILL'), 1000);
-        // Still not closed: stop listening to its pipes, so they cannot hold this process open.
+        // Something that left the group may still hold the pipes: let them go, so they never keep the run alive.
         const give = setTimeout(() => {
           proc.stdout?.destroy();
           proc.stderr?.destroy();
@@ -147,11 +145,10 @@ export function createEventStream(opts: EventStreamOptions): EventStream {
   };
 }
 
-// Signal the stream's process group (see start()), or the process alone when it has none.
+// Signal the watcher's process group (it leads one), or the watcher alone when that fails.
 function killGroup(proc: ChildProcess, sig: NodeJS.Signals): void {
-  if (proc.pid === undefined) return;
   try {
-    process.kill(-proc.pid, sig);
+    if (proc.pid !== undefined) process.kill(-proc.pid, sig);
   } catch {
     proc.kill(sig);
   }

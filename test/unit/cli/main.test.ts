@@ -69,4 +69,21 @@ describe('rc.libvirt command line', () => {
     expect(r.code).toBe(2);
     expect(r.err).toMatch(/frob/);
   });
+
+  it('a stdout and stderr that fail every write (EPIPE, EIO) do not end the run: it gets to its own exit code', async () => {
+    const failing = (code: string): Writable =>
+      new Writable({
+        write(_chunk: Buffer, _enc, cb): void {
+          cb(Object.assign(new Error(`write ${code}`), { code }));
+        },
+      });
+    const stdout = failing('EPIPE');
+    const stderr = failing('EIO');
+    expect(await main(['--version'], { env: {}, stdout, stderr })).toBe(0);
+    expect(await main(['frobnicate'], { env: {}, stdout, stderr })).toBe(2);
+    // The writes did fail (and the errors were handled).
+    await new Promise((r) => setImmediate(r));
+    expect((stdout.errored as NodeJS.ErrnoException | null)?.code).toBe('EPIPE');
+    expect((stderr.errored as NodeJS.ErrnoException | null)?.code).toBe('EIO');
+  });
 });

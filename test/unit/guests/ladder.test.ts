@@ -210,6 +210,27 @@ describe('stop ladder', () => {
     expect(byName(out, 'later').result).toBe('skipped');
   });
 
+  it('on interruption: a save that completed although its abort was asked for is reported saved (so it is journaled)', async () => {
+    const d = libvirtLikeDriver([{ name: 'late', script: { saveMs: 'never', completesDespiteAbort: true } }, { name: 'aborted', script: { saveMs: 'never' } }]);
+    const ac = new AbortController();
+    const recorded: string[] = [];
+    const p = stopAll(await tasksFor([d]), {
+      parallel: 0,
+      signal: ac.signal,
+      observer: SILENT_OBSERVER,
+      onOutcome: async (o) => void recorded.push(`${o.guest.name} ${o.result}`),
+    });
+    await vi.advanceTimersByTimeAsync(1000);
+    ac.abort(new Error('SIGHUP'));
+    await vi.advanceTimersByTimeAsync(100);
+    const out = await p;
+    expect(byName(out, 'late')).toMatchObject({ result: 'saved', action: 'save' });
+    expect(byName(out, 'late').reason).toContain('completed while the interruption was handled');
+    expect(byName(out, 'aborted').result).toBe('failed');
+    expect(d.state('aborted')).toBe('running');
+    expect(recorded.sort()).toEqual(['aborted failed', 'late saved']);
+  });
+
   it('interrupted during a shutdown: no destroy', async () => {
     const d = libvirtLikeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
     const ac = new AbortController();

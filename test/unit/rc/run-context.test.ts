@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -43,6 +43,27 @@ describe('withRun', () => {
   it('checks the settings before anything else (exit 6)', async () => {
     const err = await withRun(ctx({ TIMEOUT: '-5' }), { root: true, programs: [], lock: false }, body, { readFile: noFile, isRoot: () => false, logger: false }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ConfigError);
+  });
+
+  it('a planted lock symlink is reported as an error and makes a clean run exit 1; the body still runs', async () => {
+    const runDir = mkdtempSync(join(tmpdir(), 'rcl-runctx-'));
+    try {
+      const decoy = join(runDir, 'decoy');
+      writeFileSync(decoy, 'keep\n');
+      symlinkSync(decoy, join(runDir, 'rc.libvirt.lock'));
+      const errors: string[] = [];
+      const c = { ...ctx({ RC_LIBVIRT_RUN_DIR: runDir }), command: 'guests_shutdown' };
+      c.stderr = new Writable({ write: (chunk: Buffer, _e, cb) => void (errors.push(chunk.toString()), cb()) });
+      let ran = false;
+      const outcome = await withRun(c, { root: false, programs: [], lock: true }, async () => ((ran = true), 'ok' as const), { readFile: noFile, logger: false });
+      expect(ran).toBe(true);
+      expect(outcome).toBe('failed');
+      expect(exitCodeOf(outcome)).toBe(1);
+      expect(errors.join('')).toContain('was a symlink');
+      expect(readFileSync(decoy, 'utf8')).toBe('keep\n');
+    } finally {
+      rmSync(runDir, { recursive: true, force: true });
+    }
   });
 
   it('runs the body with the settings', async () => {

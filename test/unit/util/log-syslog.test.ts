@@ -10,7 +10,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLog, SYSLOG_FLUSH_MS } from '../../../src/util/log.js';
 
@@ -127,5 +127,25 @@ describe('syslog through logger', () => {
         return true;
       }
     });
+  });
+
+  it('a console that is gone (writes throw EPIPE or EIO) costs the run nothing: the messages still reach syslog', async () => {
+    received = [];
+    const w = wrapper('logger-gone');
+    const broken = (code: string): Writable =>
+      new Writable({
+        write(): void {
+          throw Object.assign(new Error(`write ${code}`), { code });
+        },
+      });
+    const log = createLog({ stdout: broken('EPIPE'), stderr: broken('EIO'), verbosity: 0, logger: w.path });
+    expect(() => {
+      log.info('saved one');
+      log.error('failed two');
+    }).not.toThrow();
+    await log.flush();
+    await until('both lines', () => received.length >= 2);
+    expect(received.some((m) => m.includes('saved one'))).toBe(true);
+    expect(received.some((m) => m.includes('failed two'))).toBe(true);
   });
 });
