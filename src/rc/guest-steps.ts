@@ -30,6 +30,8 @@ export interface GuestStepContext {
   dryRun: boolean;
   /** Output stream for progress and the summary (a TTY gets live lines). */
   stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  /** -1 quiet (-q: the summary only when something went wrong), 0 normal, 1+ more detail. */
+  verbosity?: number;
 }
 
 /** The outcome of a guest step, for the summary and the exit code. */
@@ -85,7 +87,7 @@ async function runBatch<P>(ctx: GuestStepContext, deps: GuestStepDeps, batch: Ba
     } finally {
       progress.stop();
     }
-    const summary = reportSummary(ctx.signal.aborted ? `${batch.title} (interrupted)` : batch.title, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
+    const summary = reportSummary(ctx.signal.aborted ? `${batch.title} (interrupted)` : batch.title, outcomes, now() - t0, ctx.stdout, ctx.log, showUri, (ctx.verbosity ?? 0) < 0);
     return settle({ ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
   } finally {
     await closeDrivers(drivers);

@@ -28,7 +28,7 @@ export function formatSummary(what: string, outcomes: readonly GuestOutcome[], m
   return `${formatTable(['GUEST', 'ACTION', 'RESULT', 'SECONDS', 'REASON'], rows)}\n${formatTotal(what, outcomes, ms)}`;
 }
 
-/** Print the summary, send it to syslog (one line per guest, then the total), and name destroyed and failed guests. */
+/** Print the summary (with `quiet`, only when a guest was destroyed or failed), send it to syslog (one line per guest, then the total), and name destroyed and failed guests. */
 export function reportSummary(
   what: string,
   outcomes: readonly GuestOutcome[],
@@ -36,12 +36,14 @@ export function reportSummary(
   out: NodeJS.WritableStream,
   log: Log,
   showUri = false,
+  quiet = false,
 ): BatchVerdict {
-  out.write(`${formatSummary(what, outcomes, ms, showUri)}\n`);
+  const verdict = judgeOutcomes(outcomes);
+  // -q: warnings and errors only; a batch that went as planned has neither (syslog still gets every line).
+  if (!quiet || !verdict.clean) out.write(`${formatSummary(what, outcomes, ms, showUri)}\n`);
   for (const o of outcomes) {
     log.record?.(isBadOutcome(o) ? 'warn' : 'info', `${o.guest.name}: ${o.action} ${o.result} in ${(o.ms / 1000).toFixed(1)} s${o.reason ? `: ${o.reason}` : ''}`);
   }
-  const verdict = judgeOutcomes(outcomes);
   const { destroyed, failed } = verdict;
   if (destroyed.length) log.warn(`destroyed at the timeout: ${destroyed.map((n) => guestLabel({ name: n, uri: '' })).join(', ')}`);
   if (failed.length) log.warn(`failed: ${failed.map((n) => guestLabel({ name: n, uri: '' })).join(', ')}`);

@@ -74,4 +74,17 @@ describe('summary', () => {
     expect(reportSummary('x', [outcome('a', 'saved')], 1, out.s, log).clean).toBe(true);
     expect(formatSummary('x', [], 0)).toBe('x: no guests to act on');
   });
+
+  it('with -q prints nothing when every guest went as planned, and the whole table when one did not; syslog gets every line either way', () => {
+    const recorded: string[] = [];
+    const log = { ...createMemoryLog(), record: (_level: string, msg: string) => recorded.push(msg) };
+    const calm = sink(false);
+    expect(reportSummary('guests stopped', [outcome('a', 'saved')], 1000, calm.s, log, false, true).clean).toBe(true);
+    expect(calm.text()).toBe('');
+    expect(recorded).toEqual(['a: save saved in 1.5 s', 'guests stopped: 1 guest in 1.0 s: 1 saved']);
+    const bad = sink(false);
+    reportSummary('guests stopped', [outcome('a', 'saved'), outcome('d', 'failed', 'x')], 1000, bad.s, log, false, true);
+    expect(bad.text()).toMatch(/^GUEST +ACTION/);
+    expect(bad.text()).toContain('1 saved, 1 failed');
+  });
 });
