@@ -7,7 +7,7 @@ import type { Log } from '../util/log.js';
 import { errorMessage } from '../util/error-message.js';
 import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
-import { buildStopPlan, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
+import { buildStopPlan, undescribedNote, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
 import { stopAll } from '../guests/ladder.js';
 import { openJournal, readJournal, type JournalEntry } from '../guests/journal.js';
 import { restoreAll, type RestoreTask } from '../guests/restore.js';
@@ -53,7 +53,7 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
   const t0 = now();
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal, ctx.log);
     const showUri = drivers.length > 1;
     let explained: readonly Unreachable[] = [];
     if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
@@ -87,6 +87,8 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
     }
     const what = mode === 'shutdown' ? 'guests shut down' : 'guests stopped';
     const summary = reportSummary(ctx.signal.aborted ? `${what} (interrupted)` : what, outcomes, now() - t0, ctx.stdout, ctx.log, showUri);
+    const note = undescribedNote(plan, showUri);
+    if (note) ctx.log.error(note);
     return unreachableOutcome(plan, { ...summary, clean: summary.clean && !ctx.signal.aborted, outcomes });
   } finally {
     await closeDrivers(drivers);
@@ -130,8 +132,10 @@ async function dryRunRescue(plan: PlanWithItems, ctx: GuestStepContext, deps: Gu
   return { plan, explained: [] };
 }
 
+// Unreachable connections fail the step; so does a guest handled without its full description (named by undescribedNote).
 function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutcome {
-  if (plan.unreachable.length === 0) return o;
+  const undescribed = plan.guests.some((p) => p.guest.undescribed);
+  if (plan.unreachable.length === 0 && !undescribed) return o;
   return { ...o, clean: false, failed: [...o.failed, ...plan.unreachable.map((u) => `(all guests of ${u.uri})`)] };
 }
 
@@ -139,7 +143,7 @@ function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutco
 export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: boolean, deps: GuestStepDeps = {}): Promise<StopPlan> {
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal, ctx.log);
     ctx.stdout.write(json ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : `${formatPlan(plan, drivers.length > 1)}\n`);
     return plan;
   } finally {
