@@ -30,13 +30,15 @@
 //   them between runs; calls() reads the log: argv, subcommand, guest, start and
 //   end (epoch ms), exit code, and what the rule did. A call the program killed
 //   (its deadline) has no end.
+// bed.daemons: which daemons the bed started and which ran already (a test
+//   that ends libvirtd, e.g. through `stop`, must have started its own).
 // bed.close(): undefines the guests, stops the daemons the bed started (by
 //   PID; ones that ran before are left alone), releases the lock, removes the
 //   temp directory.
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startLibvirtDaemons, stopLibvirtDaemons } from './daemons.js';
+import { startLibvirtDaemons, stopLibvirtDaemons, type LibvirtDaemons } from './daemons.js';
 import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest, type LibvirtGuestOptions } from './libvirt-guest.js';
 import { makeTempDir } from './process.js';
 import { runRc, type CliRun } from './rc-cli.js';
@@ -180,6 +182,8 @@ function parseCalls(text: string): VirshCall[] {
 /** Daemons, guests, a VIRSH wrapper and temp directories for runs of rc/rc.libvirt. */
 export interface LibvirtBed {
   dir: string;
+  /** The daemons the bed started (stopped at close) and the ones that ran already (left alone). */
+  daemons: LibvirtDaemons;
   virsh: VirshWrapper;
   guests: LibvirtGuest[];
   env(settings?: Record<string, string>): NodeJS.ProcessEnv;
@@ -195,6 +199,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
   const configFile = join(dir, 'settings');
   writeFileSync(configFile, '# empty: every setting comes from the environment of the run\n');
   let guests: LibvirtGuest[] = [];
+  let daemons: LibvirtDaemons = { started: [], reused: [] };
   // Every step runs, whatever an earlier one threw; the first error is thrown at the end.
   const close = async (): Promise<void> => {
     const errors: unknown[] = [];
@@ -204,7 +209,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
     if (errors.length > 0) throw errors[0];
   };
   try {
-    await startLibvirtDaemons();
+    daemons = await startLibvirtDaemons();
     guests = await Promise.all((opts.guests ?? []).map((g) => defineLibvirtGuest(g)));
   } catch (err) {
     await close();
@@ -221,6 +226,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
   });
   return {
     dir,
+    daemons,
     virsh,
     guests,
     env,
