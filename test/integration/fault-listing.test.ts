@@ -29,7 +29,7 @@ describe('stop: faults around the listing', () => {
   let daemons: LibvirtDaemons;
 
   beforeAll(async () => {
-    bed = await openLibvirtBed('rcl-fault-listing-', { guests: [{ name: 'rcl listing healthy', memMiB: 64 }, { name: 'rcl listing stuck', memMiB: 64 }] });
+    bed = await openLibvirtBed('rcl-fault-listing-', { guests: [{ name: 'rcl listing healthy', memMiB: 128, readyTimeoutMs: 300_000 }, { name: 'rcl listing stuck', memMiB: 128, readyTimeoutMs: 300_000 }] });
     [healthy, stuck] = bed.guests as [LibvirtGuest, LibvirtGuest];
     daemons = bed.daemons;
     // `stop` ends libvirtd: only one this file started may be ended.
