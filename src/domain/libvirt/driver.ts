@@ -75,12 +75,6 @@ function knownState(word: string): boolean {
   }
 }
 
-// The promise itself, marked handled: a rejection nobody ends up awaiting is not an unhandled one.
-function handled<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => undefined);
-  return p;
-}
-
 /** A DomainDriver over virsh for one libvirt URI. */
 export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const log = opts.log;
@@ -119,9 +113,9 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
 
   // The four calls that describe a guest, asked at once, within one deadline:
   // whatever did not answer leaves its facts at their safe defaults, named in
-  // `undescribed` (docs/libvirt-driver.md, "Listing"). `tolerant` (the listing)
-  // lists the guest even when neither dominfo nor domstate answered; otherwise
-  // (getGuest) their failure is thrown.
+  // `undescribed` (docs/libvirt-driver.md, "A guest that cannot be described
+  // in time"). `tolerant` (the listing) lists the guest even when neither
+  // dominfo nor domstate answered; otherwise (getGuest) their failure is thrown.
   const describe = async (id: string, o: ListOptions, tolerant: boolean): Promise<Guest> => {
     const dl = deadline(describeMs, o.signal);
     const ask = <T>(args: string[], what: string, parse: (out: string) => T): Promise<Settled<T>> =>
