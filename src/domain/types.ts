@@ -34,6 +34,29 @@ export interface Guest {
   saveBlockers: string[];
   /** A fault around the guest that the run must report even when the guest is handled (a qmp guest whose definition broke while it ran): the run exits non-zero. */
   problem?: string;
+  /**
+   * Facts the listing could not learn in time (a call that failed or did not
+   * answer within the per-guest deadline); the fields above then hold safe
+   * defaults (docs/guests.md). Absent when the guest was described in full.
+   */
+  undescribed?: Undescribed;
+}
+
+/** A fact of a guest the listing could not learn. */
+export type GuestFact = 'identity' | 'state' | 'memory' | 'policy' | 'saveBlockers';
+
+/** What the listing could not learn about a guest, and why. */
+export interface Undescribed {
+  /** The facts that hold defaults. */
+  missing: GuestFact[];
+  /** What failed, one line a call (e.g. `dumpxml: no answer within 15 s`). */
+  problems: string[];
+}
+
+/** Options of a listing. */
+export interface ListOptions extends OpOptions {
+  /** Called each time the hypervisor's daemon answers one of the listing's calls (an answer, even a refusal, means it is not hung). */
+  onAnswer?: (what: string) => void;
 }
 
 /** Progress of a save. */
@@ -81,8 +104,8 @@ export interface DomainDriver {
   readonly uri: string;
   /** Where saved images go (for the free-space check of a plan). */
   readonly saveDirectory: string;
-  /** Every guest, active or not. */
-  listGuests(opts: OpOptions): Promise<Guest[]>;
+  /** Every guest, active or not; a guest that cannot be described in time is still listed, by id, with `undescribed` saying what is missing. */
+  listGuests(opts: ListOptions): Promise<Guest[]>;
   /** One guest by id (throws GuestNotFoundError). */
   getGuest(id: string, opts: OpOptions): Promise<Guest>;
   /** Save the guest's RAM to disk and stop it (libvirt managedsave); resolves when the image is complete and the guest is off. On failure or abort the guest is left as it was (resumed if it ran). */

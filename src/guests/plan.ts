@@ -2,9 +2,10 @@
 // its timeout and order group, and why (save blockers, transient, the save
 // directory's free space against the guests' memory).
 import type { Settings, ShutdownAction } from '../config/settings.js';
-import type { DomainDriver, Guest } from '../domain/types.js';
+import type { DomainDriver, Guest, GuestFact } from '../domain/types.js';
 import { errorMessage } from '../util/error-message.js';
-import { anySignal, deadline } from '../util/deadline.js';
+import { anySignal, deadline, now } from '../util/deadline.js';
+import type { Log } from '../util/log.js';
 import { mib } from '../util/units.js';
 import { freeSpace, type FreeSpace } from './free-space.js';
 import { estimateReason, estimateSaveQueue, PLAN_SAVE_RATE_BYTES_PER_S } from './save-slots.js';
@@ -37,7 +38,10 @@ export interface GuestPlan {
 export interface Unreachable {
   uri: string;
   error: string;
+  /** Its daemon did not answer (no call answered within HUNG_WINDOW_MS, or the connection was refused): the rescue path applies. */
   hung: boolean;
+  /** What was asked, when, and what answered (the hung verdict's evidence). */
+  evidence?: string[];
 }
 
 /** The free space of one save directory, and what the plan puts in it. */
@@ -67,8 +71,14 @@ export interface StopPlan {
 /** What the plan is decided from. */
 export type PlanSettings = Pick<Settings, 'onShutdown' | 'timeout'> & Partial<Pick<Settings, 'parallel'>>;
 
-/** How long a driver's ping (libvirt: `virsh version`) may take before its daemon counts as hung. */
-export const PING_TIMEOUT_MS = 10_000;
+/**
+ * A daemon (libvirtd) counts as hung only when nothing answers within this
+ * window: neither a ping (`virsh version`, a new one every PING_RETRY_MS, each
+ * allowed to run to the window's end) nor any call of the listing. At least 15 s.
+ */
+export const HUNG_WINDOW_MS = 20_000;
+/** A new ping is asked this often within HUNG_WINDOW_MS until something answers. */
+export const PING_RETRY_MS = 5_000;
 /** How long listing one connection's guests may take (many guests, a busy host) before it is given up. */
 export const LIST_TIMEOUT_MS = 60_000;
 
@@ -156,6 +166,7 @@ export async function buildStopPlan(
   settings: PlanSettings,
   mode: StopMode,
   signal: AbortSignal,
+  log?: Log,
 ): Promise<StopPlan & { items: DriverGuest[] }> {
   const items: DriverGuest[] = [];
   const unreachable: Unreachable[] = [];
@@ -163,21 +174,28 @@ export async function buildStopPlan(
     const dl = deadline(LIST_TIMEOUT_MS, signal);
     const cut = new AbortController();
     const listSignal = anySignal(dl.signal, cut.signal);
+    // A driver that can be pinged (libvirt) is watched while it lists: the
+    // listing is called off only when nothing at all answers within the window.
+    const watch = driver.ping ? watchDaemon(driver.ping.bind(driver), signal) : undefined;
     try {
-      // The listing starts at once; a driver that can be pinged (libvirt) is
-      // asked alongside, briefly: no answer means the daemon hangs, and the
-      // listing is called off.
-      const listing = driver.listGuests({ signal: listSignal.signal });
-      listing.catch(() => undefined);
-      if (driver.ping) {
-        try {
-          await driver.ping({ signal, timeoutMs: PING_TIMEOUT_MS });
-        } catch (err) {
+      const listing = driver.listGuests({ signal: listSignal.signal, onAnswer: (what) => watch?.answered(what) });
+      listing.then(() => watch?.answered('the listing'), () => undefined);
+      if (watch) {
+        const seen = await watch.verdict;
+        if (signal.aborted) throw signal.reason;
+        if (seen.verdict !== 'answered') {
           cut.abort(new Error('libvirtd does not answer'));
-          if (signal.aborted) throw err;
-          unreachable.push({ uri: driver.uri, error: errorMessage(err), hung: true });
+          const error = seen.verdict === 'silent'
+            ? `no answer within ${HUNG_WINDOW_MS / 1000} s (${seen.pings} ping${seen.pings === 1 ? '' : 's'} asked, no call of the listing answered)`
+            : seen.refusal ?? 'connection refused';
+          // Refused: nothing listens (libvirtd down); the rescue path says what that means. Silence is the hung verdict.
+          if (seen.verdict === 'silent') log?.error(`${driver.uri}: counted as hung: ${seen.evidence.join('; ')}`);
+          else log?.info(`${driver.uri}: connection refused: ${seen.evidence.join('; ')}`);
+          unreachable.push({ uri: driver.uri, error, hung: true, evidence: seen.evidence });
           return;
         }
+        if (seen.slow) log?.warn(`${driver.uri}: slow to answer its ping, but not hung: ${seen.evidence.join('; ')}`);
+        else log?.debug(`${driver.uri}: answers: ${seen.evidence.join('; ')}`);
       }
       try {
         for (const guest of await listing) items.push({ guest, driver });
@@ -186,6 +204,7 @@ export async function buildStopPlan(
         unreachable.push({ uri: driver.uri, error: dl.signal.aborted ? `no list of guests within ${LIST_TIMEOUT_MS / 1000} s` : errorMessage(err), hung: false });
       }
     } finally {
+      watch?.stop();
       listSignal.clear();
       dl.clear();
     }
@@ -198,14 +217,116 @@ export async function buildStopPlan(
   return { ...plan, unreachable, items: items.filter((i) => i.guest.state !== 'shutoff') };
 }
 
+/** How a daemon's watch ended: something answered, the connection was refused (nothing listens), or silence for the whole window. */
+export interface DaemonVerdict {
+  verdict: 'answered' | 'refused' | 'silent';
+  /** What was asked and what answered, with the time since the watch began. */
+  evidence: string[];
+  /** Pings asked. */
+  pings: number;
+  /** A ping failed or had not answered within PING_RETRY_MS before the answer came. */
+  slow: boolean;
+  /** The refused ping's error. */
+  refusal?: string;
+}
+
+/**
+ * Watch whether a daemon answers: a ping at once and a new one every
+ * PING_RETRY_MS, each allowed to run past the window's end; `answered` is
+ * called for any other call that answered (the listing's). The verdict is
+ * `answered` at the first answer, `refused` when a ping fails before the
+ * window ends (virsh could not connect: no daemon listens), else `silent`
+ * once HUNG_WINDOW_MS passed without any answer. Interrupted: `silent`.
+ */
+export function watchDaemon(
+  ping: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void>,
+  signal: AbortSignal,
+): { verdict: Promise<DaemonVerdict>; answered: (what: string) => void; stop: () => void } {
+  const t0 = now();
+  const evidence: string[] = [];
+  const at = (): string => `+${((now() - t0) / 1000).toFixed(1)} s`;
+  const end = new AbortController();
+  const pings = anySignal(signal, end.signal);
+  let pingsAsked = 0;
+  let slow = false;
+  let resolve!: (v: DaemonVerdict) => void;
+  const verdict = new Promise<DaemonVerdict>((r) => (resolve = r));
+  let timer: ReturnType<typeof setInterval> | undefined;
+  let window: ReturnType<typeof setTimeout> | undefined;
+  const finish = (v: DaemonVerdict['verdict'], line: string, refusal?: string): void => {
+    if (end.signal.aborted) return;
+    evidence.push(`${at()}: ${line}`);
+    stop();
+    const out: DaemonVerdict = { verdict: v, evidence, pings: pingsAsked, slow };
+    if (refusal !== undefined) out.refusal = refusal;
+    resolve(out);
+  };
+  const stop = (): void => {
+    clearInterval(timer);
+    clearTimeout(window);
+    signal.removeEventListener('abort', onAbort);
+    if (!end.signal.aborted) end.abort(new Error('watch ended'));
+    pings.clear();
+  };
+  const onAbort = (): void => finish('silent', 'interrupted');
+  const answered = (what: string): void => finish('answered', `${what} answered`);
+  const askPing = (): void => {
+    if (end.signal.aborted || now() - t0 >= HUNG_WINDOW_MS) return;
+    const n = ++pingsAsked;
+    if (n > 1) slow = true;
+    evidence.push(`${at()}: ping ${n} asked`);
+    // Each ping may run a second past the window: silence is the window's verdict, not the ping's.
+    const timeoutMs = HUNG_WINDOW_MS - (now() - t0) + 1000;
+    ping({ signal: pings.signal, timeoutMs }).then(
+      () => answered(`ping ${n}`),
+      (err: unknown) => {
+        if (end.signal.aborted) return;
+        slow = true;
+        finish('refused', `ping ${n} failed at once: ${errorMessage(err)}`, errorMessage(err));
+      },
+    );
+  };
+  if (signal.aborted) onAbort();
+  else {
+    signal.addEventListener('abort', onAbort, { once: true });
+    timer = setInterval(askPing, PING_RETRY_MS);
+    window = setTimeout(() => finish('silent', `nothing answered within ${HUNG_WINDOW_MS / 1000} s`), HUNG_WINDOW_MS);
+    askPing();
+  }
+  return { verdict, answered, stop };
+}
+
+/** The line that names every active guest handled without its full description (what was missing and why), or undefined when there is none. */
+export function undescribedNote(plan: Pick<StopPlan, 'guests'>, showUri = false): string | undefined {
+  const parts = plan.guests.filter((p) => p.guest.undescribed).map((p) => {
+    const g = p.guest;
+    const u = g.undescribed!;
+    const label = `'${g.name}'${g.name === g.id ? '' : ` (${g.id})`}${showUri ? ` on ${g.uri}` : ''}`;
+    return `${label}: ${p.action} with defaults for ${u.missing.join(', ') || 'nothing'} (${u.problems.join('; ')})`;
+  });
+  return parts.length ? `not described in time, handled with safe defaults: ${parts.join('; ')}` : undefined;
+}
+
 function firstChoice(item: DriverGuest, settings: PlanSettings, mode: StopMode): GuestPlan {
   const { guest } = item;
   const requested: ShutdownAction = mode === 'shutdown' ? 'shutdown' : guest.policy.onShutdown ?? settings.onShutdown;
   const reasons: string[] = [];
   if (mode === 'policy' && guest.policy.onShutdown) reasons.push(`policy on_shutdown=${guest.policy.onShutdown}`);
   let action: PlanAction = requested === 'managedsave' ? 'save' : requested;
+  const missing = new Set<GuestFact>(guest.undescribed?.missing ?? []);
+  if (guest.undescribed) {
+    reasons.push(`not described in time (${guest.undescribed.problems.join('; ') || 'no answer'})`);
+    if (missing.has('identity')) reasons.push('name and persistence unknown: handled by UUID, counted as persistent');
+    if (missing.has('policy')) reasons.push("policy unknown: the settings' defaults");
+  }
   if (action === 'save') {
-    if (!guest.persistent) {
+    if (missing.has('state')) {
+      action = 'shutdown';
+      reasons.push('state unknown: shut down instead (destroyed only at its deadline)');
+    } else if (missing.has('memory')) {
+      action = 'shutdown';
+      reasons.push('memory unknown: cannot be counted against the save directory, shut down instead');
+    } else if (!guest.persistent) {
       action = 'shutdown';
       reasons.push('transient: cannot be saved, shut down instead (it is gone once off)');
     } else if (guest.saveBlockers.length > 0) {
@@ -217,6 +338,8 @@ function firstChoice(item: DriverGuest, settings: PlanSettings, mode: StopMode):
     } else if (guest.state === 'other') {
       action = 'shutdown';
       reasons.push(`state ${guest.stateDetail}: not saved, shut down instead`);
+    } else if (missing.has('saveBlockers')) {
+      reasons.push('save blockers unknown: the save is tried (shut down if it fails)');
     }
   }
   if (guest.state === 'suspended') reasons.push(item.driver.wake ? 'suspended (S3): woken first' : 'suspended (S3), and this driver cannot wake it: it may not act on the ACPI request (destroyed at its deadline if it does not)');

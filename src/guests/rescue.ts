@@ -75,7 +75,7 @@ export async function assessRescue(
   deps: Pick<RescueDeps, 'probeLibvirtd'> = {},
 ): Promise<{ kind: 'none' | 'rescue' | 'impossible'; rescuable: Unreachable[]; lost: Unreachable[]; presence?: LibvirtdPresence }> {
   if (settings.driver !== 'libvirt') return { kind: 'impossible', rescuable: [], lost: [...unreachable] };
-  // Only a daemon that does not answer a ping is ended; a slow listing is reported, never a reason to kill libvirtd.
+  // Only a daemon that answered nothing within the plan's window (HUNG_WINDOW_MS), or refused the connection, is ended; a slow listing is reported, never a reason to kill libvirtd.
   const rescuable = unreachable.filter((u) => u.hung && RESCUABLE_URIS.includes(u.uri));
   const lost = unreachable.filter((u) => !rescuable.includes(u));
   if (rescuable.length === 0) return { kind: 'impossible', rescuable, lost };

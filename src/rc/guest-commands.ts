@@ -13,8 +13,8 @@ export async function guestsReboot(run: RunContext): Promise<RunOutcome> {
   return (await rebootGuests(run)).clean ? 'ok' : 'failed';
 }
 
-/** `plan` (`--json` for scripts): `failed` when a connection could not be reached. */
+/** `plan` (`--json` for scripts): `failed` when a connection could not be reached or a guest could not be described in time. */
 export async function plan(run: RunContext): Promise<RunOutcome> {
   const p = await showPlan(run, 'policy', run.json);
-  return p.unreachable.length > 0 ? 'failed' : 'ok';
+  return p.unreachable.length > 0 || p.guests.some((g) => g.guest.undescribed) ? 'failed' : 'ok';
 }

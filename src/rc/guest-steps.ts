@@ -7,7 +7,7 @@ import type { Log } from '../util/log.js';
 import { errorMessage } from '../util/error-message.js';
 import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
-import { buildStopPlan, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
+import { buildStopPlan, undescribedNote, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
 import { stopAll } from '../guests/ladder.js';
 import { journalPath, openJournal, readJournal, type Journal, type JournalEntry } from '../guests/journal.js';
 import { secureOwnDirs } from '../daemons/runtime-dirs.js';
@@ -102,7 +102,7 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
   return runBatch<PlanWithItems>(ctx, deps, {
     title: mode === 'shutdown' ? 'guests shut down' : 'guests stopped',
     async prepare(drivers, t0) {
-      let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+      let plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal, ctx.log);
       let explained: readonly Unreachable[] = [];
       if (plan.unreachable.length > 0 && ctx.dryRun) ({ plan, explained } = await dryRunRescue(plan, ctx, deps));
       else if (plan.unreachable.length > 0) plan = await withRescue(plan, drivers, t0, ctx, mode, deps);
@@ -142,7 +142,11 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
         : `start restores the saved images without it${lost.length > 0 ? `, but will not start ${lost.join(', ')}` : ''}`);
       return marked;
     },
-    settle: (plan, o) => unreachableOutcome(plan, journalOk ? o : { ...o, clean: false }),
+    settle: (plan, o) => {
+      const note = ctx.dryRun ? undefined : undescribedNote(plan, new Set(plan.items.map((i) => i.driver.uri)).size > 1);
+      if (note) ctx.log.error(note);
+      return unreachableOutcome(plan, journalOk ? o : { ...o, clean: false });
+    },
   });
 }
 
@@ -180,8 +184,10 @@ async function dryRunRescue(plan: PlanWithItems, ctx: GuestStepContext, deps: Gu
   return { plan, explained: [] };
 }
 
+// Unreachable connections fail the step; so does a guest handled without its full description (named by undescribedNote).
 function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutcome {
-  if (plan.unreachable.length === 0) return o;
+  const undescribed = plan.guests.some((p) => p.guest.undescribed);
+  if (plan.unreachable.length === 0 && !undescribed) return o;
   return { ...o, clean: false, failed: [...o.failed, ...plan.unreachable.map((u) => `(all guests of ${u.uri})`)] };
 }
 
@@ -189,7 +195,7 @@ function unreachableOutcome(plan: StopPlan, o: GuestStepOutcome): GuestStepOutco
 export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: boolean, deps: GuestStepDeps = {}): Promise<StopPlan> {
   const drivers = await (deps.openDrivers ?? openDrivers)(ctx.settings, ctx.signal, ctx.log);
   try {
-    const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal);
+    const plan = await buildStopPlan(drivers, ctx.settings, mode, ctx.signal, ctx.log);
     ctx.stdout.write(json ? `${JSON.stringify(planToJson(plan), null, 2)}\n` : `${formatPlan(plan, drivers.length > 1)}\n`);
     return plan;
   } finally {

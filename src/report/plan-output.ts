@@ -58,6 +58,8 @@ export function planToJson(plan: StopPlan): object {
       persistent: p.guest.persistent,
       saveDirectory: p.saveDirectory ?? null,
       reasons: p.reasons,
+      // What the listing could not learn in time (missing facts and why), or null.
+      undescribed: p.guest.undescribed ?? null,
     })),
     space: plan.space,
     unreachable: plan.unreachable,

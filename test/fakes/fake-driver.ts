@@ -77,8 +77,11 @@ export interface FakeScript {
 export interface FakeConnection {
   /** Listing the guests fails with this message (NotReachableError). */
   listFails?: string;
-  /** Listing the guests hangs until its signal aborts. */
+  /** Listing the guests hangs until its signal aborts (no call of it answers). */
   listHangs?: boolean;
+  /** The listing's first call answers (`onAnswer`) after listAnswerMs (default 0), and the listing ends listMs after it began (many guests to describe). */
+  listMs?: number;
+  listAnswerMs?: number;
   /** libvirt only: ms the daemon takes to answer a ping (default 0); `never`: it hangs. */
   pingMs?: number | 'never';
   /** libvirt only: the ping fails at once with this message (NotReachableError: libvirtd down, or virsh killed). */
@@ -144,6 +147,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       hasSavedImage: g.hasSavedImage ?? false,
       policy: g.policy ?? {},
       saveBlockers: g.saveBlockers ?? [],
+      ...(g.undescribed ? { undescribed: g.undescribed } : {}),
     });
     const script = g.script ?? {};
     scripts.set(id, script);
@@ -241,6 +245,17 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         throw interrupted('listing the guests', o.signal);
       }
       if (connection.listFails) throw new NotReachableError(connection.listFails);
+      // The list of ids answers after listAnswerMs; describing the guests takes until listMs.
+      const pause = async (ms: number): Promise<void> => {
+        if (ms > 0) {
+          await sleep(ms, o.signal).catch(() => {
+            throw interrupted('listing the guests', o.signal);
+          });
+        }
+      };
+      await pause(connection.listAnswerMs ?? 0);
+      o.onAnswer?.('list');
+      await pause((connection.listMs ?? 0) - (connection.listAnswerMs ?? 0));
       return [...guests.values()].map((g) => ({ ...g }));
     },
     async getGuest(id) {

@@ -31,13 +31,15 @@
 //   end (epoch ms), exit code, and what the rule did. A call the program killed
 //   (its deadline) has no end; nor has an event stream (`virsh event`, exec'd
 //   by the wrapper so that the program can end it).
+// bed.daemons: which daemons the bed started and which ran already (a test
+//   that ends libvirtd, e.g. through `stop`, must have started its own).
 // bed.close(): undefines the guests, stops the daemons the bed started (by
 //   PID; ones that ran before are left alone), releases the lock, removes the
 //   temp directory.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock, startLibvirtDaemons, stopLibvirtDaemons, type DaemonName } from './daemons.js';
+import { holdLibvirtLock, recordTestDaemons, releaseLibvirtLock, startLibvirtDaemons, stopLibvirtDaemons, type DaemonName, type LibvirtDaemons } from './daemons.js';
 import { defineLibvirtGuest, removeLibvirtGuests, type LibvirtGuest, type LibvirtGuestOptions } from './libvirt-guest.js';
 import { findPidsByComm, identifyPid, isSameProcessAlive, makeTempDir, waitFor, type ProcessIdentity } from './process.js';
 import { runVirsh } from './virsh.js';
@@ -197,6 +199,8 @@ function bedEnv(dir: string, configFile: string, virsh: VirshWrapper): NodeJS.Pr
 /** Daemons, guests, a VIRSH wrapper and temp directories for runs of rc/rc.libvirt. */
 export interface LibvirtBed {
   dir: string;
+  /** The daemons the bed started (stopped at close) and the ones that ran already (left alone). */
+  daemons: LibvirtDaemons;
   virsh: VirshWrapper;
   guests: LibvirtGuest[];
   env(settings?: Record<string, string>): NodeJS.ProcessEnv;
@@ -212,6 +216,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
   const configFile = join(dir, 'settings');
   writeFileSync(configFile, '# empty: every setting comes from the environment of the run\n');
   let guests: LibvirtGuest[] = [];
+  let daemons: LibvirtDaemons = { started: [], reused: [] };
   // Every step runs, whatever an earlier one threw; the first error is thrown at the end.
   const close = async (): Promise<void> => {
     const errors: unknown[] = [];
@@ -221,7 +226,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
     if (errors.length > 0) throw errors[0];
   };
   try {
-    await startLibvirtDaemons();
+    daemons = await startLibvirtDaemons();
     guests = await Promise.all((opts.guests ?? []).map((g) => defineLibvirtGuest(g)));
   } catch (err) {
     await close();
@@ -230,6 +235,7 @@ export async function openLibvirtBed(prefix: string, opts: { guests?: LibvirtGue
   const env = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...bedEnv(dir, configFile, virsh), ...settings });
   return {
     dir,
+    daemons,
     virsh,
     guests,
     env,
@@ -369,6 +375,8 @@ export async function openRcDaemonsBed(prefix: string, opts: { settings?: Record
     dir,
     virsh,
     guests: [],
+    // None started or reused by the bed: rc.libvirt starts and stops this bed's daemons itself (daemonPids()).
+    daemons: { started: [], reused: [] },
     env,
     run: async (args, settings, o = {}) => {
       try {

@@ -1,12 +1,14 @@
 // The libvirt driver: the DomainDriver contract over virsh (one URI), guests
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
+import pLimit from 'p-limit';
 import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
-import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../types.js';
+import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
-import { anySignal } from '../../util/deadline.js';
+import { errorMessage } from '../../util/error-message.js';
+import { anySignal, deadline, formatMs } from '../../util/deadline.js';
 import { parseDomainXml } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
-import { isUuid, parseDominfo, parseDomstate, parseUuidList } from './parse.js';
+import { isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
 import { saveGuest } from './save.js';
 import { createVirsh, type Virsh } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
@@ -22,6 +24,8 @@ export interface LibvirtDriverOptions {
   longCallTimeoutMs?: number;
   /** Where managedsave images go (default libvirt's for qemu:///system). */
   saveDirectory?: string;
+  /** How long describing one guest may take (ms, default DESCRIBE_TIMEOUT_MS). */
+  describeTimeoutMs?: number;
   /** Poll interval of waits while the event stream is dead (ms, default 500). */
   pollMs?: number;
   /** Poll interval of waits while the event stream runs, in case it is silent (ms, default 5000). */
@@ -49,13 +53,28 @@ export interface LibvirtDriver extends DomainDriver {
 }
 
 const DEFAULT_SAVE_DIR = '/var/lib/libvirt/qemu/save';
-// Guests listed at once: 16 × 4 virsh calls keep libvirtd busy without flooding it.
-const LIST_BATCH = 16;
+// Guests described at once: 16 × 4 virsh calls keep libvirtd busy without flooding it.
+const LIST_CONCURRENCY = 16;
+/** How long describing one guest in a listing may take (its four calls, asked at once); what has not answered by then is left at its safe default. */
+export const DESCRIBE_TIMEOUT_MS = 15_000;
 
-// The promise itself, marked handled: a rejection nobody ends up awaiting is not an unhandled one.
-function handled<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => undefined);
-  return p;
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+}
+
+/** The daemon answered (a result, or a refusal of its own), as opposed to a call killed at its deadline, cut off, or not connected. */
+export function answered(err: unknown): boolean {
+  return isDomainError(err) && !isDomainError(err, 'not-reachable') && !isDomainError(err, 'interrupted') && !isDomainError(err, 'protocol');
+}
+
+function knownState(word: string): boolean {
+  try {
+    toGuestState(word);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A DomainDriver over virsh for one libvirt URI. */
@@ -63,6 +82,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const log = opts.log;
   const virsh: Virsh = createVirsh({ uri: opts.uri, virsh: opts.virsh, callTimeoutMs: opts.callTimeoutMs, log });
   const longMs = opts.longCallTimeoutMs ?? 6 * 3600_000;
+  const describeMs = opts.describeTimeoutMs ?? DESCRIBE_TIMEOUT_MS;
   const lifecycle = createEventStream({ virsh, kind: 'lifecycle', log });
   const reboots = createEventStream({ virsh, kind: 'reboot', log });
   const waitStats: WaitStats = { byEvent: 0, byPoll: 0, immediate: 0 };
@@ -93,46 +113,109 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     return info.name;
   };
 
-  // The state and both XMLs of a guest, asked at once (each call keeps its own deadline).
-  const guestFacts = (uuid: string, o: OpOptions, guest: string) => ({
-    st: handled(domstate(uuid, o.signal)),
-    liveXml: handled(run(['dumpxml', dom(uuid)], { ...o, guest })),
-    configXml: handled(run(['dumpxml', '--inactive', dom(uuid)], { ...o, guest })),
-  });
-
-  const getGuest = async (id: string, o: OpOptions): Promise<Guest> => {
-    // Given a UUID, the four calls go together; an answer that turns out not to be needed is dropped.
-    const early = isUuid(id) ? guestFacts(id, o, id) : undefined;
-    const info = parseDominfo(await run(['dominfo', dom(id)], { ...o, guest: id }), `virsh dominfo of ${id}`);
-    names.set(info.uuid, info.name);
-    const asked = early && info.uuid.toLowerCase() === id.toLowerCase() ? early : guestFacts(info.uuid, o, id);
-    const st = await asked.st;
-    const active = st.state !== 'shutoff';
-    const where = `dumpxml of '${info.name}' (${info.uuid})`;
-    const live = active ? parseDomainXml(await asked.liveXml, where) : undefined;
-    const config = info.persistent ? parseDomainXml(await asked.configXml, `${where} --inactive`) : live;
-    const facts = config ?? live;
-    if (!facts) throw new OperationRefusedError(`guest ${info.name} (${info.uuid}) is neither active nor persistent`, { guest: id });
-    for (const p of facts.policyProblems) {
+  // The four calls that describe a guest, asked at once, within one deadline:
+  // whatever did not answer leaves its facts at their safe defaults, named in
+  // `undescribed` (docs/libvirt-driver.md, "A guest that cannot be described
+  // in time"). `tolerant` (the listing) lists the guest even when neither
+  // dominfo nor domstate answered; otherwise (getGuest) their failure is thrown.
+  const describe = async (id: string, o: ListOptions, tolerant: boolean): Promise<Guest> => {
+    const dl = deadline(describeMs, o.signal);
+    const ask = <T>(args: string[], what: string, parse: (out: string) => T): Promise<Settled<T>> =>
+      // The guest's deadline ends the call (its own, a second later, never comes first).
+      settle(run(args, { signal: dl.signal, guest: id, timeoutMs: describeMs + 1000 }).then(
+        (out) => {
+          o.onAnswer?.(`${what} of ${id}`);
+          return parse(out);
+        },
+        (err: unknown) => {
+          if (answered(err)) o.onAnswer?.(`${what} of ${id} (${errorMessage(err)})`);
+          throw err;
+        },
+      ));
+    let got;
+    try {
+      got = await Promise.all([
+        ask(['dominfo', dom(id)], 'dominfo', (out) => parseDominfo(out, `virsh dominfo of ${id}`)),
+        ask(['domstate', '--reason', dom(id)], 'domstate', (out) => parseDomstate(out, `virsh domstate of ${id}`)),
+        ask(['dumpxml', dom(id)], 'dumpxml', (out) => parseDomainXml(out, `dumpxml of ${id}`)),
+        ask(['dumpxml', '--inactive', dom(id)], 'dumpxml --inactive', (out) => parseDomainXml(out, `dumpxml --inactive of ${id}`)),
+      ]);
+    } finally {
+      dl.clear();
+    }
+    if (o.signal.aborted) throw new InterruptedError(`describing guest ${id}: interrupted`, { cause: o.signal.reason, guest: id });
+    const [infoR, stR, liveR, configR] = got;
+    // Gone between the list and its description: not found, as libvirt says.
+    for (const r of [infoR, stR]) if (!r.ok && isDomainError(r.error, 'not-found')) throw r.error;
+    if (!tolerant) {
+      if (!infoR.ok) throw infoR.error;
+      if (!stR.ok) throw stR.error;
+    }
+    const problems: string[] = [];
+    const missing = new Set<GuestFact>();
+    const why = (what: string, r: Settled<unknown>): void => {
+      if (r.ok) return;
+      const timedOut = dl.signal.aborted && !o.signal.aborted && isDomainError(r.error, 'interrupted');
+      problems.push(`${what}: ${timedOut ? `no answer within ${formatMs(describeMs)}` : errorMessage(r.error)}`);
+    };
+    why('dominfo', infoR);
+    why('domstate', stR);
+    why('dumpxml', liveR);
+    why('dumpxml --inactive', configR);
+    const info = infoR.ok ? infoR.value : undefined;
+    const uuid = info?.uuid ?? id.toLowerCase();
+    if (info) names.set(info.uuid, info.name);
+    else missing.add('identity');
+    // The state: domstate, else dominfo's; unknown: 'other' (not saved: shut down first, docs/guests.md).
+    let state: GuestState;
+    let stateDetail: string;
+    if (stR.ok) ({ state, detail: stateDetail } = stR.value);
+    else if (info && knownState(info.state)) {
+      state = toGuestState(info.state);
+      stateDetail = `${info.state} (dominfo)`;
+    } else {
+      state = 'other';
+      stateDetail = 'unknown (no answer about its state)';
+      missing.add('state');
+    }
+    const active = state !== 'shutoff';
+    const live = liveR.ok ? liveR.value : undefined;
+    const config = configR.ok ? configR.value : undefined;
+    // Persistence unknown counts as persistent: the save is tried (libvirt refuses it for a transient guest, and the ladder shuts it down).
+    const persistent = info?.persistent ?? true;
+    const policySource = persistent ? config ?? live : live ?? config;
+    if (!policySource) missing.add('policy');
+    for (const p of policySource?.policyProblems ?? []) {
       if (!warned.has(p)) log?.warn(p);
       warned.add(p);
     }
-    const saveBlockers = [...(live ?? facts).saveBlockers];
-    if (!info.persistent) saveBlockers.push('transient guest: libvirt keeps no managed save image of a guest it does not define');
-    return {
-      id: info.uuid,
-      name: info.name,
+    const blockerSource = active ? live ?? config : config ?? live;
+    if (!blockerSource) missing.add('saveBlockers');
+    const saveBlockers = [...(blockerSource?.saveBlockers ?? [])];
+    if (info && !info.persistent) saveBlockers.push('transient guest: libvirt keeps no managed save image of a guest it does not define');
+    const memoryKiB = (active ? live ?? config : config ?? live)?.memoryKiB ?? info?.maxMemoryKiB;
+    if (memoryKiB === undefined) missing.add('memory');
+    if (!tolerant && !live && !config && !active && !persistent) {
+      throw new OperationRefusedError(`guest ${info?.name ?? id} (${uuid}) is neither active nor persistent`, { guest: id });
+    }
+    const guest: Guest = {
+      id: uuid,
+      name: info?.name ?? policySource?.name ?? uuid,
       uri: opts.uri,
-      state: st.state,
-      stateDetail: st.detail,
-      memoryKiB: live?.memoryKiB ?? facts.memoryKiB,
-      persistent: info.persistent,
-      autostart: info.autostart,
-      hasSavedImage: info.managedSave,
-      policy: facts.policy,
+      state,
+      stateDetail,
+      memoryKiB: memoryKiB ?? 0,
+      persistent,
+      autostart: info?.autostart ?? false,
+      hasSavedImage: info?.managedSave ?? false,
+      policy: policySource?.policy ?? {},
       saveBlockers,
     };
+    if (missing.size > 0 || problems.length > 0) guest.undescribed = { missing: [...missing], problems };
+    return guest;
   };
+
+  const getGuest = (id: string, o: OpOptions): Promise<Guest> => describe(id, o, false);
 
   const waitDeps = (id: string) => ({
     stream: lifecycle,
@@ -183,28 +266,25 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       return lifecycle.alive;
     },
 
-    async listGuests(o) {
+    async listGuests(o: ListOptions) {
       const ids = parseUuidList(await run(['list', '--all', '--uuid'], o));
-      const guests: Guest[] = [];
-      // Up to 4 × LIST_BATCH calls listen on one signal: one made to take them all.
+      o.onAnswer?.('list --all --uuid');
+      // Up to 4 × LIST_CONCURRENCY calls listen on one signal: one made to take them all.
       const all = anySignal(o.signal);
+      const limit = pLimit(LIST_CONCURRENCY);
       try {
-        // Many at a time: each guest costs four virsh calls, asked together.
-        for (let i = 0; i < ids.length; i += LIST_BATCH) {
-          const batch = await Promise.all(
-            ids.slice(i, i + LIST_BATCH).map((id) =>
-              getGuest(id, { ...o, signal: all.signal }).catch((err: unknown) => {
-                if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
-                throw err;
-              }),
-            ),
-          );
-          for (const g of batch) if (g) guests.push(g);
-        }
+        // Many guests at a time, each within its own deadline: one guest that
+        // does not answer holds its slot for DESCRIBE_TIMEOUT_MS at most.
+        const listed = await Promise.all(ids.map((id) => limit(() =>
+          describe(id, { ...o, signal: all.signal }, true).catch((err: unknown) => {
+            if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
+            throw err;
+          }),
+        )));
+        return listed.filter((g): g is Guest => g !== undefined);
       } finally {
         all.clear();
       }
-      return guests;
     },
 
     getGuest,
@@ -298,7 +378,8 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     },
 
     async ping(o) {
-      await run(['version'], { signal: o.signal, timeoutMs: o.timeoutMs });
+      // No watchdog: this call is the question whether libvirtd answers.
+      await virsh.run(['version'], { signal: o.signal, timeoutMs: o.timeoutMs });
     },
 
     async listActiveNetworks(o) {

@@ -3,7 +3,7 @@
 // message kept). A hung libvirtd never hangs us: the call is killed at its
 // deadline and reported as "not reachable".
 import { runProcess, describeRun, type RunResult } from '../../util/run.js';
-import { anySignal, formatMs, sleep } from '../../util/deadline.js';
+import { anySignal, formatMs, now, sleep } from '../../util/deadline.js';
 import {
   DomainError,
   GuestNotFoundError,
@@ -25,7 +25,12 @@ export interface VirshConfig {
   log?: Log;
   /** ms between SIGTERM and SIGKILL of a virsh past its deadline. */
   killGraceMs?: number;
+  /** The watchdog of a long call counts libvirtd as hung only when no `virsh version` answered for this long (ms, default WATCHDOG_WINDOW_MS). */
+  hungWindowMs?: number;
 }
+
+/** Default window of the long calls' watchdog: at least 15 s without any answer before libvirtd counts as hung. */
+export const WATCHDOG_WINDOW_MS = 20_000;
 
 /** One virsh call. */
 export interface VirshCall {
@@ -43,8 +48,9 @@ export interface VirshCall {
   onStdout?: (chunk: string) => void;
   onStderr?: (chunk: string) => void;
   /**
-   * For long calls: while it runs, ask `virsh version` every callTimeoutMs;
-   * when libvirtd stops answering, kill the call and fail it "not reachable".
+   * For long calls: while it runs, ask `virsh version` every callTimeoutMs
+   * (each may take up to hungWindowMs); when none has answered for
+   * hungWindowMs, kill the call and fail it "not reachable".
    */
   watchdog?: boolean;
 }
@@ -88,7 +94,7 @@ export function createVirsh(cfg: VirshConfig): Virsh {
       const both = anySignal(call.signal, stop.signal);
       let silent: DomainError | undefined;
       const watching = call.watchdog
-        ? watch(self, callTimeoutMs, stop.signal, (err) => {
+        ? watch(self, callTimeoutMs, cfg.hungWindowMs ?? WATCHDOG_WINDOW_MS, stop.signal, (err) => {
             silent = err;
             stop.abort(err);
           })
@@ -117,15 +123,17 @@ export function createVirsh(cfg: VirshConfig): Virsh {
   return self;
 }
 
-/** Every `everyMs`, check that libvirtd answers `virsh version`; call `onSilent` (once) when it does not. */
-async function watch(v: Virsh, everyMs: number, stop: AbortSignal, onSilent: (err: DomainError) => void): Promise<void> {
+/** Every `everyMs`, ask whether libvirtd answers `virsh version`; call `onSilent` (once) when nothing answered for `windowMs` (a slow answer is an answer). */
+async function watch(v: Virsh, everyMs: number, windowMs: number, stop: AbortSignal, onSilent: (err: DomainError) => void): Promise<void> {
+  let lastAnswer = now();
   while (!stop.aborted) {
     try {
       await sleep(everyMs, stop);
-      await v.run(['version'], { signal: stop });
+      await v.run(['version'], { signal: stop, timeoutMs: windowMs });
+      lastAnswer = now();
     } catch (err) {
       if (stop.aborted) return;
-      if (err instanceof NotReachableError) {
+      if (err instanceof NotReachableError && now() - lastAnswer >= windowMs) {
         onSilent(err);
         return;
       }

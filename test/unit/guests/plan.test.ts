@@ -2,7 +2,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { fakeClock } from '../../fakes/clock.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
-import { buildStopPlan, decidePlan, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_TIMEOUT_MS, type GuestPlan } from '../../../src/guests/plan.js';
+import { buildStopPlan, decidePlan, HUNG_WINDOW_MS, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_RETRY_MS, undescribedNote, type GuestPlan } from '../../../src/guests/plan.js';
+import { createMemoryLog } from '../../../src/util/log.js';
 import { libvirtLikeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 import { estimateSaveQueue, PLAN_SAVE_RATE_BYTES_PER_S } from '../../../src/guests/save-slots.js';
 import { formatPlan, planToJson } from '../../../src/report/plan-output.js';
@@ -81,17 +82,47 @@ describe('buildStopPlan: connections that do not answer', () => {
   fakeClock();
   const settings = { onShutdown: 'managedsave' as const, timeout: 300 };
 
-  it('a libvirtd that does not answer its ping is hung: its listing is called off', async () => {
+  it('a libvirtd that answers nothing (no ping, no call of the listing) for the whole window is hung: its listing is called off, the evidence logged', async () => {
     const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 'never', listHangs: true } });
-    const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
-    await vi.advanceTimersByTimeAsync(PING_TIMEOUT_MS);
+    const log = createMemoryLog();
+    const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal, log);
+    await vi.advanceTimersByTimeAsync(HUNG_WINDOW_MS - 1);
+    let done = false;
+    void p.then(() => (done = true));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
     const plan = await p;
     expect(plan.guests).toEqual([]);
-    expect(plan.unreachable).toEqual([{ uri: 'qemu:///system', error: expect.stringContaining('did not answer') as unknown, hung: true }]);
+    const pings = Math.floor((HUNG_WINDOW_MS - 1) / PING_RETRY_MS) + 1;
+    expect(plan.unreachable).toEqual([{ uri: 'qemu:///system', error: `no answer within ${HUNG_WINDOW_MS / 1000} s (${pings} pings asked, no call of the listing answered)`, hung: true, evidence: expect.any(Array) as unknown }]);
+    // Pings retried within the window.
+    expect(d.calls.filter((c) => c.op === 'ping')).toHaveLength(pings);
+    const logged = log.lines.find((l) => l.level === 'error' && l.msg.includes('counted as hung'));
+    expect(logged?.msg).toMatch(/\+0\.0 s: ping 1 asked; \+5\.0 s: ping 2 asked; .*nothing answered within 20 s/);
   });
 
-  it('a slow ping that answers with a listing that hangs: given up after LIST_TIMEOUT_MS, and not hung (libvirtd is not ended for it)', async () => {
-    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: PING_TIMEOUT_MS - 1, listHangs: true } });
+  it('a ping refused at once (nothing listens: libvirtd down) is a verdict at once, hung for the rescue path', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingFails: 'failed to connect socket', listHangs: true } });
+    const plan = await buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
+    expect(plan.unreachable).toMatchObject([{ uri: 'qemu:///system', error: 'failed to connect socket', hung: true }]);
+  });
+
+  it('a ping that never answers does not cut a listing that makes progress: not hung, every guest listed, the slowness logged', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }, { name: 'b' }], { uri: 'qemu:///system', connection: { pingMs: 'never', listAnswerMs: PING_RETRY_MS + 1, listMs: HUNG_WINDOW_MS * 2 } });
+    const log = createMemoryLog();
+    const p = buildStopPlan([d], settings, 'policy', new AbortController().signal, log);
+    await vi.advanceTimersByTimeAsync(HUNG_WINDOW_MS * 2);
+    const plan = await p;
+    expect(plan.unreachable).toEqual([]);
+    expect(plan.guests.map((g) => [g.guest.name, g.action])).toEqual([['a', 'save'], ['b', 'save']]);
+    // Once the listing answered, no further ping was asked.
+    expect(d.calls.filter((c) => c.op === 'ping')).toHaveLength(2);
+    expect(log.lines.some((l) => l.level === 'warn' && /slow to answer its ping, but not hung: .*list answered/.test(l.msg))).toBe(true);
+  });
+
+  it('a ping that answers after 15 s, with a listing that hangs, is not hung: the listing is given up after LIST_TIMEOUT_MS (libvirtd is not ended for it)', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 15_000, listHangs: true } });
     const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
     await vi.advanceTimersByTimeAsync(LIST_TIMEOUT_MS);
     const plan = await p;
@@ -143,5 +174,42 @@ describe('decidePlan: the save queue at the planned save rate', () => {
     const p = await queued(2, 300, [1024, 1024, 1024, 1024]);
     expect(p.warnings).toEqual([]);
     expect(estimateSaveQueue([{ name: 'a', memoryBytes: GiB, timeoutS: 300 }], 1)).toEqual([{ startS: 0, endS: 20.48, fate: 'in-time' }]);
+  });
+});
+
+describe('guests the listing could not describe in time', () => {
+  const undescribed = (missing: NonNullable<Guest['undescribed']>['missing'], problems = ['dumpxml: no answer within 15 s']): Guest['undescribed'] => ({ missing, problems });
+
+  it('no policy or save blockers known: the settings\' defaults, and the save is tried', async () => {
+    const p = await plan([{ name: 'x', undescribed: undescribed(['policy', 'saveBlockers']) }, { name: 'ok' }]);
+    expect([of(p, 'x').action, of(p, 'x').timeout, of(p, 'x').order]).toEqual(['save', 300, 0]);
+    expect(of(p, 'x').reasons).toEqual([
+      'not described in time (dumpxml: no answer within 15 s)',
+      "policy unknown: the settings' defaults",
+      'save blockers unknown: the save is tried (shut down if it fails)',
+    ]);
+    expect(of(p, 'ok').reasons).toEqual([]);
+    expect(undescribedNote(p)).toBe("not described in time, handled with safe defaults: 'x': save with defaults for policy, saveBlockers (dumpxml: no answer within 15 s)");
+  });
+
+  it('state unknown: shut down first, not saved; memory unknown: shut down (it cannot be counted against the save directory)', async () => {
+    const p = await plan([
+      { name: 's', state: 'other', undescribed: undescribed(['state', 'policy', 'saveBlockers'], ['domstate: no answer within 15 s']) },
+      { name: 'm', undescribed: undescribed(['memory', 'policy', 'saveBlockers']) },
+    ]);
+    expect(of(p, 's').action).toBe('shutdown');
+    expect(of(p, 's').reasons).toContain('state unknown: shut down instead (destroyed only at its deadline)');
+    expect(of(p, 'm').action).toBe('shutdown');
+    expect(of(p, 'm').reasons.join()).toContain('memory unknown');
+    expect(p.space[0]?.plannedBytes ?? 0).toBe(0);
+  });
+
+  it('name unknown: handled by UUID, counted as persistent; shutdown mode is unchanged; fully described guests are not named', async () => {
+    const id = '084149e7-9171-411b-a0a7-4233aaefdf57';
+    const p = await plan([{ name: id, id, undescribed: undescribed(['identity'], ['dominfo: no answer within 15 s']) }], { mode: 'shutdown' });
+    expect(of(p, id).action).toBe('shutdown');
+    expect(of(p, id).reasons).toContain('name and persistence unknown: handled by UUID, counted as persistent');
+    expect(undescribedNote(p)).toBe(`not described in time, handled with safe defaults: '${id}': shutdown with defaults for identity (dominfo: no answer within 15 s)`);
+    expect(undescribedNote(await plan([{ name: 'fine' }]))).toBeUndefined();
   });
 });

@@ -10,6 +10,7 @@ describe('plan output', () => {
       { name: 'db', memoryKiB: 1024 * 1024, policy: { order: 2, timeout: 120 } },
       { name: 'mail server', state: 'paused', memoryKiB: 256 * 1024 },
       { name: '-gpu', saveBlockers: ['host device 0000:01:00.0'] },
+      { name: 'stuck', memoryKiB: 128 * 1024, undescribed: { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 15.0 s'] } },
     ]);
     const guests: Guest[] = await d.listGuests({ signal: new AbortController().signal });
     const plan = { ...decidePlan(guests.map((guest) => ({ guest, driver: d })), { onShutdown: 'managedsave', timeout: 300 }, 'policy', new Map([['/fake/save', { freeBytes: MARGIN_BYTES + 600 * 1024 * 1024, totalBytes: 0 }]])), unreachable: [{ uri: 'qemu+ssh://far/system', error: 'no answer', hung: false }] };
@@ -19,10 +20,12 @@ describe('plan output', () => {
     expect(lines[1]).toMatch(/^2 +db +running +1\.0 GiB +shutdown +120 s +does not fit/);
     expect(text).toMatch(/'-gpu' +running +256 MiB +shutdown +300 s +cannot be saved \(host device 0000:01:00\.0\)/);
     expect(text).toMatch(/'mail server' +paused +256 MiB +save +300 s +paused: saved as paused/);
-    expect(text).toContain('save directory /fake/save: 664 MiB free, 256 MiB planned, 64 MiB kept free');
+    expect(text).toContain('save directory /fake/save: 664 MiB free, 384 MiB planned, 64 MiB kept free');
     expect(text).toContain('connection qemu+ssh://far/system: not reachable (no answer)');
-    const json = planToJson(plan) as { guests: { name: string; action: string; order: number; reasons: string[] }[] };
-    expect(json.guests.map((g) => [g.name, g.action, g.order])).toEqual([['db', 'shutdown', 2], ['mail server', 'save', 0], ['-gpu', 'shutdown', 0]]);
+    expect(text).toMatch(/stuck +running +128 MiB +save +300 s +not described in time \(dumpxml: no answer within 15\.0 s\); policy unknown: the settings' defaults; save blockers unknown: the save is tried/);
+    const json = planToJson(plan) as { guests: { name: string; action: string; order: number; reasons: string[]; undescribed: unknown }[] };
+    expect(json.guests.map((g) => [g.name, g.action, g.order])).toEqual([['db', 'shutdown', 2], ['mail server', 'save', 0], ['-gpu', 'shutdown', 0], ['stuck', 'save', 0]]);
+    expect(json.guests.map((g) => g.undescribed)).toEqual([null, null, null, { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 15.0 s'] }]);
     expect(JSON.parse(JSON.stringify(json))).toEqual(json);
     expect(text).toContain('at stop: order groups 2, 0 one after another; a guest still active at its timeout is destroyed');
   });

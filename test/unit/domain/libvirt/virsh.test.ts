@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createVirsh } from '../../../../src/domain/libvirt/virsh.js';
 import {
@@ -16,7 +18,7 @@ afterEach(() => fake?.remove());
 
 function runner(script: string, callTimeoutMs = 5000) {
   fake = writeFakeVirsh(script);
-  return createVirsh({ uri: 'qemu:///system', virsh: fake.path, callTimeoutMs, killGraceMs: 200 });
+  return createVirsh({ uri: 'qemu:///system', virsh: fake.path, callTimeoutMs, hungWindowMs: callTimeoutMs, killGraceMs: 200 });
 }
 const signal = new AbortController().signal;
 
@@ -83,6 +85,24 @@ describe('virsh runner', () => {
       .catch((e: unknown) => e)) as Error;
     expect(err).toBeInstanceOf(NotReachableError);
     expect(err.message).toMatch(/stopped answering during start --domain=x: .*did not answer within 200 ms/);
+  });
+
+  it('lets a long call run on while libvirtd answers its watchdog slowly (within the window), and when a refusal is followed by an answer', async () => {
+    const state = mkdtempSync(join(tmpdir(), 'rcl-watch-'));
+    try {
+      // version: the first refused at once, the others answer after 300 ms (longer than the call deadline, within the window).
+      fake = writeFakeVirsh(`if [ "$4" = version ]; then if [ ! -e '${state}/once' ]; then : > '${state}/once'; echo 'error: failed to connect socket' >&2; exit 1; fi; sleep 0.3; echo ok; else sleep 2; echo done; fi`);
+      const v = createVirsh({
+        uri: 'qemu:///system',
+        virsh: fake.path,
+        callTimeoutMs: 150,
+        hungWindowMs: 1000,
+        killGraceMs: 200,
+      });
+      expect(await v.run(['start', '--domain=x'], { signal, timeoutMs: 600_000, watchdog: true })).toBe('done\n');
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 
   it('lets a long call run on while libvirtd answers', async () => {
