@@ -213,8 +213,9 @@ export async function buildStopPlan(
   if (mode === 'policy') {
     for (const dir of new Set(drivers.map((d) => d.saveDirectory))) space.set(dir, await freeSpace(dir, signal));
   }
-  const plan = decidePlan(items, settings, mode, space);
-  return { ...plan, unreachable, items: items.filter((i) => i.guest.state !== 'shutoff') };
+  const once = onePerGuest(items, drivers, log);
+  const plan = decidePlan(once, settings, mode, space);
+  return { ...plan, unreachable, items: once.filter((i) => i.guest.state !== 'shutoff') };
 }
 
 /** How a daemon's watch ended: something answered, the connection was refused (nothing listens), or silence for the whole window. */
@@ -374,4 +375,32 @@ function settlePaused(plan: GuestPlan, driver: DomainDriver | undefined): void {
       plan.reasons.push('paused, and this driver cannot resume it: it may not act on the ACPI request (destroyed at its deadline if it does not)');
     }
   }
+}
+
+/**
+ * Each guest once: two libvirt connections to the same daemon (URIS with
+ * `qemu:///system` and its socket path, say) list the same guests, by the same
+ * UUID. A guest is handled through the first connection of `drivers` that lists
+ * it; the others are named in a notice. Guests of other drivers are kept as listed.
+ */
+export function onePerGuest(items: readonly DriverGuest[], drivers: readonly DomainDriver[], log?: Log): DriverGuest[] {
+  const rank = (d: DomainDriver): number => drivers.indexOf(d);
+  const sorted = [...items].sort((a, b) => rank(a.driver) - rank(b.driver));
+  const first = new Map<string, DriverGuest>();
+  const out: DriverGuest[] = [];
+  for (const item of sorted) {
+    if (item.driver.kind !== 'libvirt') {
+      out.push(item);
+      continue;
+    }
+    const key = item.guest.id.toLowerCase();
+    const seen = first.get(key);
+    if (seen) {
+      log?.notice(`guest '${item.guest.name}' (${item.guest.id}) is listed by ${seen.driver.uri} and ${item.driver.uri}: handled once, through ${seen.driver.uri}`);
+      continue;
+    }
+    first.set(key, item);
+    out.push(item);
+  }
+  return out;
 }

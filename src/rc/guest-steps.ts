@@ -7,7 +7,7 @@ import type { Log } from '../util/log.js';
 import { errorMessage } from '../util/error-message.js';
 import { now } from '../util/deadline.js';
 import { closeDrivers, openDrivers } from '../guests/open-drivers.js';
-import { buildStopPlan, undescribedNote, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
+import { buildStopPlan, onePerGuest, undescribedNote, type StopMode, type StopPlan, type Unreachable } from '../guests/plan.js';
 import { stopAll } from '../guests/ladder.js';
 import { journalPath, openJournal, readJournal, type Journal, type JournalEntry } from '../guests/journal.js';
 import { secureOwnDirs } from '../daemons/runtime-dirs.js';
@@ -221,6 +221,8 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
       const known = new Set(rj.entries.map((e) => guestKey(e)));
       // Guests the journal does not name: a saved image is restored all the same (a journal lost,
       // damaged or never written must not make a saved guest be forgotten); qmp guests have no daemon to autostart them.
+      // A guest two connections reach (one daemon) is brought back once, through the first.
+      const seenIds = new Set(rj.entries.filter((e) => uris.has(e.uri)).map((e) => e.id.toLowerCase()));
       for (const d of drivers) {
         let guests;
         try {
@@ -232,6 +234,8 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
         }
         for (const g of guests) {
           if (g.state !== 'shutoff' || known.has(guestKey(g))) continue;
+          if (d.kind === 'libvirt' && seenIds.has(g.id.toLowerCase())) continue;
+          if (d.kind === 'libvirt') seenIds.add(g.id.toLowerCase());
           const source = g.hasSavedImage ? 'not in the journal, has a saved image' : d.kind === 'qmp' && g.autostart ? 'autostart' : undefined;
           if (!source) continue;
           if (g.hasSavedImage) ctx.log.notice(`${guestLabel(g, showUri)}: ${source}: ${restoresImage(g, d, ctx.settings) ? 'restoring it' : 'ON_BOOT=ignore: left as it is'}`);
@@ -342,7 +346,7 @@ export async function rebootGuests(ctx: GuestStepContext, deps: GuestStepDeps = 
           ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}`);
         }
       }
-      return { items, unreachable };
+      return { items: onePerGuest(items, drivers, ctx.log), unreachable };
     },
     dryRun: ({ items }, showUri) => items.map((i) => `${guestLabel(i.guest, showUri)}: reboot (timeout ${i.guest.policy.timeout ?? ctx.settings.timeout} s)`).join('\n') || 'no running guests',
     run: ({ items }, observer) => rebootAll(items, { timeout: ctx.settings.timeout, parallel: ctx.settings.parallel, signal: ctx.signal, observer }),

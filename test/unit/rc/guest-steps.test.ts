@@ -5,7 +5,7 @@ import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULTS, type Settings } from '../../../src/config/settings.js';
 import { JOURNAL_FILE } from '../../../src/guests/journal.js';
-import { pendingGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
+import { pendingGuests, rebootGuests, startGuests, stopGuests, type GuestStepContext } from '../../../src/rc/guest-steps.js';
 import { createMemoryLog } from '../../../src/util/log.js';
 import { libvirtLikeDriver, type FakeDriver } from '../../fakes/libvirt-like-driver.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
@@ -50,6 +50,21 @@ describe('stopGuests and startGuests', () => {
     expect(hostTouched.splice(0)).toEqual([]);
   });
   const deps = (d: FakeDriver) => ({ ...noHost, openDrivers: async () => [d] });
+
+  it('two connections to one daemon (the same UUIDs): stop and guests_reboot handle each guest once, through the first; the other is named', async () => {
+    const spec = () => [{ name: 'web', id: '0f0e0d0c-0b0a-4909-8807-060504030201', script: fast }];
+    const a = libvirtLikeDriver(spec(), { uri: 'fake:///one' });
+    const b = libvirtLikeDriver(spec(), { uri: 'fake:///same-by-socket' });
+    const two = { ...noHost, openDrivers: async () => [a, b] };
+    const log = createMemoryLog();
+    const rebooted = await rebootGuests(ctx({ log }), two);
+    expect(rebooted.outcomes!.map((o) => `${o.guest.name}@${o.guest.uri}:${o.result}`)).toEqual(['web@fake:///one:rebooted']);
+    expect(b.calls.filter((c) => c.op === 'reboot')).toEqual([]);
+    expect(log.lines.some((l) => l.level === 'notice' && l.msg.includes('listed by fake:///one and fake:///same-by-socket: handled once, through fake:///one'))).toBe(true);
+    const stopped = await stopGuests(ctx(), 'policy', two);
+    expect(stopped.outcomes!.map((o) => `${o.guest.name}@${o.guest.uri}:${o.result}`)).toEqual(['web@fake:///one:saved']);
+    expect(b.calls.filter((c) => c.op === 'save' || c.op === 'shutdown')).toEqual([]);
+  });
 
   it('stop with PARALLEL=1: warns of the save queue, shuts down the guest that gets no slot, journals each', async () => {
     // 1 GiB each at the planned 50 MiB/s: 20 s per save, timeout 5 s: the queue cannot finish.
