@@ -16,6 +16,8 @@ interface Script {
   saveMs: number;
   /** Job aborts accepted but without effect (libvirt had not started QEMU's migration yet). */
   ignoredAborts: number;
+  /** The save fails by itself this many ms after its job exists (disk full...), leaving the guest paused as libvirt can. */
+  failAfterMs?: number;
 }
 
 function scriptedLibvirt(s: Script): { virsh: Virsh; calls: string[]; state: () => GuestState } {
@@ -41,12 +43,17 @@ function scriptedLibvirt(s: Script): { virsh: Virsh; calls: string[]; state: () 
       const begin = setTimeout(() => {
         state = 'paused';
         call.onStderr?.('\rManagedsave: [  0 %]');
-        const finish = setTimeout(() => {
-          job = undefined;
-          state = 'shutoff';
-          call.onStderr?.('\rManagedsave: [100 %]');
-          resolve('');
-        }, s.saveMs);
+        const finish = s.failAfterMs === undefined
+          ? setTimeout(() => {
+            job = undefined;
+            state = 'shutoff';
+            call.onStderr?.('\rManagedsave: [100 %]');
+            resolve('');
+          }, s.saveMs)
+          : setTimeout(() => {
+            job = undefined;
+            reject(new OperationRefusedError('operation failed: /var/lib/libvirt/qemu/save/g.save: No space left on device'));
+          }, s.failAfterMs);
         job = {
           cancel: () => {
             clearTimeout(finish);
@@ -78,6 +85,14 @@ async function save(s: Script, abortAfterMs: number): Promise<{ err: unknown; ca
 }
 
 describe('libvirt save abort', () => {
+  it('a save that fails by itself (not aborted) and leaves the guest paused resumes it, and reports the failure', async () => {
+    const r = await save({ jobAfterMs: 10, saveMs: 1500, ignoredAborts: 0, failAfterMs: 50 }, 10_000);
+    expect(r.err).toBeInstanceOf(OperationRefusedError);
+    expect((r.err as Error).message).toMatch(/No space left on device/);
+    expect(r.calls).toEqual(['managedsave', 'resume']);
+    expect(r.state).toBe('running');
+  });
+
   it('an abort that comes before the job exists still aborts it, and the guest runs', async () => {
     const r = await save({ jobAfterMs: 300, saveMs: 1500, ignoredAborts: 0 }, 20);
     expect(r.err).toBeInstanceOf(InterruptedError);
