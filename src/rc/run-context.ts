@@ -153,6 +153,7 @@ export async function withRun<T>(
         })
       : undefined;
     // What was wrong with the lock was worked around; it is still an error of the run.
+    for (const n of lock?.notes ?? []) log.warn(n);
     for (const p of lock?.problems ?? []) log.error(p);
     try {
       const result = await body({

@@ -26,7 +26,7 @@
 // creates a new one would give two holders.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
-import { lstat, mkdir, open, readlink, rename, type FileHandle } from 'node:fs/promises';
+import { open, readlink, rename, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
@@ -34,6 +34,7 @@ import { STOP_MARGIN_MS } from '../guests/ladder.js';
 import { processStartTime } from '../proc/identity.js';
 import { signalIfOurs } from '../proc/stop.js';
 import { formatMs } from '../util/deadline.js';
+import { ensureOwnDir, UnsafeDirError } from '../util/own-dir.js';
 import { NotInstalledError, RunLockError } from './errors.js';
 
 /** How long a second run waits for the lock by default. */
@@ -63,6 +64,8 @@ export interface RunLock {
   held: boolean;
   /** What was wrong with the lock that the run worked around (a planted symlink moved aside, a holder that did not end): the run reports them as errors. */
   problems: string[];
+  /** What was set right on the way, worth a warning (the run directory's owner or mode taken back). */
+  notes?: string[];
   release(): Promise<void>;
 }
 
@@ -122,14 +125,15 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
   const path = lockPath(opts.runDir);
   if (heldHere.has(path)) throw new RunLockError(`${path}: this process already holds the run lock`);
   const problems: string[] = [];
+  const notes: string[] = [];
   const shutdown = SHUTDOWN_COMMANDS.includes(opts.command);
   let file: FileHandle;
   try {
-    file = await openLockFile(opts.runDir, path, problems, shutdown);
+    file = await openLockFile(opts.runDir, path, problems, notes);
   } catch (err) {
     if (!shutdown || !(err instanceof RunLockError)) throw err;
     problems.push(`${err.message}; ${opts.command} goes on without the lock so that the guests are handled`);
-    return { path, held: false, problems, release: async () => undefined };
+    return { path, held: false, problems, notes, release: async () => undefined };
   }
   try {
     const flock = opts.flock ?? FLOCK;
@@ -154,7 +158,7 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
           const who = (await readHolder(file)) ?? holder;
           const still = who ? `another rc.libvirt run (pid ${who.pid}, "${who.command}")` : named;
           problems.push(`${still} still holds ${path} after ${formatMs(waitMs)}: ${opts.command} goes on without the lock so that the guests are handled`);
-          return { path, held: false, problems, release: async () => void (await file.close().catch(() => undefined)) };
+          return { path, held: false, problems, notes, release: async () => void (await file.close().catch(() => undefined)) };
         }
       }
     }
@@ -171,6 +175,7 @@ export async function acquireRunLock(opts: AcquireLockOptions): Promise<RunLock>
     path,
     held: true,
     problems,
+    notes,
     release: () => (released ??= releaseLock(path, file)),
   };
 }
@@ -199,23 +204,21 @@ async function shutdownWait(holder: LockHolder | undefined, named: string, opts:
 /** The flags the lock file is opened with: never through a symlink, never blocking on a FIFO. */
 const OPEN_FLAGS = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
-// Open the lock file safely: a run directory that is ours and not writable by
-// others, and in it a regular file of ours with one link, opened without
-// following a symlink. Anything else in its place is moved aside (rename never
-// follows) and a fresh file made; `problems` says what was found. A run
-// directory another account can write is refused, except for a shutdown
-// command (`lenient`): it is named, and the lock taken there all the same (the
-// file checks keep every write on a file of ours).
-async function openLockFile(runDir: string, path: string, problems: string[], lenient: boolean): Promise<FileHandle> {
-  await mkdir(runDir, { recursive: true, mode: 0o700 });
-  const dir = await lstat(runDir);
-  const me = process.geteuid?.() ?? 0;
-  if (!dir.isDirectory()) throw new RunLockError(`${runDir}: not a directory (a symlink?): the run lock is not taken through it`);
-  if (dir.uid !== me || (dir.mode & 0o022) !== 0) {
-    const what = `${runDir}: owned by uid ${dir.uid}, mode ${(dir.mode & 0o7777).toString(8)}: the run lock belongs in a directory of uid ${me} that no other account can write`;
-    if (!lenient) throw new RunLockError(what);
-    problems.push(what);
+// Open the lock file safely: a run directory that is ours, mode 0700 (one that
+// another account owned or could write is taken back, as every directory of
+// ours is, and `notes` says so; a symlink or a file in its place is refused), and
+// in it a regular file of ours with one link, opened without following a
+// symlink. Anything else in its place is moved aside (rename never follows) and
+// a fresh file made; `problems` says what was found.
+async function openLockFile(runDir: string, path: string, problems: string[], notes: string[]): Promise<FileHandle> {
+  try {
+    const fixed = await ensureOwnDir(runDir);
+    if (fixed) notes.push(fixed);
+  } catch (err) {
+    if (err instanceof UnsafeDirError) throw new RunLockError(`${err.message}: the run lock is not taken through it`);
+    throw err;
   }
+  const me = process.geteuid?.() ?? 0;
   for (let attempt = 0; attempt < 3; attempt++) {
     let file: FileHandle | undefined;
     try {

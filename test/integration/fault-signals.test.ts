@@ -141,7 +141,10 @@ describe('stop with its console gone, with SIGHUP, and with a planted lock symli
     const r = await bed.run(['guests_shutdown'], { ...SETTINGS, RC_LIBVIRT_RUN_DIR: runDir });
     expect(r.code, r.stdout + r.stderr).toBe(1);
     expect(r.stderr).toContain(`${join(runDir, 'rc.libvirt.lock')} was a symlink (to ${decoy})`);
-    expect(r.stderr).toContain('owned by uid 65534');
+    // The run directory is taken back (root, 0700), as every directory of rc.libvirt's own is.
+    expect(r.stderr).toContain(`${runDir} was owner 65534:65534 mode 0755: set to 0:0 mode 0700`);
+    expect(statSync(runDir).uid).toBe(0);
+    expect(statSync(runDir).mode & 0o7777).toBe(0o700);
     expect(readFileSync(decoy, 'utf8')).toBe('root-owned, not to be written\n');
     expect(statSync(decoy).mtimeMs).toBe(before.mtimeMs);
     expect(statSync(decoy).size).toBe(before.size);

@@ -157,22 +157,20 @@ describe('run lock', () => {
     expect(statSync(lockPath(runDir)).nlink).toBe(1);
   });
 
-  it('refuses a run directory other accounts can write, or one that is a symlink', async () => {
+  it('takes back a run directory other accounts can write (mode 0700, said), and refuses one that is a symlink', async () => {
     const open = mkdtempSync(join(dir, 'open-'));
     chmodSync(open, 0o777);
-    const err = await acquireRunLock({ runDir: open, command: 'start', signal }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(RunLockError);
-    expect((err as Error).message).toContain('no other account can write');
-    expect(existsSync(lockPath(open))).toBe(false);
-    // A shutdown command names it and takes the lock there all the same.
-    const lock = await acquireRunLock({ runDir: open, command: 'stop', signal });
+    const lock = await acquireRunLock({ runDir: open, command: 'start', signal });
     expect(lock.held).toBe(true);
-    expect(lock.problems[0]).toContain('no other account can write');
+    expect(lock.problems).toEqual([]);
+    expect(lock.notes?.[0]).toMatch(/mode 0777: set to \d+:\d+ mode 0700/);
+    expect(statSync(open).mode & 0o7777).toBe(0o700);
     await lock.release();
     const link = join(dir, 'linked-run-dir');
     symlinkSync(mkdtempSync(join(dir, 'target-')), link);
     const err2 = await acquireRunLock({ runDir: link, command: 'start', signal }).catch((e: unknown) => e);
-    expect((err2 as Error).message).toContain('not a directory (a symlink?)');
+    expect(err2).toBeInstanceOf(RunLockError);
+    expect((err2 as Error).message).toContain('is a symbolic link');
     // A shutdown command goes on without the lock.
     const none = await acquireRunLock({ runDir: link, command: 'guests_shutdown', signal });
     expect(none.held).toBe(false);
