@@ -36,7 +36,8 @@ describe('a hung libvirtd and the QMP rescue path', () => {
     const pid = daemons.started.find((d) => d.name === 'libvirtd')?.pid;
     if (pid === undefined) throw new Error('this test freezes libvirtd, so it must start its own; one was running already');
     libvirtd = identifyPid(pid);
-    driver = createLibvirtDriver({ uri: LIBVIRT_URI, callTimeoutMs: 1500, log });
+    // A 1.5 s hung window (20 s in production) keeps the frozen-daemon case short: every call, long ones too, fails at 1.5 s.
+    driver = createLibvirtDriver({ uri: LIBVIRT_URI, callTimeoutMs: 1500, hungWindowMs: 1500, log });
   }, 25 * 60_000);
 
   afterAll(async () => {

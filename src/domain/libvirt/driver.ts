@@ -20,6 +20,8 @@ export interface LibvirtDriverOptions {
   virsh?: string;
   /** Deadline of one quick virsh call (ms); a daemon that does not answer in time is "not reachable". */
   callTimeoutMs?: number;
+  /** A long call (save, start, destroy) fails "not reachable" only when no `virsh version` answered for this long (ms; default the virsh runner's WATCHDOG_WINDOW_MS, 20 s). */
+  hungWindowMs?: number;
   /** Deadline of a save, a start (restore) or a destroy (ms). */
   longCallTimeoutMs?: number;
   /** Where managedsave images go (default libvirt's for qemu:///system). */
@@ -80,7 +82,7 @@ function knownState(word: string): boolean {
 /** A DomainDriver over virsh for one libvirt URI. */
 export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const log = opts.log;
-  const virsh: Virsh = createVirsh({ uri: opts.uri, virsh: opts.virsh, callTimeoutMs: opts.callTimeoutMs, log });
+  const virsh: Virsh = createVirsh({ uri: opts.uri, virsh: opts.virsh, callTimeoutMs: opts.callTimeoutMs, log, ...(opts.hungWindowMs !== undefined ? { hungWindowMs: opts.hungWindowMs } : {}) });
   const longMs = opts.longCallTimeoutMs ?? 6 * 3600_000;
   const describeMs = opts.describeTimeoutMs ?? DESCRIBE_TIMEOUT_MS;
   const lifecycle = createEventStream({ virsh, kind: 'lifecycle', log });
