@@ -273,7 +273,10 @@ async function saveStep(l: Ladder): Promise<Step> {
     // The failed save may have left it off (QEMU died) or paused: look before asking.
     l.state = await currentState(l.driver, l.guest, l.op);
   } catch (err) {
-    return afterError(l, err);
+    if (l.interrupt.aborted || l.expired.aborted) return afterError(l, err);
+    // Its state cannot be read (the daemon is slow or hiccuped): ask it to shut down all the same,
+    // rather than only wait for the deadline; a request to a guest that is off is refused, harmlessly.
+    l.reasons.push(`its state after the failed save could not be read (${errorMessage(err)}): asked to shut down all the same`);
   }
   return { to: 'shutdown' };
 }

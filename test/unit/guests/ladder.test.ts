@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { fakeClock } from '../../fakes/clock.js';
+import { NotReachableError } from '../../../src/domain/errors.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { JOURNAL_WAIT_MS, stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
@@ -327,6 +328,23 @@ describe.each([
     expect(o!.result).toBe('shutdown');
     expect(o!.action).toBe('save->shutdown');
     expect(o!.reason).not.toMatch(/shutdown request failed/);
+  });
+
+  it('a failed save after which the guest\'s state cannot be read: it is asked to shut down all the same, not left to the deadline', async () => {
+    const d = make([{ name: 'blind', script: { saveFails: 'write failed: No space left on device', saveFailsAfterMs: 500, shutdownMs: 1000 } }]);
+    const tasks = await tasksFor([d]);
+    // The daemon answers the save, then not the state query (a hiccup); the listing before it went fine.
+    const blind: DomainDriver = Object.assign(Object.create(d) as DomainDriver, {
+      getGuest: async () => {
+        throw new NotReachableError('libvirt (fake) did not answer within 1.5 s: virsh domstate killed');
+      },
+    });
+    const p = run(tasks.map((t) => ({ ...t, driver: blind })));
+    await vi.advanceTimersByTimeAsync(3000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save', 'put-back', 'shutdown', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toMatch(/state after the failed save could not be read .*asked to shut down all the same/);
   });
 
   it('a failed save that left the guest paused: the guest is resumed, then shut down', async () => {
