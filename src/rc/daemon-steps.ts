@@ -19,6 +19,7 @@ import { waitUntilAnswering } from '../daemons/readiness.js';
 import { checkQemuConfOwner, makeRuntimeDirs } from '../daemons/runtime-dirs.js';
 import type { Log } from '../util/log.js';
 import { formatMs, now } from '../util/deadline.js';
+import { errorMessage } from '../util/error-message.js';
 import { destroyActiveNetworks } from './networks.js';
 
 /** What a daemon step needs (a RunContext is one). */
@@ -46,27 +47,36 @@ function timeoutMs(ctx: DaemonStepContext): number {
 export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
   const specs = describeDaemons(ctx.settings);
   if (ctx.dryRun) return dryRun(ctx, specs, 'start');
-  await makeRuntimeDirs(ctx.settings, ctx.log);
-  await checkQemuConfOwner(ctx.settings, ctx.log);
-  // In order, each once its pidfile names it; whether virtlockd and virtlogd
-  // outlive their first SETTLE_MS is checked while the next ones start.
-  const results: Promise<DaemonResult>[] = [];
-  for (const spec of specs) {
-    if (ctx.signal.aborted) {
-      results.push(Promise.resolve({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` }));
-      continue;
+  // The modules load while the runtime directories are made and virtlockd and virtlogd start (libvirtd
+  // starts only once they are loaded); qemu.conf is read meanwhile. Neither ever rejects.
+  const modules = modulesToLoad(ctx.settings.modules, ctx.log)
+    .then((m) => loadModules(m, { log: ctx.log, signal: ctx.signal }))
+    .catch((err: unknown) => ctx.log.warn(`could not load the modules: ${errorMessage(err)}`));
+  const confChecked = checkQemuConfOwner(ctx.settings, ctx.log).catch((err: unknown) => ctx.log.warn(`cannot read qemu.conf: ${errorMessage(err)}`));
+  try {
+    await makeRuntimeDirs(ctx.settings, ctx.log);
+    // In order, each once its pidfile names it; whether virtlockd and virtlogd
+    // outlive their first SETTLE_MS is checked while the next ones start.
+    const results: Promise<DaemonResult>[] = [];
+    for (const spec of specs) {
+      if (ctx.signal.aborted) {
+        results.push(Promise.resolve({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` }));
+        continue;
+      }
+      if (spec.name === 'libvirtd') {
+        // The original loads the modules right before libvirtd.
+        await modules;
+        results.push(startLibvirtd(spec, ctx));
+      } else {
+        results.push((await launchDaemon(spec, opContext(ctx), timeoutMs(ctx))).settled);
+      }
     }
-    if (spec.name === 'libvirtd') {
-      // The original loads the modules right before libvirtd.
-      await loadModules(await modulesToLoad(ctx.settings.modules, ctx.log), { log: ctx.log, signal: ctx.signal });
-      results.push(startLibvirtd(spec, ctx));
-    } else {
-      results.push((await launchDaemon(spec, opContext(ctx), timeoutMs(ctx))).settled);
-    }
+    const settled = await Promise.all(results);
+    for (const r of settled) if (r.error) ctx.log.error(r.error);
+    return settled;
+  } finally {
+    await Promise.all([modules, confChecked]);
   }
-  const settled = await Promise.all(results);
-  for (const r of settled) if (r.error) ctx.log.error(r.error);
-  return settled;
 }
 
 // libvirtd: started (or found running), then waited for until it answers `virsh version`.
