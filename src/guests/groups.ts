@@ -45,6 +45,8 @@ export interface GroupOptions {
   gapMs?: number;
   /** Told when a group starts. */
   onGroup?: (order: number, count: number) => void;
+  /** Awaited before a group's tasks begin (after `onGroup`, before its deadlines start counting); must not throw. */
+  beforeGroup?: (order: number) => Promise<void>;
 }
 
 /** Slots that can be opened up (no limit any more). */
@@ -113,6 +115,7 @@ export async function runInGroups<T>(tasks: readonly GroupTask<T>[], opts: Group
       continue;
     }
     opts.onGroup?.(order, members.length);
+    await opts.beforeGroup?.(order);
     const groupStart = now();
     const slots = createSlots(opts.parallel);
     // Once the longest deadline of the group has passed, waiting for a slot is pointless: let everyone run.

@@ -1,7 +1,9 @@
 // Bringing guests back at start (ON_BOOT=restore): exactly those the journal
 // names, ascending order groups, START_DELAY between launches; saved ones
 // restored, shut-down (and destroyed) ones started, paused ones paused again.
-// An entry is cleared only once its guest is back as it was.
+// An entry is cleared only once its guest is back as it was. What each guest
+// is (state, saved image, policy) comes from one listing per connection taken
+// right before its order group, not from a lookup per guest.
 import type { BootAction } from '../config/settings.js';
 import type { DomainDriver, Guest } from '../domain/types.js';
 import { isDomainError } from '../domain/errors.js';
@@ -42,14 +44,45 @@ export interface RestoreOptions {
   observer: GuestObserver;
   /** Facts the admin must see at any verbosity (a journal entry dropped). */
   warn?: (msg: string) => void;
+  /**
+   * Each connection's guests as listed just before (start lists them to find
+   * saved images the journal does not name): the first order group is brought
+   * back from these, each later one from a listing taken right before it. A
+   * guest missing from its listing, or not fully described there, and every
+   * guest of a connection that could not be listed, is looked up on its own.
+   */
+  listed?: ReadonlyMap<string, readonly Guest[]>;
 }
+
+/** How long one connection's listing before an order group may take before its guests are looked up one by one. */
+export const GROUP_LISTING_MS = 30_000;
 
 /** Bring the guests back, group by group (ascending); never throws for one guest. */
 export async function restoreAll(tasks: readonly RestoreTask[], opts: RestoreOptions): Promise<GuestOutcome[]> {
+  const listings = new Map<string, readonly Guest[]>(opts.listed ?? []);
+  let firstGroup = true;
+  // Before every order group but the first (whose listing was just taken): list again the connections it restores on.
+  const relist = async (order: number): Promise<void> => {
+    if (firstGroup) {
+      firstGroup = false;
+      return;
+    }
+    const uris = new Set(tasks.filter((t) => t.entry.order === order).map((t) => t.entry.uri));
+    await Promise.all(opts.drivers.filter((d) => uris.has(d.uri)).map(async (d) => {
+      const dl = deadline(GROUP_LISTING_MS, opts.signal);
+      try {
+        listings.set(d.uri, await d.listGuests({ signal: dl.signal }));
+      } catch {
+        listings.delete(d.uri); // its guests are looked up one by one (which says what fails)
+      } finally {
+        dl.clear();
+      }
+    }));
+  };
   return runInGroups(tasks.map((task) => ({
     order: task.entry.order,
     timeoutMs: opts.timeout * 1000,
-    run: () => restoreGuest(task, opts),
+    run: () => restoreGuest(task, { ...opts, listed: listings }),
     skip: (reason: string) => {
       const o = outcomeOf(stubGuest(task.entry), 'start', 'skipped', reason, 0);
       opts.observer.end(o);
@@ -61,6 +94,7 @@ export async function restoreAll(tasks: readonly RestoreTask[], opts: RestoreOpt
     signal: opts.signal,
     gapMs: opts.startDelay * 1000,
     onGroup: (order, count) => opts.observer.note(`order group ${order}: ${count} guest${count === 1 ? '' : 's'}`),
+    beforeGroup: opts.listed ? relist : undefined,
   });
 }
 
@@ -83,18 +117,28 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   };
   const stub = stubGuest(entry);
   if (!driver) return finish(stub, 'start', 'failed', `connection ${entry.uri} is not configured (URIS): left in the journal`, false);
-  let guest: Guest;
-  const look = deadline(30_000, opts.signal);
-  try {
-    guest = await driver.getGuest(entry.id, { signal: look.signal });
-  } catch (err) {
-    if (isDomainError(err, 'not-found')) {
-      opts.warn?.(`journal entry of guest '${entry.name}' (${entry.id}) on ${entry.uri}: no such guest any more: entry dropped`);
-      return finish(stub, 'start', 'skipped', `no longer defined on ${entry.uri}: entry dropped`, true);
+  const gone = (): Promise<GuestOutcome> => {
+    opts.warn?.(`journal entry of guest '${entry.name}' (${entry.id}) on ${entry.uri}: no such guest any more: entry dropped`);
+    return finish(stub, 'start', 'skipped', `no longer defined on ${entry.uri}: entry dropped`, true);
+  };
+  const lookUp = async (signal: AbortSignal): Promise<Guest> => {
+    const look = deadline(30_000, signal);
+    try {
+      return await driver.getGuest(entry.id, { signal: look.signal });
+    } finally {
+      look.clear();
     }
-    return finish(stub, 'start', 'failed', `cannot look it up: ${errorMessage(err)}`, false);
-  } finally {
-    look.clear();
+  };
+  const listed = listedGuest(opts.listed?.get(entry.uri), driver, entry.id);
+  let guest: Guest;
+  if (listed) guest = listed;
+  else {
+    try {
+      guest = await lookUp(opts.signal);
+    } catch (err) {
+      if (isDomainError(err, 'not-found')) return gone();
+      return finish(stub, 'start', 'failed', `cannot look it up: ${errorMessage(err)}`, false);
+    }
   }
   const action = guest.hasSavedImage ? 'restore' : 'start';
   opts.observer.begin(guest, action);
@@ -102,9 +146,11 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   const autostarts = driver.kind === 'qmp' && guest.autostart;
   if (guest.policy.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'policy on_boot=ignore: left as it is', true);
   if (!guest.policy.onBoot && opts.onBoot === 'ignore' && !autostarts) return finish(guest, action, 'skipped', 'ON_BOOT=ignore: left as it is, kept in the journal', false);
-  if (guest.state === 'running' || guest.state === 'paused' || guest.state === 'suspended') {
-    return finish(guest, action, 'skipped', `already ${guest.state} (brought back by libvirt itself, e.g. autostart): left alone`, true);
-  }
+  const alreadyBack = (g: Guest): Promise<GuestOutcome> | undefined => (g.state === 'running' || g.state === 'paused' || g.state === 'suspended'
+    ? finish(g, action, 'skipped', `already ${g.state} (brought back by libvirt itself, e.g. autostart): left alone`, true)
+    : undefined);
+  const back = alreadyBack(guest);
+  if (back) return back;
   if (guest.state !== 'shutoff') return finish(guest, action, 'failed', `in state ${guest.stateDetail}: not started, left in the journal`, false);
   const notes: string[] = [];
   if (task.source) notes.push(task.source);
@@ -139,11 +185,33 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
     if (paused) notes.push('paused, as it was');
     return finish(guest, action, action === 'restore' ? 'restored' : 'started', notes.join('; '), true);
   } catch (err) {
+    // The listing is older than a lookup would be: a guest started meanwhile (libvirtd's autostart) or undefined
+    // meanwhile is refused by the start; then it is looked up, and treated as a lookup before the start would have.
+    if (listed && !dl.signal.aborted && (isDomainError(err, 'not-found') || ALREADY_ACTIVE.test(errorMessage(err)))) {
+      let fresh: Guest | undefined;
+      try {
+        fresh = await lookUp(dl.signal);
+      } catch (again) {
+        if (isDomainError(again, 'not-found')) return gone();
+      }
+      const left = fresh && alreadyBack(fresh);
+      if (left) return left;
+    }
     const why = dl.signal.aborted && !opts.signal.aborted ? `not back within ${timeout / 1000} s` : errorMessage(err);
     return finish(guest, action, 'failed', [...notes, `${why}: left in the journal`].join('; '), false);
   } finally {
     dl.clear();
   }
+}
+
+/** What a start refused because the guest runs says (libvirt: "domain is already active"; qmp: "it is already running"). */
+const ALREADY_ACTIVE = /already (active|running)/i;
+
+// The guest of a listing with this id (a libvirt UUID in any case), when the listing described it in full.
+function listedGuest(guests: readonly Guest[] | undefined, driver: DomainDriver, id: string): Guest | undefined {
+  const same = (g: Guest): boolean => g.id === id || (driver.kind === 'libvirt' && g.id.toLowerCase() === id.toLowerCase());
+  const g = guests?.find(same);
+  return g && !g.undescribed ? g : undefined;
 }
 
 function stubGuest(e: JournalEntry): Guest {

@@ -211,7 +211,7 @@ export async function showPlan(ctx: GuestStepContext, mode: StopMode, json: bool
 export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {}): Promise<GuestStepOutcome> {
   const rj = ctx.dryRun ? await peekJournal(ctx) : await openRunJournal(ctx);
   let unlisted = false;
-  return runBatch<{ tasks: RestoreTask[]; drivers: DomainDriver[] }>(ctx, deps, {
+  return runBatch<{ tasks: RestoreTask[]; drivers: DomainDriver[]; listed: Map<string, Guest[]> }>(ctx, deps, {
     title: 'guests brought back',
     async prepare(drivers) {
       const showUri = drivers.length > 1;
@@ -223,16 +223,18 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
       // damaged or never written must not make a saved guest be forgotten); qmp guests have no daemon to autostart them.
       // A guest two connections reach (one daemon) is brought back once, through the first.
       const seenIds = new Set(rj.entries.filter((e) => uris.has(e.uri)).map((e) => e.id.toLowerCase()));
-      for (const d of drivers) {
-        let guests;
-        try {
-          guests = await d.listGuests({ signal: ctx.signal });
-        } catch (err) {
+      // Each connection's listing, also what the restores go by (no lookup per guest); listed at once.
+      const listings = await Promise.allSettled(drivers.map((d) => d.listGuests({ signal: ctx.signal })));
+      const listed = new Map<string, Guest[]>();
+      for (const [i, d] of drivers.entries()) {
+        const r = listings[i] as PromiseSettledResult<Guest[]>;
+        if (r.status === 'rejected') {
           unlisted = true;
-          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(err)}; saved images the journal does not name are not restored`);
+          ctx.log.error(`connection ${d.uri}: cannot list guests: ${errorMessage(r.reason)}; saved images the journal does not name are not restored`);
           continue;
         }
-        for (const g of guests) {
+        listed.set(d.uri, r.value);
+        for (const g of r.value) {
           if (g.state !== 'shutoff' || known.has(guestKey(g))) continue;
           if (d.kind === 'libvirt' && seenIds.has(g.id.toLowerCase())) continue;
           if (d.kind === 'libvirt') seenIds.add(g.id.toLowerCase());
@@ -243,14 +245,15 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
           tasks.push({ entry, source });
         }
       }
-      return { tasks, drivers };
+      return { tasks, drivers, listed };
     },
     dryRun: ({ tasks }, showUri) => (tasks.length === 0 ? 'no guests to bring back' : tasks
       .sort((a, b) => a.entry.order - b.entry.order)
       .map((t) => `order ${t.entry.order}: ${guestLabel(t.entry, showUri)}: ${t.entry.action === 'saved' ? 'restore' : 'start'}${t.entry.stateBefore === 'paused' ? ' (paused)' : ''}${t.source ? ` (${t.source})` : ''}`)
       .join('\n')),
-    run: ({ tasks, drivers }, observer) => restoreAll(tasks, {
+    run: ({ tasks, drivers, listed }, observer) => restoreAll(tasks, {
       drivers,
+      listed,
       journal: rj.journal,
       timeout: ctx.settings.timeout,
       onBoot: ctx.settings.onBoot,

@@ -112,6 +112,8 @@ export interface FakeDriverOptions {
 /** A scripted driver with inspectable state. */
 export interface FakeDriver extends DomainDriver {
   calls: FakeCall[];
+  /** How often the guests were read: whole listings, and lookups of one guest by id (not in `calls`). */
+  reads: { listings: number; lookups: string[] };
   /** The guest's state now, by name; `gone`: a transient guest libvirt forgot once it went off. */
   state(name: string): GuestState | 'gone';
   guests: Map<string, Guest>;
@@ -130,6 +132,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
   const waiters = new Set<() => void>();
   const listeners = new Set<(e: LifecycleEvent) => void>();
   const calls: FakeCall[] = [];
+  const reads: FakeDriver['reads'] = { listings: 0, lookups: [] };
   const requests = new Map<string, number>();
   const connection: FakeConnection = { ...opts.connection };
   for (const g of list) {
@@ -236,10 +239,12 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
     uri,
     saveDirectory: opts.saveDirectory ?? '/fake/save',
     calls,
+    reads,
     guests,
     connection,
     state: (name) => [...guests.values()].find((g) => g.name === name)?.state ?? (gone.has(name) ? 'gone' : 'other'),
     async listGuests(o) {
+      reads.listings++;
       if (connection.listHangs) {
         await waitUntil(o.signal).catch(() => undefined);
         throw interrupted('listing the guests', o.signal);
@@ -259,6 +264,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       return [...guests.values()].map((g) => ({ ...g }));
     },
     async getGuest(id) {
+      reads.lookups.push(id);
       return { ...get(id) };
     },
     async save(id, o: SaveOptions) {

@@ -4,7 +4,7 @@ import type { Journal, JournalEntry } from '../../../src/guests/journal.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { rebootAll } from '../../../src/guests/reboot.js';
 import { restoreAll } from '../../../src/guests/restore.js';
-import { libvirtLikeDriver } from '../../fakes/libvirt-like-driver.js';
+import { libvirtLikeDriver, type FakeDriver } from '../../fakes/libvirt-like-driver.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
 function memJournal(entries: JournalEntry[]): Journal & { cleared: string[] } {
@@ -114,6 +114,107 @@ describe('restore at start', () => {
     expect(o!.result).toBe('failed');
     expect(o!.reason).toContain('not back within 30 s');
     expect(j.cleared).toEqual([]);
+  });
+});
+
+describe('restore at start, from the listing taken before', () => {
+  const clock = fakeClock();
+  const signal = new AbortController().signal;
+  const listingOf = async (d: FakeDriver) => new Map([[d.uri, await d.listGuests({ signal })]]);
+
+  it('looks no guest up on its own, and starts the restores of a group together', async () => {
+    const d = libvirtLikeDriver(['a', 'b', 'c'].map((name) => ({ name, state: 'shutoff' as const, hasSavedImage: true, script: { startMs: 500 } })), { uri: 'fake:///one' });
+    const listed = await listingOf(d);
+    const j = memJournal([entry('a'), entry('b'), entry('c')]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect((await p).map((o) => o.result)).toEqual(['restored', 'restored', 'restored']);
+    expect(d.reads).toEqual({ listings: 1, lookups: [] });
+    expect(d.calls.filter((c) => c.op === 'restore').map((c) => c.at - clock.t0)).toEqual([0, 0, 0]);
+    expect(j.cleared.sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  it('keeps every check a lookup made: undefined, on_boot=ignore, already running, not shut off, image gone, not fully described', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'ignored', state: 'shutoff', hasSavedImage: true, policy: { onBoot: 'ignore' } },
+      { name: 'autostarted', state: 'running' },
+      { name: 'crashed', state: 'other', stateDetail: 'crashed (panicked)' },
+      { name: 'image gone', state: 'shutoff', hasSavedImage: false },
+      { name: 'half known', state: 'shutoff', hasSavedImage: true },
+    ], { uri: 'fake:///one' });
+    const listed = await listingOf(d);
+    // A guest the listing could not describe in full holds defaults there: it is looked up on its own.
+    const half = listed.get('fake:///one')!.find((g) => g.name === 'half known')!;
+    Object.assign(half, { state: 'other', hasSavedImage: false, undescribed: { missing: ['state'], problems: ['domstate: no answer within 15 s'] } });
+    const warned: string[] = [];
+    const j = memJournal([entry('gone'), entry('ignored'), entry('autostarted'), entry('crashed'), entry('image gone'), entry('half known')]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed, warn: (m) => warned.push(m),
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(out.get('gone')).toMatchObject({ result: 'skipped', reason: 'no longer defined on fake:///one: entry dropped' });
+    expect(warned).toEqual(["journal entry of guest 'gone' (gone) on fake:///one: no such guest any more: entry dropped"]);
+    expect(out.get('ignored')).toMatchObject({ result: 'skipped', reason: 'policy on_boot=ignore: left as it is' });
+    expect(out.get('autostarted')).toMatchObject({ result: 'skipped', reason: 'already running (brought back by libvirt itself, e.g. autostart): left alone' });
+    expect(out.get('crashed')).toMatchObject({ result: 'failed', reason: 'in state crashed (panicked): not started, left in the journal' });
+    expect(out.get('image gone')).toMatchObject({ result: 'started', reason: 'its saved image is gone: started afresh' });
+    expect(out.get('half known')).toMatchObject({ action: 'restore', result: 'restored' });
+    // Only the guest missing from the listing and the one it could not describe were looked up.
+    expect(d.reads.lookups.sort()).toEqual(['gone', 'half known']);
+    expect(j.cleared.sort()).toEqual(['autostarted', 'gone', 'half known', 'ignored', 'image gone']);
+  });
+
+  it('a guest started or undefined since the listing is looked up when its start is refused, and treated as the lookup says', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'raced', state: 'shutoff', hasSavedImage: true },
+      { name: 'removed', state: 'shutoff', hasSavedImage: true },
+      { name: 'refused', state: 'shutoff', hasSavedImage: true, script: { startFails: 'internal error: process exited while connecting to monitor' } },
+    ], { uri: 'fake:///one' });
+    const listed = await listingOf(d);
+    // After the listing: libvirtd's autostart brings 'raced' back, and 'removed' is undefined.
+    const autostart = d.start('raced', { signal });
+    await vi.advanceTimersByTimeAsync(1000);
+    await autostart;
+    d.guests.delete('removed');
+    d.calls.length = 0;
+    const j = memJournal([entry('raced'), entry('removed'), entry('refused')]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const out = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(out.get('raced')).toMatchObject({ result: 'skipped', reason: 'already running (brought back by libvirt itself, e.g. autostart): left alone' });
+    expect(out.get('removed')).toMatchObject({ result: 'skipped', reason: 'no longer defined on fake:///one: entry dropped' });
+    // Any other refusal is the restore's failure, with libvirt's words, and no lookup.
+    expect(out.get('refused')).toMatchObject({ result: 'failed', reason: 'internal error: process exited while connecting to monitor: left in the journal' });
+    expect(d.reads.lookups.sort()).toEqual(['raced', 'removed']);
+    expect(d.state('raced')).toBe('running');
+    expect(j.cleared.sort()).toEqual(['raced', 'removed']);
+  });
+
+  it('lists again right before each later order group, and looks guests up one by one when that listing fails', async () => {
+    const d = libvirtLikeDriver([
+      { name: 'first', state: 'shutoff', hasSavedImage: true },
+      { name: 'second', state: 'shutoff', hasSavedImage: true },
+      { name: 'third', state: 'shutoff', hasSavedImage: true },
+    ], { uri: 'fake:///one' });
+    const listed = await listingOf(d);
+    const j = memJournal([entry('first', 1), entry('second', 2), entry('third', 3)]);
+    // The second group's listing works; the third's fails.
+    const list = d.listGuests.bind(d);
+    d.listGuests = async (o) => {
+      if (d.reads.listings === 2) d.connection.listFails = 'libvirtd: connection reset';
+      return list(o);
+    };
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [d], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect((await p).map((o) => o.result)).toEqual(['restored', 'restored', 'restored']);
+    expect(d.reads).toEqual({ listings: 3, lookups: ['third'] });
   });
 });
 

@@ -99,8 +99,12 @@ describe('stopGuests and startGuests', () => {
       ['paused one', 'saved', 'paused'],
       ['web', 'saved', 'running'],
     ]);
+    const listedBefore = d.reads.listings;
     const start = await startGuests(ctx(), deps(d));
     expect(start.clean).toBe(true);
+    // One listing of the connection answers every restore: no guest is looked up on its own.
+    expect(d.reads.listings - listedBefore).toBe(1);
+    expect(d.reads.lookups).toEqual([]);
     expect(d.state('web')).toBe('running');
     expect(d.state('paused one')).toBe('paused');
     expect(d.state('-gpu')).toBe('running');
