@@ -52,6 +52,12 @@ export interface RestoreOptions {
    * guest of a connection that could not be listed, is looked up on its own.
    */
   listed?: ReadonlyMap<string, readonly Guest[]>;
+  /**
+   * Resolves once what the guests need is up (virtlockd and virtlogd past
+   * their settling time): undefined, or why not; then no guest is started and
+   * every entry is kept.
+   */
+  ready?: Promise<string | undefined>;
 }
 
 /** How long one connection's listing before an order group may take before its guests are looked up one by one. */
@@ -79,15 +85,18 @@ export async function restoreAll(tasks: readonly RestoreTask[], opts: RestoreOpt
       }
     }));
   };
+  const skip = (task: RestoreTask, reason: string): GuestOutcome => {
+    const o = outcomeOf(stubGuest(task.entry), 'start', 'skipped', reason, 0);
+    opts.observer.end(o);
+    return o;
+  };
+  const notReady = await opts.ready;
+  if (notReady !== undefined) return tasks.map((task) => skip(task, `not started: ${notReady}; left in the journal`));
   return runInGroups(tasks.map((task) => ({
     order: task.entry.order,
     timeoutMs: opts.timeout * 1000,
     run: () => restoreGuest(task, { ...opts, listed: listings }),
-    skip: (reason: string) => {
-      const o = outcomeOf(stubGuest(task.entry), 'start', 'skipped', reason, 0);
-      opts.observer.end(o);
-      return o;
-    },
+    skip: (reason: string) => skip(task, reason),
   })), {
     direction: 'asc',
     parallel: opts.parallel,

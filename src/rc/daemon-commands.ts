@@ -4,7 +4,7 @@
 import type { DaemonResult } from '../daemons/daemon-process.js';
 import * as realGuestSteps from './guest-steps.js';
 import type { GuestStepOutcome } from './guest-steps.js';
-import { allOk, softRestartDaemons, startDaemons, stopDaemons } from './daemon-steps.js';
+import { allOk, launchDaemons, softRestartDaemons, stopDaemons } from './daemon-steps.js';
 import type { RunContext, RunOutcome } from './run-context.js';
 
 /** The guest side's steps (src/rc/guest-steps.ts), injectable. */
@@ -29,16 +29,24 @@ export async function daemonCommand(run: RunContext, which: DaemonCommand, steps
     if (manageDaemons) fold(await stopDaemons(run));
   };
   const doStart = async (): Promise<void> => {
+    // The guests are listed as soon as libvirtd answers; none is started before virtlockd and virtlogd have settled too.
+    let settled: Promise<DaemonResult[]> | undefined;
     if (manageDaemons) {
-      const results = await startDaemons(run);
-      fold(results);
-      if (!allOk(results)) {
+      const launched = await launchDaemons(run);
+      if (!allOk(launched.up)) {
+        fold(await launched.settled);
         run.log.error('guests are not started: libvirtd is not up');
         return;
       }
+      settled = launched.settled;
     }
-    if (run.signal.aborted) return interrupted(run);
-    if (!(await guestStep(run, 'start', () => steps.startGuests(run)))) ok = false;
+    const daemonsReady = settled?.then((all) => (allOk(all) ? undefined : `${all.filter((r) => r.action === 'failed').map((r) => r.name).join(', ')} did not come up`));
+    try {
+      if (run.signal.aborted) return interrupted(run);
+      if (!(await guestStep(run, 'start', () => steps.startGuests(run, daemonsReady ? { daemonsReady } : {})))) ok = false;
+    } finally {
+      if (settled) fold(await settled);
+    }
   };
   switch (which) {
     case 'start':

@@ -43,10 +43,25 @@ function timeoutMs(ctx: DaemonStepContext): number {
   return ctx.settings.daemonTimeout * 1000;
 }
 
-/** Start what does not run (virtlockd, virtlogd, libvirtd), load modules, and return once libvirtd answers (or with its failure). */
-export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
+/** Daemons started: as they are once libvirtd answers, and once virtlockd and virtlogd have also settled (SETTLE_MS). */
+export interface LaunchedDaemons {
+  /** libvirtd answers (or failed); virtlockd and virtlogd run (their pidfiles name them) or failed. */
+  up: DaemonResult[];
+  /** Every result once virtlockd and virtlogd outlived their first SETTLE_MS too (errors logged); never rejects. */
+  settled: Promise<DaemonResult[]>;
+}
+
+/**
+ * Start what does not run (virtlockd, virtlogd, libvirtd), load modules, and
+ * return once libvirtd answers (or with its failure); whether virtlockd and
+ * virtlogd outlive their first SETTLE_MS is `settled`.
+ */
+export async function launchDaemons(ctx: DaemonStepContext): Promise<LaunchedDaemons> {
   const specs = describeDaemons(ctx.settings);
-  if (ctx.dryRun) return dryRun(ctx, specs, 'start');
+  if (ctx.dryRun) {
+    const results = await dryRun(ctx, specs, 'start');
+    return { up: results, settled: Promise.resolve(results) };
+  }
   // The modules load while the runtime directories are made and virtlockd and virtlogd start (libvirtd
   // starts only once they are loaded); qemu.conf is read meanwhile. Neither ever rejects.
   const modules = modulesToLoad(ctx.settings.modules, ctx.log)
@@ -57,23 +72,32 @@ export async function startDaemons(ctx: DaemonStepContext): Promise<DaemonResult
     await makeRuntimeDirs(ctx.settings, ctx.log);
     // In order, each once its pidfile names it; whether virtlockd and virtlogd
     // outlive their first SETTLE_MS is checked while the next ones start.
+    const up: DaemonResult[] = [];
     const results: Promise<DaemonResult>[] = [];
     for (const spec of specs) {
       if (ctx.signal.aborted) {
-        results.push(Promise.resolve({ name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` }));
+        const r: DaemonResult = { name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` };
+        up.push(r);
+        results.push(Promise.resolve(r));
         continue;
       }
       if (spec.name === 'libvirtd') {
         // The original loads the modules right before libvirtd.
         await modules;
-        results.push(startLibvirtd(spec, ctx));
+        const r = await startLibvirtd(spec, ctx);
+        up.push(r);
+        results.push(Promise.resolve(r));
       } else {
-        results.push((await launchDaemon(spec, opContext(ctx), timeoutMs(ctx))).settled);
+        const launched = await launchDaemon(spec, opContext(ctx), timeoutMs(ctx));
+        up.push(launched.result);
+        results.push(launched.settled);
       }
     }
-    const settled = await Promise.all(results);
-    for (const r of settled) if (r.error) ctx.log.error(r.error);
-    return settled;
+    const settled = Promise.all(results).then((all) => {
+      for (const r of all) if (r.error) ctx.log.error(r.error);
+      return all;
+    });
+    return { up, settled };
   } finally {
     await Promise.all([modules, confChecked]);
   }

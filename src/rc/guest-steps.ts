@@ -49,6 +49,8 @@ export interface GuestStepOutcome {
 /** Injection points (tests): where the drivers come from, how a hung libvirtd is handled. */
 export interface GuestStepDeps extends RescueDeps {
   openDrivers?: (settings: Settings, signal: AbortSignal, log?: Log) => Promise<DomainDriver[]>;
+  /** start: resolves once the daemons the guests need have settled (undefined), or with why not (no guest is started); the listing runs meanwhile. */
+  daemonsReady?: Promise<string | undefined>;
 }
 
 const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcomes: [] };
@@ -254,6 +256,7 @@ export async function startGuests(ctx: GuestStepContext, deps: GuestStepDeps = {
     run: ({ tasks, drivers, listed }, observer) => restoreAll(tasks, {
       drivers,
       listed,
+      ...(deps.daemonsReady ? { ready: deps.daemonsReady } : {}),
       journal: rj.journal,
       timeout: ctx.settings.timeout,
       onBoot: ctx.settings.onBoot,

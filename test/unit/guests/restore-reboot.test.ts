@@ -195,6 +195,33 @@ describe('restore at start, from the listing taken before', () => {
     expect(j.cleared.sort()).toEqual(['raced', 'removed']);
   });
 
+  it('starts no guest until the daemons have settled, and none when one did not come up, keeping every entry', async () => {
+    const make = () => libvirtLikeDriver([{ name: 'a', state: 'shutoff', hasSavedImage: true }], { uri: 'fake:///one' });
+    const settled = make();
+    const j = memJournal([entry('a')]);
+    let up!: (why: string | undefined) => void;
+    const ready = new Promise<string | undefined>((r) => (up = r));
+    const p = restoreAll([{ entry: entry('a') }], {
+      drivers: [settled], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed: await listingOf(settled), ready,
+    });
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(settled.calls).toEqual([]);
+    up(undefined);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect((await p).map((o) => o.result)).toEqual(['restored']);
+
+    const died = make();
+    const k = memJournal([entry('a')]);
+    const q = restoreAll([{ entry: entry('a') }], {
+      drivers: [died], journal: k, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal, observer: SILENT_OBSERVER, listed: await listingOf(died),
+      ready: Promise.resolve('virtlogd did not come up'),
+    });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await q).toMatchObject([{ result: 'skipped', reason: 'not started: virtlogd did not come up; left in the journal' }]);
+    expect(died.calls).toEqual([]);
+    expect(k.cleared).toEqual([]);
+  });
+
   it('lists again right before each later order group, and looks guests up one by one when that listing fails', async () => {
     const d = libvirtLikeDriver([
       { name: 'first', state: 'shutoff', hasSavedImage: true },
