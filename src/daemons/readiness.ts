@@ -19,15 +19,15 @@ export const SOCKET_POLL_MS = 10;
 
 /**
  * How long the wait looks for the socket before it asks `virsh version` all
- * the same (a libvirtd.conf `unix_sock_dir` elsewhere: virsh finds it, this
- * wait does not).
+ * the same: virsh knows where its libvirt puts the socket (a build with
+ * another run directory), SYSTEM_SOCKET is only the usual place.
  */
 export const SOCKET_WAIT_MS = 3000;
 
 /** The connection the readiness check uses. */
 export const SYSTEM_URI = 'qemu:///system';
 
-/** The socket libvirtd listens on for `qemu:///system` (libvirtd.conf's default `unix_sock_dir`). */
+/** The socket virsh reaches libvirtd through for `qemu:///system` (libvirt's default run directory). */
 export const SYSTEM_SOCKET = '/var/run/libvirt/libvirt-sock';
 
 /** Ask libvirtd once; resolves to undefined when it answered, else to what went wrong. */
