@@ -254,7 +254,12 @@ function lockFd(flock: string, file: FileHandle, path: string, waitMs: number | 
   if (signal.aborted) return Promise.reject(signal.reason);
   const how = waitMs === undefined ? ['--nonblock'] : ['--wait', (waitMs / 1000).toFixed(3)];
   return new Promise((resolve, reject) => {
-    const child = spawn(flock, ['--exclusive', ...how, '--conflict-exit-code', String(BUSY_EXIT), '3'], { stdio: ['ignore', 'ignore', 'pipe', file.fd], detached: true });
+    const child = spawn(flock, ['--exclusive', ...how, '--conflict-exit-code', String(BUSY_EXIT), '3'], {
+      stdio: ['ignore', 'ignore', 'pipe', file.fd],
+      detached: true,
+      // The C locale: flock reads no locale files (its few messages go into ours, in English anyway).
+      env: { ...process.env, LC_ALL: 'C' },
+    });
     let err = '';
     let settled = false;
     const finish = (f: () => void): void => {
