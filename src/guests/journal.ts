@@ -5,12 +5,12 @@
 // fsync, rename, fsync of the directory); read without following a symlink;
 // validated on read; a damaged or unreadable journal is kept aside, not lost,
 // and never keeps guests from being handled.
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errorMessage } from '../util/error-message.js';
 import { ownIds } from '../util/own-dir.js';
+import { randomHex } from '../util/random-hex.js';
 
 /** What stop did to a guest (only guests that are down are journaled). */
 export type JournalAction = 'saved' | 'shutdown' | 'destroyed';
@@ -158,7 +158,7 @@ export async function writeJournal(stateDir: string, entries: JournalEntry[]): P
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   const dir = await openOwnDir(stateDir, path);
   try {
-    const tmp = join(stateDir, `.${JOURNAL_FILE}.tmp-${randomBytes(8).toString('hex')}`);
+    const tmp = join(stateDir, `.${JOURNAL_FILE}.tmp-${randomHex(8)}`);
     const body = `${JSON.stringify({ version: 1, entries }, null, 2)}\n`;
     let fh;
     try {

@@ -201,11 +201,9 @@ async function missingPrograms(
   env: NodeJS.ProcessEnv,
   find: NonNullable<RunDeps['findProgram']>,
 ): Promise<string[]> {
-  const missing: string[] = [];
-  for (const p of programs) {
-    if ((await find(settings[p], env)) === undefined) missing.push(`${p} (${settings[p]})`);
-  }
-  return missing;
+  // Looked up all at once; named in the order asked.
+  const found = await Promise.all(programs.map((p) => find(settings[p], env)));
+  return programs.filter((_p, i) => found[i] === undefined).map((p) => `${p} (${settings[p]})`);
 }
 
 /** An executable's path: as given when it holds a slash, else searched on PATH. */

@@ -27,7 +27,6 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { open, readlink, rename, type FileHandle } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Settings } from '../config/settings.js';
 import { STOP_MARGIN_MS } from '../guests/ladder.js';
@@ -36,6 +35,7 @@ import { signalIfOurs } from '../proc/stop.js';
 import { formatMs } from '../util/deadline.js';
 import { ensureOwnDir, UnsafeDirError } from '../util/own-dir.js';
 import { NotInstalledError, RunLockError } from './errors.js';
+import { randomHex } from '../util/random-hex.js';
 
 /** How long a second run waits for the lock by default. */
 export const LOCK_WAIT_MS = 30_000;
@@ -234,7 +234,7 @@ async function openLockFile(runDir: string, path: string, problems: string[], no
       : undefined;
     if (!bad) return file!;
     await file?.close();
-    const aside = `${path}.unsafe-${Date.now()}-${randomBytes(6).toString('hex')}`;
+    const aside = `${path}.unsafe-${Date.now()}-${randomHex(6)}`;
     try {
       await rename(path, aside);
       problems.push(`${path} was ${bad}: moved aside to ${aside}, never followed or written; a fresh lock file was made`);
@@ -254,7 +254,12 @@ function lockFd(flock: string, file: FileHandle, path: string, waitMs: number | 
   if (signal.aborted) return Promise.reject(signal.reason);
   const how = waitMs === undefined ? ['--nonblock'] : ['--wait', (waitMs / 1000).toFixed(3)];
   return new Promise((resolve, reject) => {
-    const child = spawn(flock, ['--exclusive', ...how, '--conflict-exit-code', String(BUSY_EXIT), '3'], { stdio: ['ignore', 'ignore', 'pipe', file.fd], detached: true });
+    const child = spawn(flock, ['--exclusive', ...how, '--conflict-exit-code', String(BUSY_EXIT), '3'], {
+      stdio: ['ignore', 'ignore', 'pipe', file.fd],
+      detached: true,
+      // The C locale: flock reads no locale files (its few messages go into ours, in English anyway).
+      env: { ...process.env, LC_ALL: 'C' },
+    });
     let err = '';
     let settled = false;
     const finish = (f: () => void): void => {

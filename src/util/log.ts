@@ -47,28 +47,40 @@ export const SYSLOG_FLUSH_MS = 2000;
  * One `logger` process for the whole run, fed through its stdin: each line
  * carries its own priority (`--prio-prefix`), so messages keep their order and
  * a run spawns one process, not one per message.
+ *
+ * The process starts after the task that sent the first message, not inside
+ * it: spawning costs the run's one thread milliseconds (a fork of node), and
+ * the first message usually comes right before the first guest action, which
+ * goes first. The lines wait in memory until then; flush() starts it at once.
  */
 class SyslogPipe {
   #child: ChildProcess | undefined;
   #closed: Promise<void> | undefined;
   #broken = false;
+  #pending = '';
+  #starting: NodeJS.Immediate | undefined;
 
   constructor(private readonly loggerPath: string) {}
 
   send(level: LogLevel, msg: string): void {
     if (this.#broken) return;
-    const child = this.#child ?? this.#start();
-    if (!child?.stdin) return;
     // A line break would start a syslog line without a priority: every line gets its own.
     const text = msg
       .split('\n')
       .filter((l) => l.trim() !== '')
       .map((l) => `<${SYSLOG_PRIORITY[level]}>${l}\n`)
       .join('');
-    if (text) child.stdin.write(text);
+    if (!text) return;
+    if (this.#child) {
+      this.#child.stdin?.write(text);
+      return;
+    }
+    this.#pending += text;
+    this.#starting ??= setImmediate(() => this.#drain()).unref();
   }
 
   async flush(): Promise<void> {
+    this.#drain();
     const child = this.#child;
     const closed = this.#closed;
     this.#child = undefined;
@@ -79,6 +91,16 @@ class SyslogPipe {
     const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SYSLOG_FLUSH_MS)));
     if ((await Promise.race([closed, late])) === 'late') child.kill('SIGKILL');
     clearTimeout(timer);
+  }
+
+  // Start the logger for the lines waiting, if any, and hand them over.
+  #drain(): void {
+    if (this.#starting) clearImmediate(this.#starting);
+    this.#starting = undefined;
+    const text = this.#pending;
+    this.#pending = '';
+    if (!text || this.#broken) return;
+    (this.#child ?? this.#start())?.stdin?.write(text);
   }
 
   #start(): ChildProcess | undefined {

@@ -1,7 +1,7 @@
 // The built executable runs on its own: copied away from node_modules, it answers --help and --version.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -41,6 +41,18 @@ describe('dist/rc.libvirt', () => {
     expect(rendered.stdout).toContain('Exit codes:');
     expect(spawnSync(copy, ['--help'], opts).stdout).toBe(rendered.stdout);
     expect(spawnSync(copy, ['-h'], opts).stdout).toBe(rendered.stdout);
+  });
+
+  it('--help loads none of the modules a run needs (child processes, crypto, fs/promises)', () => {
+    // Node.js lists every built-in module it has loaded in process.moduleLoadList.
+    const probe = join(dir, 'probe.cjs');
+    writeFileSync(probe, "process.on('exit', () => require('node:fs').writeSync(2, JSON.stringify(process.moduleLoadList)));\n");
+    const r = spawnSync(process.execPath, ['-r', probe, copy, '--help'], { cwd: dir, encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('Exit codes:');
+    const loaded = JSON.parse(r.stderr) as string[];
+    expect(loaded).toContain('NativeModule fs');
+    for (const m of ['child_process', 'crypto', 'fs/promises']) expect(loaded).not.toContain(`NativeModule ${m}`);
   });
 
   it('exits 2 on an unknown command', () => {

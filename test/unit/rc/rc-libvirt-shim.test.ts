@@ -42,6 +42,15 @@ describe('rc/rc.libvirt', () => {
     expect(r.status).toBe(3);
   });
 
+  it('drops NODE_EXTRA_CA_CERTS (Node.js would parse those certificates at every start) and keeps the rest of the environment', () => {
+    const envBundle = join(dir, 'env.stub.cjs');
+    writeFileSync(envBundle, 'process.stdout.write(JSON.stringify([process.env.NODE_EXTRA_CA_CERTS ?? null, process.env.RC_TEST_KEEP ?? null]));\n');
+    const r = runShim(['status'], { RC_LIBVIRT_BUNDLE: envBundle, NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt', RC_TEST_KEEP: 'kept' });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([null, 'kept']);
+    expect(r.status).toBe(0);
+  });
+
   it('finds node on PATH first', () => {
     const bin = join(dir, 'bin');
     mkdirSync(bin, { recursive: true });

@@ -7,6 +7,7 @@
 // the test's own children, pointed at its own UDP server, never at the host's
 // syslog; the only pid it signals (0, a liveness probe) is its own hung logger's.
 import { createSocket, type Socket } from 'node:dgram';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,6 +78,33 @@ describe('syslog through logger', () => {
       [30, 'only to syslog'],
     ]);
     expect(readFileSync(w.starts, 'utf8')).toBe('started\n');
+  });
+
+  it('starts logger after the task that sent the first message (what that task does next goes first), or at once on a flush', async () => {
+    received = [];
+    const w = wrapper('logger-later');
+    let spawned = 0;
+    const onSpawn = (): void => void spawned++;
+    subscribe('child_process', onSpawn);
+    try {
+      const log = createLog({ ...quietStreams(), verbosity: 0, logger: w.path });
+      log.info('one');
+      log.notice('two');
+      expect(spawned).toBe(0);
+      await new Promise((r) => setImmediate(r));
+      expect(spawned).toBe(1);
+      log.info('three');
+      await log.flush();
+      // A message right before a flush: flush starts the logger itself.
+      log.info('four');
+      await log.flush();
+      expect(spawned).toBe(2);
+    } finally {
+      unsubscribe('child_process', onSpawn);
+    }
+    await until('4 syslog lines', () => received.length >= 4);
+    expect(received.map((l) => l.replace(/^.*rc\.libvirt: /, ''))).toEqual(['one', 'two', 'three', 'four']);
+    expect(readFileSync(w.starts, 'utf8')).toBe('started\nstarted\n');
   });
 
   it('starts a new logger for messages after a flush', async () => {
