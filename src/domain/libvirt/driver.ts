@@ -290,17 +290,22 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       const id = ids[Math.floor(i / 4)]!;
       const c = DESCRIBE_CALLS[i % 4]!;
       // An empty section is a failed call (virsh printed its error on stderr): not counted as an answer, asked again alone.
-      if (text !== '') o.onAnswer?.(`${c.what} of ${id}`);
-      answers.push(text);
+      const failed = text.trim() === '';
+      if (!failed) o.onAnswer?.(`${c.what} of ${id}`);
+      answers.push(failed ? '' : text);
       if (answers.length < 4) return;
       const [info = '', state = '', live = '', config = ''] = answers;
       answers = [];
       let guest: Guest | undefined;
       if (info && state && live && config) {
         const ok = (value: string): Settled<string> => ({ ok: true, value });
-        guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage);
+        try {
+          guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage);
+        } catch {
+          guest = undefined;
+        }
         // Something did not read well: its own calls will say what.
-        if (guest.undescribed) guest = undefined;
+        if (guest?.undescribed) guest = undefined;
       }
       done(id, guest);
     });
