@@ -55,7 +55,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     rmSync(dir, { recursive: true, force: true });
   });
   // The batch's deadline is far off unless a call hangs (the fake takes a fork per command: slow on a busy machine).
-  const withBatchDeadline = (batchTimeoutMs: number, describeTimeoutMs = 500): LibvirtDriver =>
+  const withBatchDeadline = (batchTimeoutMs: number, describeTimeoutMs = 1500): LibvirtDriver =>
     createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, describeTimeoutMs, batchTimeoutMs, safetyPollMs: 600_000, log });
   const hangs = async (): Promise<void> => {
     await driver.close();
@@ -78,10 +78,10 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
   };
 
   it('describes every guest with one virsh process per 16 guests, each as its own calls would, and reports every answer', async () => {
-    const ids = [A, B, ...more(18)];
+    const ids = [A, B, ...more(15)];
     const answers: string[] = [];
     const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
-    // `list`, then 20 guests in two batches (16 + 4): no guest asked on its own.
+    // `list`, then 17 guests in two batches (16 + 1): no guest asked on its own.
     expect(calls()).toHaveLength(3);
     expect(batches()).toHaveLength(2);
     for (const id of ids) expect(askedAlone(id)).toEqual([]);
@@ -92,7 +92,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       persistent: true, autostart: false, hasSavedImage: false, policy: { order: 3, timeout: 90 }, saveBlockers: [],
     });
     // The same Guest as its own four calls make (getGuest).
-    for (const id of [A, ids[19]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
+    for (const id of [A, ids[16]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
     // Each call of the batch that answered counts as an answer (the hung check).
     for (const id of ids) {
       for (const what of ['dominfo', 'domstate', 'dumpxml', 'dumpxml --inactive']) expect(answers).toContain(`${what} of ${id}`);
@@ -122,18 +122,18 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     const last = ids[5]!;
     hang('dumpxml', last);
     await driver.close();
-    driver = withBatchDeadline(2500, 2000);
+    driver = withBatchDeadline(1500);
     const guests = await driver.listGuests(op());
     expect(batches()).toHaveLength(1);
     expect(guests).toHaveLength(8);
-    expect(byId(guests, last)?.undescribed).toEqual({ missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 2.0 s', 'dumpxml --inactive: no answer within 2.0 s'] });
+    expect(byId(guests, last)?.undescribed).toEqual({ missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 1.5 s', 'dumpxml --inactive: no answer within 1.5 s'] });
     for (const g of guests.filter((x) => x.id !== last)) expect(g.undescribed, g.name).toBeUndefined();
     // What virsh had flushed (whole 4 KiB blocks) described the first guests; only the rest were asked alone.
     const alone = [A, B, ...ids].filter((id) => askedAlone(id).length > 0);
     expect(alone).toContain(last);
     expect(alone).not.toContain(A);
     expect(alone.length).toBeLessThan(8);
-    expect(log.lines.some((l) => l.level === 'warn' && /describing 8 guests at once was not done within 2.5 s.*asked one by one/.test(l.msg))).toBe(true);
+    expect(log.lines.some((l) => l.level === 'warn' && /describing 8 guests at once was not done within 1.5 s.*asked one by one/.test(l.msg))).toBe(true);
   });
 
   it('the batch fails altogether (virsh cannot connect): every guest is asked on its own', async () => {
@@ -164,7 +164,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       hasSavedImage: false,
       policy: {},
       saveBlockers: [],
-      undescribed: { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 500 ms', 'dumpxml --inactive: no answer within 500 ms'] },
+      undescribed: { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 1.5 s', 'dumpxml --inactive: no answer within 1.5 s'] },
     });
     // Every answer is reported (the hung check counts them); the hanging calls are not.
     expect(answers).toContain('list --all --uuid');
