@@ -22,12 +22,17 @@
 //   resolves with exit code, signal, stdout and stderr (test/helpers/rc-cli.ts).
 // bed.virsh: the wrapper. Rules (first match wins) pick calls by subcommand
 //   (`sub`) and optionally guest (`guest`: a bed guest, matched by UUID or
-//   name, or the exact `--domain=` value; the program passes UUIDs), e.g.
+//   name, or the exact `--domain=` value; the program passes UUIDs); a rule
+//   picks a batch (the listing's one virsh running many commands, given as
+//   one argument separated by `;`) when one of its commands matches, and
+//   delays or fails that whole process, as a hung libvirtd answering one
+//   guest holds that one connection. E.g.
 //   { sub: 'managedsave', guest: bed.guests[0], fail: 'M' } or
 //   { sub: 'version', delayMs: 15_000 }; a rule delays the call
 //   (`delayMs`) and then runs the real virsh, or fails it (`fail`: the message
 //   virsh prints after "error: ", exit 1) after its delay. setRules() replaces
-//   them between runs; calls() reads the log: argv, subcommand, guest, start and
+//   them between runs; calls() reads the log: argv, subcommand (`batch` for a
+//   batch), guest, the commands (a batch's each), start and
 //   end (epoch ms), exit code, and what the rule did. A call the program killed
 //   (its deadline) has no end; nor has an event stream (`virsh event`, exec'd
 //   by the wrapper so that the program can end it).
@@ -62,12 +67,21 @@ export interface VirshRule {
   fail?: string;
 }
 
-/** One call of the wrapper, from its log. */
+/** One command of a call: its subcommand and `--domain=` value. */
+export interface VirshCommand {
+  sub: string;
+  guest: string | undefined;
+}
+
+/** One call of the wrapper (one virsh process), from its log. */
 export interface VirshCall {
   argv: string[];
+  /** The subcommand; `batch` for several commands in one argument (the listing's). */
   sub: string;
-  /** The `--domain=` value, when there is one. */
+  /** The `--domain=` value, when there is one (never for a batch). */
   guest: string | undefined;
+  /** Its commands: the one, or each of a batch's in order (`echo` marks included). */
+  commands: VirshCommand[];
   startedAt: number;
   /** Undefined while it runs, or when it was killed. */
   endedAt: number | undefined;
@@ -91,16 +105,17 @@ function shQuote(s: string): string {
 }
 
 // The wrapper's rules as a sh function: sets `delay` (seconds) and `fail` for the call.
+// `has SUB DOM` / `has_sub SUB`: the call, or one command of a batch, is SUB (about DOM).
 function rulesScript(rules: readonly VirshRule[]): string {
   const lines = ['rule() {', '  delay=; fail=; matched='];
   for (const r of rules) {
-    const cond = [`[ "$sub" = ${shQuote(r.sub)} ]`];
-    if (typeof r.guest === 'string') cond.push(`[ "$dom" = ${shQuote(r.guest)} ]`);
-    else if (r.guest) cond.push(`{ [ "$dom" = ${shQuote(r.guest.uuid)} ] || [ "$dom" = ${shQuote(r.guest.name)} ]; }`);
+    let cond = `has_sub ${shQuote(r.sub)}`;
+    if (typeof r.guest === 'string') cond = `has ${shQuote(r.sub)} ${shQuote(r.guest)}`;
+    else if (r.guest) cond = `{ has ${shQuote(r.sub)} ${shQuote(r.guest.uuid)} || has ${shQuote(r.sub)} ${shQuote(r.guest.name)}; }`;
     const act = [`matched=1`];
     if (r.delayMs) act.push(`delay=${(r.delayMs / 1000).toFixed(3)}`);
     if (r.fail !== undefined) act.push(`fail=${shQuote(r.fail)}`);
-    lines.push(`  if [ -z "$matched" ] && ${cond.join(' && ')}; then ${act.join('; ')}; fi`);
+    lines.push(`  if [ -z "$matched" ] && ${cond}; then ${act.join('; ')}; fi`);
   }
   lines.push('}');
   return `${lines.join('\n')}\n`;
@@ -115,8 +130,10 @@ export function createVirshWrapper(dir: string, realVirsh: string, rules: readon
   const setRules = (r: readonly VirshRule[]): void => writeFileSync(rulesPath, rulesScript(r));
   setRules(rules);
   // The subcommand is the first argument that is not an option (after -c URI);
-  // the guest is its --domain= value. Each call logs a start line and, unless
-  // killed, an end line, keyed by its pid.
+  // the guest is its --domain= value. A batch (several commands in one
+  // argument, separated by `;`) is split into its commands. `cmds` holds one
+  // line "SUB DOM" per command, for the rules. Each call logs a start line
+  // and, unless killed, an end line, keyed by its pid.
   writeFileSync(
     path,
     `#!/bin/sh
@@ -131,6 +148,28 @@ for a in "$@"; do
     *) [ -z "$sub" ] && sub=$a ;;
   esac
 done
+nl='
+'
+command_line() {
+  s=; d=
+  for w in "$@"; do
+    case "$w" in --domain=*) [ -z "$d" ] && d=\${w#--domain=} ;; -*) ;; *) [ -z "$s" ] && s=$w ;; esac
+  done
+  cmds="$cmds$s $d$nl"
+}
+cmds=$nl
+case "$sub" in
+  *';'*)
+    rest=$sub
+    while [ -n "$rest" ]; do
+      one=\${rest%%;*}
+      case "$rest" in *';'*) rest=\${rest#*;} ;; *) rest= ;; esac
+      set -f; command_line $one; set +f
+    done ;;
+  *) cmds="$cmds$sub $dom$nl" ;;
+esac
+has() { case "$cmds" in *"$nl$1 $2$nl"*) return 0 ;; esac; return 1; }
+has_sub() { case "$cmds" in *"$nl$1 "*) return 0 ;; esac; return 1; }
 . ${shQuote(rulesPath)}
 rule
 how=passed
@@ -161,6 +200,11 @@ exit $rc
   };
 }
 
+// A command's words: the first that is not an option, and its --domain= value.
+function command(words: readonly string[]): VirshCommand {
+  return { sub: words.find((w) => !w.startsWith('-')) ?? '', guest: words.find((w) => w.startsWith('--domain='))?.slice('--domain='.length) };
+}
+
 function parseCalls(text: string): VirshCall[] {
   const calls: VirshCall[] = [];
   const open = new Map<string, VirshCall>();
@@ -168,9 +212,19 @@ function parseCalls(text: string): VirshCall[] {
     const f = line.split('\t');
     if (f[0] === 'start' && f.length >= 5) {
       const argv = f[4]!.split(SEP).slice(0, -1);
-      const sub = argv.find((a, i) => !a.startsWith('-') && argv[i - 1] !== '-c' && argv[i - 1] !== '--connect') ?? '';
-      const dom = argv.find((a) => a.startsWith('--domain='))?.slice('--domain='.length);
-      const call: VirshCall = { argv, sub, guest: dom, startedAt: Number(f[2]), endedAt: undefined, exitCode: undefined, rule: f[3] as VirshCall['rule'] };
+      const first = argv.find((a, i) => !a.startsWith('-') && argv[i - 1] !== '-c' && argv[i - 1] !== '--connect') ?? '';
+      const batch = first.includes(';');
+      const commands = batch ? first.split(';').map((c) => command(c.trim().split(/\s+/))) : [command(argv.filter((a, i) => argv[i - 1] !== '-c' && argv[i - 1] !== '--connect'))];
+      const call: VirshCall = {
+        argv,
+        sub: batch ? 'batch' : first,
+        guest: batch ? undefined : commands[0]!.guest,
+        commands,
+        startedAt: Number(f[2]),
+        endedAt: undefined,
+        exitCode: undefined,
+        rule: f[3] as VirshCall['rule'],
+      };
       calls.push(call);
       open.set(f[1]!, call);
     } else if (f[0] === 'end' && f.length >= 4) {

@@ -1,8 +1,10 @@
 // Faults around the listing at `stop`, on real libvirtd and two running guests
 // (booted once), through the installed rc/rc.libvirt and the VIRSH wrapper:
-// - one guest's `dumpxml` hangs: that guest is still handled (by UUID, saved
-//   with the settings' defaults), the other is saved as usual, the summary
-//   names the undescribed guest, and the run exits non-zero;
+// - one guest's `dumpxml` hangs: the listing's batch virsh (every guest's
+//   calls over one connection) hangs with it and is ended at its deadline;
+//   each guest is then asked on its own: the stuck one is still handled (by
+//   UUID, saved with the settings' defaults), the other is saved as usual,
+//   the summary names the undescribed guest, and the run exits non-zero;
 // - libvirtd answers `virsh version` only after 15 s while everything else
 //   works: not hung; both guests are saved and libvirtd is stopped normally
 //   (never killed), exit 0.
@@ -99,9 +101,16 @@ describe('stop: faults around the listing', () => {
     expect(out).toContain(`not described in time, handled with safe defaults: 'rcl listing stuck' (${stuck.uuid}): save with defaults for policy, saveBlockers`);
     expect(out).not.toMatch(/does not answer|its guests are not handled|rescue/);
     expect(out).toContain('libvirtd stopped');
-    // Its dumpxml calls were cut at the guest's deadline; the healthy guest's answered.
+    // The batch (both guests' calls in one virsh) was held by the stuck guest's dumpxml and ended at its deadline.
     const calls = bed.virsh.calls().slice(since);
-    expect(calls.filter((c) => c.sub === 'dumpxml' && c.guest === stuck.uuid).every((c) => c.endedAt === undefined)).toBe(true);
+    const batches = calls.filter((c) => c.sub === 'batch');
+    expect(batches.map((c) => [c.rule, c.endedAt])).toEqual([['delayed', undefined]]);
+    for (const g of [healthy, stuck]) expect(batches[0]!.commands.filter((c) => c.guest === g.uuid).map((c) => c.sub)).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(out).toMatch(/the virsh describing 2 guests at once was not done within 2\.2 s \(ended\); the guests it had not described are asked one by one/);
+    // Then each guest on its own (dumpxml: only the listing asks it): the stuck guest's were cut at its deadline, the healthy guest's answered.
+    const dumpxml = (g: LibvirtGuest) => calls.filter((c) => c.sub === 'dumpxml' && c.guest === g.uuid).map((c) => [c.rule, c.exitCode]);
+    expect(dumpxml(stuck)).toEqual([['delayed', undefined], ['delayed', undefined]]);
+    expect(dumpxml(healthy)).toEqual([['passed', 0], ['passed', 0]]);
     expect(calls.some((c) => c.sub === 'managedsave' && c.guest === stuck.uuid && c.exitCode === 0)).toBe(true);
     const journal = await readJournal(join(bed.dir, 'state'));
     expect(journal.entries.map((e) => [e.id, e.action, e.stateBefore]).sort()).toEqual([[healthy.uuid, 'saved', 'running'], [stuck.uuid, 'saved', 'running']].sort());
@@ -120,6 +129,11 @@ describe('stop: faults around the listing', () => {
     const calls = bed.virsh.calls().slice(since);
     for (const g of [healthy, stuck]) expect(calls.some((c) => c.sub === 'managedsave' && c.guest === g.uuid && c.exitCode === 0)).toBe(true);
     expect(calls.some((c) => c.sub === 'version' && c.rule === 'delayed')).toBe(true);
+    // The listing: one virsh for both guests (their four calls each), none asked on its own.
+    const batches = calls.filter((c) => c.sub === 'batch');
+    expect(batches.map((c) => [c.rule, c.exitCode])).toEqual([['passed', 0]]);
+    for (const g of [healthy, stuck]) expect(batches[0]!.commands.filter((c) => c.guest === g.uuid)).toHaveLength(4);
+    expect(calls.filter((c) => c.sub === 'dumpxml')).toEqual([]);
     const journal = await readJournal(join(bed.dir, 'state'));
     expect(journal.entries.map((e) => [e.id, e.action]).sort()).toEqual([[healthy.uuid, 'saved'], [stuck.uuid, 'saved']].sort());
   }, 10 * 60_000);

@@ -1,14 +1,15 @@
 // The libvirt driver: the DomainDriver contract over virsh (one URI), guests
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
+import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
 import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
 import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
 import { errorMessage } from '../../util/error-message.js';
-import { anySignal, deadline, formatMs } from '../../util/deadline.js';
-import { parseDomainXml } from './domain-xml.js';
+import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
+import { createDomainXmlReader } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
-import { isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
+import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
 import { saveGuest } from './save.js';
 import { createVirsh, type Virsh } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
@@ -28,6 +29,8 @@ export interface LibvirtDriverOptions {
   saveDirectory?: string;
   /** How long describing one guest may take (ms, default DESCRIBE_TIMEOUT_MS). */
   describeTimeoutMs?: number;
+  /** Deadline of one virsh process describing many guests in a listing (ms, default batchTimeoutMs(guests)). */
+  batchTimeoutMs?: number;
   /** Poll interval of waits while the event stream is dead (ms, default 500). */
   pollMs?: number;
   /** Poll interval of waits while the event stream runs, in case it is silent (ms, default 5000). */
@@ -55,10 +58,49 @@ export interface LibvirtDriver extends DomainDriver {
 }
 
 const DEFAULT_SAVE_DIR = '/var/lib/libvirt/qemu/save';
-// Guests described at once: 16 × 4 virsh calls keep libvirtd busy without flooding it.
+// Guests described one by one at once (outside a batch): 16 × 4 virsh calls keep libvirtd busy without flooding it.
 const LIST_CONCURRENCY = 16;
-/** How long describing one guest in a listing may take (its four calls, asked at once); what has not answered by then is left at its safe default. */
+/** How long describing one guest on its own may take (its four calls, asked at once); what has not answered by then is left at its safe default. */
 export const DESCRIBE_TIMEOUT_MS = 15_000;
+/**
+ * Guests per batch virsh process: its command string (about 350 bytes a
+ * guest) stays far below the 128 KiB limit of one argument, and a guest that
+ * hangs sends only the guests of its own batch to be asked one by one.
+ */
+export const BATCH_GUESTS = 16;
+// Batch processes at once: libvirtd answers each connection on its own worker, so batches overlap (and the XML of the first is read while the others run).
+const BATCH_CONCURRENCY = 4;
+
+/**
+ * Deadline of a batch of `guests`: 2 s for virsh to start and connect, plus
+ * 100 ms a guest. A healthy libvirtd answers a guest's four calls in a few
+ * ms (docs/benchmarks.md), so the deadline passes only when some call hangs
+ * (a guest whose QEMU does not answer holds dominfo until libvirt's 30 s job
+ * timeout); it is short because a hung guest's batch is then asked again
+ * guest by guest, each within DESCRIBE_TIMEOUT_MS: 3.6 s + 15 s at most for
+ * a full batch, inside the plan's 20 s hung window and 60 s listing deadline.
+ */
+export function batchTimeoutMs(guests: number): number {
+  return 2000 + 100 * guests;
+}
+
+/** The four calls that describe a guest, in the order of RawAnswers. */
+interface DescribeCall {
+  what: string;
+  args: (id: string) => string[];
+}
+const DESCRIBE_CALLS: readonly DescribeCall[] = [
+  // name, persistence, autostart, managed save, maximum memory
+  { what: 'dominfo', args: (id) => ['dominfo', `--domain=${id}`] },
+  // state and its reason
+  { what: 'domstate', args: (id) => ['domstate', '--reason', `--domain=${id}`] },
+  // memory and save blockers of the running configuration
+  { what: 'dumpxml', args: (id) => ['dumpxml', `--domain=${id}`] },
+  // the policy (set with `virsh metadata --config`)
+  { what: 'dumpxml --inactive', args: (id) => ['dumpxml', '--inactive', `--domain=${id}`] },
+];
+/** What each of DESCRIBE_CALLS printed, or why it did not answer. */
+type RawAnswers = [Settled<string>, Settled<string>, Settled<string>, Settled<string>];
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -85,6 +127,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const virsh: Virsh = createVirsh({ uri: opts.uri, virsh: opts.virsh, callTimeoutMs: opts.callTimeoutMs, log, ...(opts.hungWindowMs !== undefined ? { hungWindowMs: opts.hungWindowMs } : {}) });
   const longMs = opts.longCallTimeoutMs ?? 6 * 3600_000;
   const describeMs = opts.describeTimeoutMs ?? DESCRIBE_TIMEOUT_MS;
+  const batchMs = (guests: number): number => opts.batchTimeoutMs ?? batchTimeoutMs(guests);
   const lifecycle = createEventStream({ virsh, kind: 'lifecycle', log });
   const reboots = createEventStream({ virsh, kind: 'reboot', log });
   const waitStats: WaitStats = { byEvent: 0, byPoll: 0, immediate: 0 };
@@ -115,38 +158,28 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     return info.name;
   };
 
-  // The four calls that describe a guest, asked at once, within one deadline:
-  // whatever did not answer leaves its facts at their safe defaults, named in
-  // `undescribed` (docs/libvirt-driver.md, "A guest that cannot be described
-  // in time"). `tolerant` (the listing) lists the guest even when neither
-  // dominfo nor domstate answered; otherwise (getGuest) their failure is thrown.
-  const describe = async (id: string, o: ListOptions, tolerant: boolean): Promise<Guest> => {
-    const dl = deadline(describeMs, o.signal);
-    const ask = <T>(args: string[], what: string, parse: (out: string) => T): Promise<Settled<T>> =>
-      // The guest's deadline ends the call (its own, a second later, never comes first).
-      settle(run(args, { signal: dl.signal, guest: id, timeoutMs: describeMs + 1000 }).then(
-        (out) => {
-          o.onAnswer?.(`${what} of ${id}`);
-          return parse(out);
-        },
-        (err: unknown) => {
-          if (answered(err)) o.onAnswer?.(`${what} of ${id} (${errorMessage(err)})`);
-          throw err;
-        },
-      ));
-    let got;
-    try {
-      got = await Promise.all([
-        ask(['dominfo', dom(id)], 'dominfo', (out) => parseDominfo(out, `virsh dominfo of ${id}`)),
-        ask(['domstate', '--reason', dom(id)], 'domstate', (out) => parseDomstate(out, `virsh domstate of ${id}`)),
-        ask(['dumpxml', dom(id)], 'dumpxml', (out) => parseDomainXml(out, `dumpxml of ${id}`)),
-        ask(['dumpxml', '--inactive', dom(id)], 'dumpxml --inactive', (out) => parseDomainXml(out, `dumpxml --inactive of ${id}`)),
-      ]);
-    } finally {
-      dl.clear();
-    }
-    if (o.signal.aborted) throw new InterruptedError(`describing guest ${id}: interrupted`, { cause: o.signal.reason, guest: id });
-    const [infoR, stR, liveR, configR] = got;
+  // Turn the four answers about a guest (dominfo, domstate, dumpxml, dumpxml
+  // --inactive; each its output or why there is none) into a Guest: the one
+  // place both the batch and the per-guest calls build it. Whatever did not
+  // answer leaves its facts at their safe defaults, named in `undescribed`
+  // (docs/libvirt-driver.md, "A guest that cannot be described in time").
+  // `tolerant` (the listing) lists the guest even when neither dominfo nor
+  // domstate answered; otherwise (getGuest) their failure is thrown.
+  // `problem` says why a call gave no answer.
+  const toGuest = (id: string, raw: RawAnswers, tolerant: boolean, problem: (error: unknown) => string): Guest => {
+    const xml = createDomainXmlReader();
+    const read = <T>(r: Settled<string>, parse: (out: string) => T): Settled<T> => {
+      if (!r.ok) return r;
+      try {
+        return { ok: true, value: parse(r.value) };
+      } catch (error) {
+        return { ok: false, error };
+      }
+    };
+    const infoR = read(raw[0], (out) => parseDominfo(out, `virsh dominfo of ${id}`));
+    const stR = read(raw[1], (out) => parseDomstate(out, `virsh domstate of ${id}`));
+    const liveR = read(raw[2], (out) => xml(out, `dumpxml of ${id}`));
+    const configR = read(raw[3], (out) => xml(out, `dumpxml --inactive of ${id}`));
     // Gone between the list and its description: not found, as libvirt says.
     for (const r of [infoR, stR]) if (!r.ok && isDomainError(r.error, 'not-found')) throw r.error;
     if (!tolerant) {
@@ -155,15 +188,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     }
     const problems: string[] = [];
     const missing = new Set<GuestFact>();
-    const why = (what: string, r: Settled<unknown>): void => {
-      if (r.ok) return;
-      const timedOut = dl.signal.aborted && !o.signal.aborted && isDomainError(r.error, 'interrupted');
-      problems.push(`${what}: ${timedOut ? `no answer within ${formatMs(describeMs)}` : errorMessage(r.error)}`);
-    };
-    why('dominfo', infoR);
-    why('domstate', stR);
-    why('dumpxml', liveR);
-    why('dumpxml --inactive', configR);
+    DESCRIBE_CALLS.forEach((c, i) => {
+      const r = [infoR, stR, liveR, configR][i]!;
+      if (!r.ok) problems.push(`${c.what}: ${problem(r.error)}`);
+    });
     const info = infoR.ok ? infoR.value : undefined;
     const uuid = info?.uuid ?? id.toLowerCase();
     if (info) names.set(info.uuid, info.name);
@@ -215,6 +243,82 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     };
     if (missing.size > 0 || problems.length > 0) guest.undescribed = { missing: [...missing], problems };
     return guest;
+  };
+
+  // One guest described by its own four virsh calls, asked at once within one
+  // deadline (describeMs): a call that has not answered by then is killed.
+  const describe = async (id: string, o: ListOptions, tolerant: boolean): Promise<Guest> => {
+    const dl = deadline(describeMs, o.signal);
+    const ask = (c: DescribeCall): Promise<Settled<string>> =>
+      // The guest's deadline ends the call (its own, a second later, never comes first).
+      settle(run(c.args(id), { signal: dl.signal, guest: id, timeoutMs: describeMs + 1000 }).then(
+        (out) => {
+          o.onAnswer?.(`${c.what} of ${id}`);
+          return out;
+        },
+        (err: unknown) => {
+          if (answered(err)) o.onAnswer?.(`${c.what} of ${id} (${errorMessage(err)})`);
+          throw err;
+        },
+      ));
+    let raw;
+    try {
+      raw = (await Promise.all(DESCRIBE_CALLS.map(ask))) as RawAnswers;
+    } finally {
+      dl.clear();
+    }
+    if (o.signal.aborted) throw new InterruptedError(`describing guest ${id}: interrupted`, { cause: o.signal.reason, guest: id });
+    return toGuest(id, raw, tolerant, (err) =>
+      dl.signal.aborted && isDomainError(err, 'interrupted') ? `no answer within ${formatMs(describeMs)}` : errorMessage(err));
+  };
+
+  // Many guests described by one virsh process (docs/libvirt-driver.md, "One
+  // virsh for the listing"): the four calls of each guest between `echo`
+  // marks, in one command string. `done(id, guest)` is called for each guest
+  // as soon as its four answers have arrived: with the Guest when all four
+  // answered and read well, else with undefined (the caller asks that guest
+  // on its own, so its errors are classified as ever). Guests not reported
+  // when this resolves (the batch was cut at its deadline, or failed) were not
+  // described.
+  const describeBatch = async (ids: readonly string[], o: ListOptions, done: (id: string, guest: Guest | undefined) => void): Promise<void> => {
+    const nonce = randomBytes(6).toString('hex');
+    const mark = (i: number): string => `@@rcl-${nonce}-${i}@@`;
+    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(g * 4 + k)}; ${c.args(id).join(' ')}`));
+    const line = `${commands.join('; ')}; echo ${mark(ids.length * 4)}`;
+    let answers: string[] = [];
+    const read = createSectionReader(mark, (i, text) => {
+      const id = ids[Math.floor(i / 4)]!;
+      const c = DESCRIBE_CALLS[i % 4]!;
+      // An empty section is a failed call (virsh printed its error on stderr): not counted as an answer, asked again alone.
+      const failed = text.trim() === '';
+      if (!failed) o.onAnswer?.(`${c.what} of ${id}`);
+      answers.push(failed ? '' : text);
+      if (answers.length < 4) return;
+      const [info = '', state = '', live = '', config = ''] = answers;
+      answers = [];
+      let guest: Guest | undefined;
+      if (info && state && live && config) {
+        const ok = (value: string): Settled<string> => ({ ok: true, value });
+        try {
+          guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage);
+        } catch {
+          guest = undefined;
+        }
+        // Something did not read well: its own calls will say what.
+        if (guest?.undescribed) guest = undefined;
+      }
+      done(id, guest);
+    });
+    const ms = batchMs(ids.length);
+    const t0 = now();
+    try {
+      await virsh.run([line], { signal: o.signal, timeoutMs: ms, onStdout: read });
+    } catch (err) {
+      if (o.signal.aborted) return;
+      const what = `${opts.uri}: the virsh describing ${ids.length} guest${ids.length === 1 ? '' : 's'} at once`;
+      const why = now() - t0 >= ms ? `was not done within ${formatMs(ms)} (ended)` : `failed: ${errorMessage(err).split(line).join('…')}`;
+      log?.warn(`${what} ${why}; the guests it had not described are asked one by one`);
+    }
   };
 
   const getGuest = (id: string, o: OpOptions): Promise<Guest> => describe(id, o, false);
@@ -271,19 +375,31 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     async listGuests(o: ListOptions) {
       const ids = parseUuidList(await run(['list', '--all', '--uuid'], o));
       o.onAnswer?.('list --all --uuid');
-      // Up to 4 × LIST_CONCURRENCY calls listen on one signal: one made to take them all.
+      // Many calls listen on one signal: one made to take them all.
       const all = anySignal(o.signal);
+      const lo = { ...o, signal: all.signal };
       const limit = pLimit(LIST_CONCURRENCY);
+      const listed = new Map<string, Promise<Guest | undefined>>();
+      // A guest the batch did not describe is asked on its own, within its own deadline, many at a time.
+      const alone = (id: string): void => {
+        if (listed.has(id)) return;
+        const p = limit(() => describe(id, lo, true).catch((err: unknown) => {
+          if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
+          throw err;
+        }));
+        p.catch(() => undefined); // awaited below
+        listed.set(id, p);
+      };
       try {
-        // Many guests at a time, each within its own deadline: one guest that
-        // does not answer holds its slot for DESCRIBE_TIMEOUT_MS at most.
-        const listed = await Promise.all(ids.map((id) => limit(() =>
-          describe(id, { ...o, signal: all.signal }, true).catch((err: unknown) => {
-            if (isDomainError(err, 'not-found')) return undefined; // undefined between list and get
-            throw err;
-          }),
+        const chunks: string[][] = [];
+        for (let i = 0; i < ids.length; i += BATCH_GUESTS) chunks.push(ids.slice(i, i + BATCH_GUESTS));
+        const batches = pLimit(BATCH_CONCURRENCY);
+        await Promise.all(chunks.map((chunk) => batches(() =>
+          describeBatch(chunk, lo, (id, guest) => (guest ? listed.set(id, Promise.resolve(guest)) : alone(id))),
         )));
-        return listed.filter((g): g is Guest => g !== undefined);
+        for (const id of ids) alone(id);
+        const guests = await Promise.all(ids.map((id) => listed.get(id)));
+        return guests.filter((g): g is Guest => g !== undefined);
       } finally {
         all.clear();
       }

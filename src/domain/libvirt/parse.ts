@@ -179,3 +179,36 @@ export function parseEventLine(line: string): EventLine | undefined {
   }
   return ev;
 }
+
+/**
+ * Reads the stdout of one virsh process that ran several commands, each
+ * between two `echo MARK` commands (`mark(0)`, `mark(1)`...): calls
+ * `onSection(i, text)` with what was printed between mark(i) and mark(i+1)
+ * once mark(i+1) has arrived. Under `-q` virsh's echo prints its word with no
+ * newline, so marks are found anywhere in the text, never as lines; a failed
+ * command prints nothing on stdout (its `error:` goes to stderr), so its
+ * section is empty. Feed it stdout chunks in order, as they arrive; text
+ * before mark(0), and a section whose closing mark never came, are never
+ * reported.
+ */
+export function createSectionReader(mark: (i: number) => string, onSection: (i: number, text: string) => void): (chunk: string) => void {
+  let buf = '';
+  let next = 0;
+  // buf[0..searched) holds no complete mark(next).
+  let searched = 0;
+  return (chunk) => {
+    buf += chunk;
+    for (;;) {
+      const m = mark(next);
+      const at = buf.indexOf(m, Math.max(0, searched - m.length + 1));
+      if (at < 0) {
+        searched = buf.length;
+        return;
+      }
+      if (next > 0) onSection(next - 1, buf.slice(0, at));
+      buf = buf.slice(at + m.length);
+      searched = 0;
+      next++;
+    }
+  };
+}

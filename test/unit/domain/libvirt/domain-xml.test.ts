@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
-import { parseDomainXml, POLICY_NAMESPACE } from '../../../../src/domain/libvirt/domain-xml.js';
+import { XMLParser } from 'fast-xml-parser';
+import { describe, expect, it, vi } from 'vitest';
+import { createDomainXmlReader, parseDomainXml, POLICY_NAMESPACE } from '../../../../src/domain/libvirt/domain-xml.js';
 import { ProtocolError } from '../../../../src/domain/errors.js';
 
 function domainXml(inner: string, memory = "<memory unit='KiB'>262144</memory>"): string {
@@ -70,5 +71,26 @@ describe('domain XML', () => {
     expect(() => parseDomainXml('<domain><name>x</domain>', 'dumpxml of x')).toThrow(ProtocolError);
     expect(() => parseDomainXml('<network/>', 'dumpxml of x')).toThrow(/dumpxml of x: no <domain> element/);
     expect(() => parseDomainXml(domainXml('', '<memory>lots</memory>'), 'x')).toThrow(/cannot read <memory>/);
+  });
+
+  it("a guest's reader parses the same text once (a shut-off guest's live and inactive XML) and reads the same facts as parseDomainXml", () => {
+    const xml = domainXml(`<metadata><p:policy xmlns:p="${POLICY_NAMESPACE}" order="x"/></metadata><devices><hostdev type='pci'/></devices>`);
+    const other = domainXml('', "<memory unit='MiB'>64</memory>");
+    const read = createDomainXmlReader();
+    const parse = vi.spyOn(XMLParser.prototype, 'parse');
+    try {
+      const live = read(xml, 'dumpxml of x');
+      const inactive = read(xml, 'dumpxml --inactive of x');
+      expect(parse).toHaveBeenCalledTimes(1);
+      expect(read(other, 'dumpxml of y').memoryKiB).toBe(65536);
+      expect(parse).toHaveBeenCalledTimes(2);
+      parse.mockRestore();
+      expect(live).toEqual(parseDomainXml(xml, 'dumpxml of x'));
+      expect(inactive).toEqual(parseDomainXml(xml, 'dumpxml --inactive of x'));
+      // Each names its own source in what it reports.
+      expect(inactive.policyProblems).toEqual([expect.stringMatching(/^dumpxml --inactive of x, .*order="x" ignored/)]);
+    } finally {
+      parse.mockRestore();
+    }
   });
 });

@@ -1,7 +1,9 @@
-// The libvirt driver's listing against a fake virsh: a guest whose calls hang
-// or fail is still listed, by UUID, with what could be learnt and what is
-// missing; the other guests are described in full.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// The libvirt driver's listing against a fake virsh (fake-virsh.ts: one
+// process runs several commands as virsh does): every guest described by one
+// batch virsh; a guest whose calls hang or fail is asked on its own, and is
+// still listed, by UUID, with what could be learnt and what is missing; the
+// other guests are described in full.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -16,15 +18,17 @@ const B = '1b6a0c2e-5f0d-4d8e-9c51-0c7a2b9f3e11';
 const op = () => ({ signal: AbortSignal.timeout(20_000) });
 
 // $4 is the subcommand (virsh -q -c URI SUB ...); files in $D steer each call:
-// hang-SUB-UUID hangs it, fail-SUB-UUID fails it with the file's text.
+// hang-SUB-UUID hangs it, fail-SUB-UUID fails it with the file's text (once-SUB-UUID: only the next such call).
+// `list` prints $D/list when there is one.
 function script(d: string): string {
   return `D='${d}'
 sub="$4"; dom=
 for a in "$@"; do case "$a" in --domain=*) dom="\${a#--domain=}" ;; esac; done
 [ -e "$D/hang-$sub-$dom" ] && exec sleep 600
 if [ -e "$D/fail-$sub-$dom" ]; then echo "error: $(cat "$D/fail-$sub-$dom")" >&2; exit 1; fi
+if [ -e "$D/once-$sub-$dom" ]; then echo "error: $(cat "$D/once-$sub-$dom")" >&2; rm "$D/once-$sub-$dom"; exit 1; fi
 case "$sub" in
-  list) printf '%s\\n%s\\n' '${A}' '${B}' ;;
+  list) if [ -e "$D/list" ]; then cat "$D/list"; else printf '%s\\n%s\\n' '${A}' '${B}'; fi ;;
   dominfo) printf 'Name:           %s\\nUUID:           %s\\nState:          paused\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' "$(cat "$D/name-$dom")" "$dom" ;;
   domstate) echo 'running (booted)' ;;
   dumpxml) printf "<domain type='qemu'><name>%s</name><uuid>%s</uuid><memory unit='KiB'>262144</memory><metadata><p:policy xmlns:p='${POLICY_NAMESPACE}' order='3' timeout='90'/></metadata></domain>" "$(cat "$D/name-$dom")" "$dom" ;;
@@ -41,20 +45,109 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     dir = mkdtempSync(join(tmpdir(), 'rcl-list-'));
     writeFileSync(join(dir, `name-${A}`), 'web');
     writeFileSync(join(dir, `name-${B}`), 'db');
-    fake = writeFakeVirsh(script(dir));
-    driver = createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, describeTimeoutMs: 500, safetyPollMs: 600_000, log });
+    // Only a batch is refused when $D/refuse-batch exists (the fall back to asking guest by guest).
+    fake = writeFakeVirsh(script(dir), { connect: `case "$4" in *';'*) [ -e '${dir}/refuse-batch' ] && { echo 'error: failed to connect to the hypervisor' >&2; exit 1; } ;; esac` });
+    driver = withBatchDeadline(10_000);
   });
   afterEach(async () => {
     await driver.close();
     fake.remove();
     rmSync(dir, { recursive: true, force: true });
   });
+  // The batch's deadline is far off unless a call hangs (the fake takes a fork per command: slow on a busy machine).
+  const withBatchDeadline = (batchTimeoutMs: number, describeTimeoutMs = 1500): LibvirtDriver =>
+    createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, describeTimeoutMs, batchTimeoutMs, safetyPollMs: 600_000, log });
+  const hangs = async (): Promise<void> => {
+    await driver.close();
+    driver = withBatchDeadline(1000);
+  };
   const hang = (sub: string, id: string): void => writeFileSync(join(dir, `hang-${sub}-${id}`), '');
   const fail = (sub: string, id: string, msg: string): void => writeFileSync(join(dir, `fail-${sub}-${id}`), msg);
+  const once = (sub: string, id: string, msg: string): void => writeFileSync(join(dir, `once-${sub}-${id}`), msg);
   const byId = (guests: Guest[], id: string): Guest | undefined => guests.find((g) => g.id === id);
+  // The fake's processes: one line each; a batch has its commands in one argument, separated by `;`.
+  const calls = (): string[] => readFileSync(fake.callsFile, 'utf8').split('\n').filter(Boolean);
+  const batches = (): string[] => calls().filter((l) => l.includes(';'));
+  const askedAlone = (id: string): string[] => calls().filter((l) => !l.includes(';') && l.includes(`|--domain=${id}|`)).map((l) => l.split('|')[3]!);
+  // `n` more guests (names g0, g1...), listed after A and B.
+  const more = (n: number): string[] => {
+    const ids = Array.from({ length: n }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    ids.forEach((id, i) => writeFileSync(join(dir, `name-${id}`), `g${i}`));
+    writeFileSync(join(dir, 'list'), [A, B, ...ids].map((id) => `${id}\n`).join(''));
+    return ids;
+  };
+
+  it('describes every guest with one virsh process per 16 guests, each as its own calls would, and reports every answer', async () => {
+    const ids = [A, B, ...more(15)];
+    const answers: string[] = [];
+    const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
+    // `list`, then 17 guests in two batches (16 + 1): no guest asked on its own.
+    expect(calls()).toHaveLength(3);
+    expect(batches()).toHaveLength(2);
+    for (const id of ids) expect(askedAlone(id)).toEqual([]);
+    expect(guests.map((g) => g.id)).toEqual(ids);
+    expect(guests.every((g) => g.undescribed === undefined)).toBe(true);
+    expect(byId(guests, A)).toEqual({
+      id: A, name: 'web', uri: 'qemu:///system', state: 'running', stateDetail: 'running (booted)', memoryKiB: 262144,
+      persistent: true, autostart: false, hasSavedImage: false, policy: { order: 3, timeout: 90 }, saveBlockers: [],
+    });
+    // The same Guest as its own four calls make (getGuest).
+    for (const id of [A, ids[16]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
+    // Each call of the batch that answered counts as an answer (the hung check).
+    for (const id of ids) {
+      for (const what of ['dominfo', 'domstate', 'dumpxml', 'dumpxml --inactive']) expect(answers).toContain(`${what} of ${id}`);
+    }
+  });
+
+  it("a guest's dumpxml fails in the batch: that guest is asked on its own (and described), the others are not asked again", async () => {
+    once('dumpxml', B, 'internal error: once');
+    const guests = await driver.listGuests(op());
+    expect(batches()).toHaveLength(1);
+    expect(askedAlone(A)).toEqual([]);
+    expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(byId(guests, B)).toMatchObject({ name: 'db', policy: { order: 3, timeout: 90 } });
+    expect(guests.every((g) => g.undescribed === undefined)).toBe(true);
+  });
+
+  it('a guest gone between the list and the batch is asked on its own, and left out (not found)', async () => {
+    for (const sub of ['dominfo', 'domstate', 'dumpxml']) fail(sub, B, `failed to get domain '${B}'`);
+    const guests = await driver.listGuests(op());
+    expect(guests.map((g) => g.id)).toEqual([A]);
+    expect(askedAlone(A)).toEqual([]);
+    expect(askedAlone(B)).toHaveLength(4);
+  });
+
+  it('the batch hangs on one guest past its deadline: it is killed, the guests it had not described are asked alone; the hung one undescribed, the others in full', async () => {
+    const ids = more(6);
+    const last = ids[5]!;
+    hang('dumpxml', last);
+    await driver.close();
+    driver = withBatchDeadline(1500);
+    const guests = await driver.listGuests(op());
+    expect(batches()).toHaveLength(1);
+    expect(guests).toHaveLength(8);
+    expect(byId(guests, last)?.undescribed).toEqual({ missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 1.5 s', 'dumpxml --inactive: no answer within 1.5 s'] });
+    for (const g of guests.filter((x) => x.id !== last)) expect(g.undescribed, g.name).toBeUndefined();
+    // What virsh had flushed (whole 4 KiB blocks) described the first guests; only the rest were asked alone.
+    const alone = [A, B, ...ids].filter((id) => askedAlone(id).length > 0);
+    expect(alone).toContain(last);
+    expect(alone).not.toContain(A);
+    expect(alone.length).toBeLessThan(8);
+    expect(log.lines.some((l) => l.level === 'warn' && /describing 8 guests at once was not done within 1.5 s.*asked one by one/.test(l.msg))).toBe(true);
+  });
+
+  it('the batch fails altogether (virsh cannot connect): every guest is asked on its own', async () => {
+    writeFileSync(join(dir, 'refuse-batch'), '');
+    const guests = await driver.listGuests(op());
+    expect(batches()).toHaveLength(1);
+    for (const id of [A, B]) expect(askedAlone(id)).toHaveLength(4);
+    expect(guests.map((g) => [g.name, g.undescribed])).toEqual([['web', undefined], ['db', undefined]]);
+    expect(log.lines.some((l) => l.level === 'warn' && /describing 2 guests at once failed: .*failed to connect to the hypervisor/.test(l.msg))).toBe(true);
+  });
 
   it('dumpxml hangs for one guest: it is listed with dominfo and domstate facts, policy and blockers missing; the other in full', async () => {
     hang('dumpxml', B);
+    await hangs();
     const answers: string[] = [];
     const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
     expect(byId(guests, A)).toMatchObject({ name: 'web', state: 'running', memoryKiB: 262144, policy: { order: 3, timeout: 90 }, saveBlockers: [] });
@@ -71,7 +164,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       hasSavedImage: false,
       policy: {},
       saveBlockers: [],
-      undescribed: { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 500 ms', 'dumpxml --inactive: no answer within 500 ms'] },
+      undescribed: { missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 1.5 s', 'dumpxml --inactive: no answer within 1.5 s'] },
     });
     // Every answer is reported (the hung check counts them); the hanging calls are not.
     expect(answers).toContain('list --all --uuid');
@@ -82,6 +175,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
 
   it('nothing about a guest answers: still listed, by UUID, state unknown (not saved), every fact missing', async () => {
     for (const sub of ['dominfo', 'domstate', 'dumpxml']) hang(sub, B);
+    await hangs();
     const guests = await driver.listGuests(op());
     expect(byId(guests, B)).toMatchObject({
       id: B,

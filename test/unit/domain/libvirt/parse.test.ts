@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  createSectionReader,
   parseDominfo,
   parseDomstate,
   parseEventLine,
@@ -83,5 +84,21 @@ Data total:       128.000 MiB
       'Finished after guest request',
     );
     expect(parseEventLine('events received: 3')).toBeUndefined();
+  });
+
+  it('splits a batch\'s output at its marks, whatever the chunks: only sections closed by their next mark, empty ones included', () => {
+    const mark = (i: number): string => `@@rcl-ab12-${i}@@`;
+    const out = `junk${mark(0)}Name: web\n${mark(1)}${mark(2)}<domain/>\n${mark(3)}never closed`;
+    for (const size of [1, 3, 7, out.length]) {
+      const got: [number, string][] = [];
+      const feed = createSectionReader(mark, (i, text) => got.push([i, text]));
+      for (let at = 0; at < out.length; at += size) feed(out.slice(at, at + size));
+      expect(got, `chunks of ${size}`).toEqual([[0, 'Name: web\n'], [1, ''], [2, '<domain/>\n']]);
+    }
+    // Mark 1 is not mark 10's beginning: marks are looked for in order, whole.
+    const got: string[] = [];
+    const feed = createSectionReader(mark, (_, text) => got.push(text));
+    feed(`${mark(0)}a${mark(10)}b${mark(1)}`);
+    expect(got).toEqual([`a${mark(10)}b`]);
   });
 });
