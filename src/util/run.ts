@@ -4,8 +4,8 @@
 // A call ends when its program exits, not when its pipes close: a grandchild
 // that left the program's process group still holding stdout or stderr (QEMU
 // `-daemonize` with `-D logfile` keeps stderr) would otherwise keep the call
-// open forever. After the exit, output still in the pipes is read for up to
-// DRAIN_MS, then the pipes are let go.
+// open forever. After the exit, output still in the pipes is read until none
+// came for DRAIN_MS (at most DRAIN_LIMIT × DRAIN_MS), then the pipes are let go.
 import { spawn } from 'node:child_process';
 
 /** What a finished (or killed) program left behind. */
@@ -30,6 +30,9 @@ export interface RunResult {
 /** How long output is still read after the program exited, when something else holds its pipes. */
 export const DRAIN_MS = 500;
 
+/** Output that keeps coming after the exit is read for at most this many drains in all. */
+export const DRAIN_LIMIT = 10;
+
 /** Options of runProcess. */
 export interface RunOptions {
   /** Kill the program after this many ms (required: nothing runs without a deadline). */
@@ -48,7 +51,7 @@ export interface RunOptions {
   drainMs?: number;
 }
 
-/** Run `argv` to its end or its deadline; never rejects, never hangs past timeoutMs + killGraceMs + drainMs. */
+/** Run `argv` to its end or its deadline; never rejects, never hangs past timeoutMs + killGraceMs + DRAIN_LIMIT × drainMs. */
 export function runProcess(argv: readonly string[], opts: RunOptions): Promise<RunResult> {
   const started = performance.now();
   const [file, ...args] = argv;
@@ -92,12 +95,16 @@ export function runProcess(argv: readonly string[], opts: RunOptions): Promise<R
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });
 
+    // Output past maxOutput, counted so that the drain below sees it arrive.
+    let dropped = 0;
     child.stdout?.setEncoding('utf8').on('data', (c: string) => {
       if (stdout.length < maxOutput) stdout += c;
+      else dropped += c.length;
       opts.onStdout?.(c);
     });
     child.stderr?.setEncoding('utf8').on('data', (c: string) => {
       if (stderr.length < maxOutput) stderr += c;
+      else dropped += c.length;
       opts.onStderr?.(c);
     });
     if (opts.input !== undefined && child.stdin) {
@@ -125,11 +132,26 @@ export function runProcess(argv: readonly string[], opts: RunOptions): Promise<R
     child.on('close', (code, sig) => finish(code, sig));
     // Exited, but the pipes may stay open (a grandchild holds them): read what
     // is there for a short while, then let the pipes go and settle.
+    // The drain's timer fires in the loop's timers phase, before the poll
+    // phase that reads the pipes: after the loop was held up (a busy
+    // process, a starved machine) it would let go of output that is sitting
+    // in the pipe, and a call that printed its answer would look empty. So
+    // the pipes get one poll phase (setImmediate runs after it) before they
+    // are let go, and output read then starts the wait again, up to
+    // DRAIN_LIMIT times the drain in all.
     child.on('exit', (code, sig) => {
-      drainTimer = setTimeout(() => {
-        for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy();
-        finish(code, sig);
-      }, opts.drainMs ?? DRAIN_MS);
+      const drainMs = opts.drainMs ?? DRAIN_MS;
+      const giveUpAt = performance.now() + drainMs * DRAIN_LIMIT;
+      const arm = (): void => {
+        const seen = stdout.length + stderr.length + dropped;
+        drainTimer = setTimeout(() => setImmediate(() => {
+          if (settled) return;
+          if (stdout.length + stderr.length + dropped !== seen && performance.now() < giveUpAt) return arm();
+          for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy();
+          finish(code, sig);
+        }), drainMs);
+      };
+      arm();
     });
   });
 }

@@ -65,6 +65,27 @@ describe('runProcess', () => {
     expect(r.stdout.length).toBe(readFileSync(big, 'utf8').length);
   });
 
+  it('keeps output that sat in the pipe while the event loop was held up past the drain time', async () => {
+    // The program exits at once; 0.2 s later this process is busy for 1.5 s;
+    // meanwhile its grandchild prints the answer (at 0.25 s) and the drain's
+    // time runs out (at 0.3 s). When the loop runs again, the answer is still
+    // unread in the pipe.
+    const p = runProcess(['sh', '-c', '(sleep 0.25; echo answer) & exit 0'], { timeoutMs: 60_000, drainMs: 300 });
+    // Busy in the check phase (as when a callback parses many documents at
+    // once): the next loop turn runs the timers before it reads the pipes.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await new Promise<void>((resolve) => setImmediate(() => {
+      const until = performance.now() + 1500;
+      while (performance.now() < until) {
+        // busy
+      }
+      resolve();
+    }));
+    const r = await p;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toBe('answer\n');
+  });
+
   it('reads output the grandchild writes within the drain time after the exit', async () => {
     const r = await runProcess(['sh', '-c', '(sleep 0.1; echo late) & echo early'], { timeoutMs: 60_000, drainMs: 2000 });
     expect(r.exitCode).toBe(0);
