@@ -1,0 +1,146 @@
+// libvirt at scale, on our own libvirtd under the host-wide lock: small
+// guests that sit in their firmware (bench/lib/firmware-guests.ts), defined
+// and started in growing numbers. At each listing count: the virsh processes
+// one `rc.libvirt plan --json` spawns (counted through a VIRSH wrapper; these
+// do not depend on the machine's noise) and its wall time (without the
+// wrapper). At each compare count: `rc.libvirt stop` and `start` against the
+// floor (bench/lib/floor.ts), in turns, with our peak RSS.
+import { startLibvirtDaemons, stopLibvirtDaemons } from '../../test/helpers/daemons.js';
+import type { BenchConfig } from '../config.js';
+import { firmwareGuests, type FirmwareGuests } from '../lib/firmware-guests.js';
+import { floorStart, floorStop } from '../lib/floor.js';
+import { takeLibvirtd, type OwnDaemons } from '../lib/libvirt-bed.js';
+import { prepareOurs, type Ours } from '../lib/ours.js';
+import type { BenchResults, LibvirtScaleResult, ScaleCompareResult, ScaleListingResult } from '../lib/results.js';
+import { summarize } from '../lib/stats.js';
+import { virshCounter, type VirshCounter } from '../lib/virsh-counter.js';
+import { expectActive, expectDaemonsDown } from './libvirt-context.js';
+import { ms, roundOrder } from './stop-start.js';
+
+const KIB_IN_MIB = 1024;
+
+// The listing with the first n guests running: one counted run, then `reps` timed ones.
+async function benchListing(ours: Ours, counter: VirshCounter, n: number, reps: number, log: (msg: string) => void): Promise<ScaleListingResult> {
+  await counter.take();
+  const counted = await ours.run(['plan', '--json'], { extraEnv: { VIRSH: counter.path } });
+  const calls = await counter.take();
+  const plan = counted.lines.filter((l) => l.stream === 'out').map((l) => l.text).join('\n');
+  const listed = (plan.match(/rcl-scale-\d+/g) ?? []).length;
+  if (calls.total === 0) throw new Error(`plan --json with VIRSH=${counter.path} ran no virsh through it: is VIRSH honoured?`);
+  if (listed < n) throw new Error(`plan --json listed ${listed} of the ${n} guests`);
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) times.push((await ours.run(['plan', '--json'])).ms);
+  const result: ScaleListingResult = { n, virshCalls: calls.total, virshByCommand: calls.byCommand, ms: summarize(times) };
+  log(`listing N=${n}: ${calls.total} virsh processes (${Object.entries(calls.byCommand).map(([c, k]) => `${c} ${k}`).join(', ')}); plan --json median ${ms(result.ms.median)}`);
+  return result;
+}
+
+// stop and start of the first n guests (running, daemons up), ours and the floor in turns; leaves them running.
+async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: number, reps: number, log: (msg: string) => void): Promise<ScaleCompareResult> {
+  const guests = fw.guests.slice(0, n);
+  const s = { floorStop: [] as number[], floorStart: [] as number[], oursStop: [] as number[], oursStart: [] as number[], stopRss: [] as number[], startRss: [] as number[] };
+  for (let rep = 1; rep <= reps; rep++) {
+    const got: Record<string, number> = {};
+    for (const who of roundOrder(['floor', 'ours'] as const, rep)) {
+      await expectActive(guests, 'the previous round');
+      if (who === 'floor') {
+        const fl = await floorStop(guests, own.daemons());
+        expectDaemonsDown(own, 'the floor stop');
+        const fs = await floorStart(guests);
+        own.adoptDaemons();
+        await expectActive(guests, 'the floor start');
+        s.floorStop.push(fl.totalMs);
+        s.floorStart.push(fs.allRunningMs);
+        got.floorStop = fl.totalMs;
+        got.floorStart = fs.allRunningMs;
+      } else {
+        const stop = await ours.run(['stop'], { measureRss: true });
+        expectDaemonsDown(own, 'rc.libvirt stop');
+        const start = await ours.run(['start'], { measureRss: true });
+        own.adoptDaemons();
+        await expectActive(guests, 'rc.libvirt start');
+        s.oursStop.push(stop.ms);
+        s.oursStart.push(start.ms);
+        if (stop.peakRssKiB !== undefined) s.stopRss.push(stop.peakRssKiB / KIB_IN_MIB);
+        if (start.peakRssKiB !== undefined) s.startRss.push(start.peakRssKiB / KIB_IN_MIB);
+        got.oursStop = stop.ms;
+        got.oursStart = start.ms;
+      }
+    }
+    log(`scale N=${n} round ${rep}: stop floor ${ms(got.floorStop ?? NaN)}, ours ${ms(got.oursStop ?? NaN)}; start floor ${ms(got.floorStart ?? NaN)}, ours ${ms(got.oursStart ?? NaN)}`);
+  }
+  return {
+    n,
+    floorStopMs: summarize(s.floorStop),
+    oursStopMs: summarize(s.oursStop),
+    floorStartMs: summarize(s.floorStart),
+    oursStartMs: summarize(s.oursStart),
+    oursStopPeakRssMiB: summarize(s.stopRss),
+    oursStartPeakRssMiB: summarize(s.startRss),
+  };
+}
+
+// Runs the scale part into results.libvirtScale; a failing step is recorded and the next count goes on (a failed setup ends the part).
+export async function benchLibvirtScale(results: BenchResults, config: BenchConfig, log: (msg: string) => void): Promise<void> {
+  const ours = await prepareOurs('rcl-bench-scale-');
+  const counter = await virshCounter(ours.dir);
+  const scale: LibvirtScaleResult = { memMiB: config.scaleMemMiB, listing: [], compare: [] };
+  results.libvirtScale = scale;
+  let own: OwnDaemons | undefined;
+  let fw: FirmwareGuests | undefined;
+  // Guests are removed through libvirtd: start it again if a round left it down; then stop our daemons and release the lock.
+  const cleanup = async (): Promise<void> => {
+    try {
+      if (own && fw) {
+        if (own.daemonsDown()) {
+          await startLibvirtDaemons();
+          own.adoptDaemons();
+        }
+        await fw.removeAll();
+      }
+    } finally {
+      if (own) await stopLibvirtDaemons();
+      await ours.close();
+    }
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    log(`${sig}: cleaning up`);
+    void cleanup().catch((e: Error) => log(e.message)).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    own = await takeLibvirtd(log);
+    fw = firmwareGuests({ prefix: 'rcl-scale-', memMiB: config.scaleMemMiB, dir: ours.dir });
+    const counts = [...new Set([...config.scaleCounts, ...config.scaleCompareCounts])].sort((a, b) => a - b);
+    for (const n of counts) {
+      log(`-- scale: ${n} firmware guests (${config.scaleMemMiB} MiB, TCG)`);
+      await fw.grow(n);
+      const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
+        try {
+          await fn();
+        } catch (err) {
+          results.errors.push(`${what}: ${(err as Error).message}`);
+          log(`FAILED ${what}: ${(err as Error).message}`);
+          // Back to daemons up and the guests running for the next count.
+          if (own?.daemonsDown()) {
+            await startLibvirtDaemons();
+            own.adoptDaemons();
+          }
+          await fw?.ensureRunning();
+        }
+      };
+      if (config.scaleCounts.includes(n)) await step(`scale listing N=${n}`, async () => void scale.listing.push(await benchListing(ours, counter, n, config.scaleListingReps, log)));
+      if (config.scaleCompareCounts.includes(n) && own) {
+        const daemons = own;
+        const guests = fw;
+        await step(`scale stop/start N=${n}`, async () => void scale.compare.push(await benchCompare(ours, daemons, guests, n, config.scaleReps, log)));
+      }
+    }
+  } finally {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+    log('cleaning up the scale guests and daemons');
+    await cleanup();
+  }
+}
