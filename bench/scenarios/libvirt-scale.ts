@@ -13,19 +13,29 @@ import { takeLibvirtd, type OwnDaemons } from '../lib/libvirt-bed.js';
 import { prepareOurs, type Ours } from '../lib/ours.js';
 import type { BenchResults, LibvirtScaleResult, ScaleCompareResult, ScaleListingResult } from '../lib/results.js';
 import { summarize } from '../lib/stats.js';
+import { checkRun, trace, type TimedRun } from '../lib/timed.js';
 import { virshCounter, type VirshCounter } from '../lib/virsh-counter.js';
 import { expectActive, expectDaemonsDown } from './libvirt-context.js';
 import { ms, roundOrder } from './stop-start.js';
 
 const KIB_IN_MIB = 1024;
 
+// How many guests a `plan --json` output lists (its `guests` array), or 0 when it is not such JSON.
+function plannedGuests(json: string): number {
+  try {
+    const plan = JSON.parse(json) as { guests?: unknown };
+    return Array.isArray(plan.guests) ? plan.guests.length : 0;
+  } catch {
+    return 0;
+  }
+}
+
 // The listing with the first n guests running: one counted run, then `reps` timed ones.
 async function benchListing(ours: Ours, counter: VirshCounter, n: number, reps: number, log: (msg: string) => void): Promise<ScaleListingResult> {
   await counter.take();
   const counted = await ours.run(['plan', '--json'], { extraEnv: { VIRSH: counter.path } });
   const calls = await counter.take();
-  const plan = counted.lines.filter((l) => l.stream === 'out').map((l) => l.text).join('\n');
-  const listed = (plan.match(/rcl-scale-\d+/g) ?? []).length;
+  const listed = plannedGuests(counted.lines.filter((l) => l.stream === 'out').map((l) => l.text).join('\n'));
   if (calls.total === 0) throw new Error(`plan --json with VIRSH=${counter.path} ran no virsh through it: is VIRSH honoured?`);
   if (listed < n) throw new Error(`plan --json listed ${listed} of the ${n} guests`);
   const times: number[] = [];
@@ -36,8 +46,12 @@ async function benchListing(ours: Ours, counter: VirshCounter, n: number, reps: 
 }
 
 // stop and start of the first n guests (running, daemons up), ours and the floor in turns; leaves them running.
-async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: number, reps: number, log: (msg: string) => void): Promise<ScaleCompareResult> {
+async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: number, reps: number, traces: BenchResults['traces'], log: (msg: string) => void): Promise<ScaleCompareResult> {
   const guests = fw.guests.slice(0, n);
+  const keep = (key: string, run: TimedRun): TimedRun => {
+    traces[key] = trace(run);
+    return run;
+  };
   const s = { floorStop: [] as number[], floorStart: [] as number[], oursStop: [] as number[], oursStart: [] as number[], stopRss: [] as number[], startRss: [] as number[] };
   for (let rep = 1; rep <= reps; rep++) {
     const got: Record<string, number> = {};
@@ -54,9 +68,10 @@ async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: 
         got.floorStop = fl.totalMs;
         got.floorStart = fs.allRunningMs;
       } else {
-        const stop = await ours.run(['stop'], { measureRss: true });
+        // Each run's output goes to the JSON's traces before its exit status is checked.
+        const stop = checkRun(keep(`scale stop N=${n}`, await ours.run(['stop'], { measureRss: true, allowFailure: true })), 'rc.libvirt stop');
         expectDaemonsDown(own, 'rc.libvirt stop');
-        const start = await ours.run(['start'], { measureRss: true });
+        const start = checkRun(keep(`scale start N=${n}`, await ours.run(['start'], { measureRss: true, allowFailure: true })), 'rc.libvirt start');
         own.adoptDaemons();
         await expectActive(guests, 'rc.libvirt start');
         s.oursStop.push(stop.ms);
@@ -80,6 +95,15 @@ async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: 
   };
 }
 
+// Makes sure libvirtd runs and that whatever daemons run now are recorded as ours (a failed `rc.libvirt start` may have started them), so the cleanup stops them.
+async function daemonsUp(own: OwnDaemons): Promise<void> {
+  own.adoptDaemons();
+  if (own.daemons().length < 3) {
+    await startLibvirtDaemons();
+    own.adoptDaemons();
+  }
+}
+
 // Runs the scale part into results.libvirtScale; a failing step is recorded and the next count goes on (a failed setup ends the part).
 export async function benchLibvirtScale(results: BenchResults, config: BenchConfig, log: (msg: string) => void): Promise<void> {
   const ours = await prepareOurs('rcl-bench-scale-');
@@ -92,10 +116,7 @@ export async function benchLibvirtScale(results: BenchResults, config: BenchConf
   const cleanup = async (): Promise<void> => {
     try {
       if (own && fw) {
-        if (own.daemonsDown()) {
-          await startLibvirtDaemons();
-          own.adoptDaemons();
-        }
+        await daemonsUp(own);
         await fw.removeAll();
       }
     } finally {
@@ -123,10 +144,7 @@ export async function benchLibvirtScale(results: BenchResults, config: BenchConf
           results.errors.push(`${what}: ${(err as Error).message}`);
           log(`FAILED ${what}: ${(err as Error).message}`);
           // Back to daemons up and the guests running for the next count.
-          if (own?.daemonsDown()) {
-            await startLibvirtDaemons();
-            own.adoptDaemons();
-          }
+          if (own) await daemonsUp(own);
           await fw?.ensureRunning();
         }
       };
@@ -134,7 +152,7 @@ export async function benchLibvirtScale(results: BenchResults, config: BenchConf
       if (config.scaleCompareCounts.includes(n) && own) {
         const daemons = own;
         const guests = fw;
-        await step(`scale stop/start N=${n}`, async () => void scale.compare.push(await benchCompare(ours, daemons, guests, n, config.scaleReps, log)));
+        await step(`scale stop/start N=${n}`, async () => void scale.compare.push(await benchCompare(ours, daemons, guests, n, config.scaleReps, results.traces, log)));
       }
     }
   } finally {
