@@ -42,7 +42,8 @@ export function benchConfig(mode: 'quick' | 'full'): BenchConfig {
     reactionPairs: quick ? 3 : 10,
     reactionStops: quick ? 1 : 3,
     scaleCounts,
-    scaleCompareCounts: envNumbers('RCL_BENCH_SCALE_COMPARE') ?? [scaleMax],
+    // The largest N, and 8 when it is run (a round of 8 costs about 10 s).
+    scaleCompareCounts: envNumbers('RCL_BENCH_SCALE_COMPARE') ?? [...new Set([...scaleCounts.filter((n) => n === 8), scaleMax])],
     scaleReps: envNumbers('RCL_BENCH_SCALE_REPS')?.[0] ?? (quick ? 1 : 3),
     scaleListingReps: quick ? 3 : 5,
     scaleMemMiB: 32,

@@ -84,7 +84,7 @@ those N guests are defined). *Listing*: one \`rc.libvirt plan --json\` with
 \`VIRSH\` set to a wrapper script that appends its arguments to a log and
 runs the real virsh: the virsh processes it spawned, by command (the first
 word after virsh's global options); then five runs without the wrapper, wall
-time. *stop / start* (at the largest N): three rounds, ours and the floor in
+time. *stop / start* (at 8 and at the largest N): three rounds, ours and the floor in
 turn (rotating who goes first): ours is \`rc.libvirt stop\` then \`start\` (no
 \`-v\`), each under \`/usr/bin/time -f %M\` for its peak RSS; the floor is
 that of the stop/start scenario (every \`managedsave\` at once, then the

@@ -46,7 +46,7 @@ async function benchListing(ours: Ours, counter: VirshCounter, n: number, reps: 
 }
 
 // stop and start of the first n guests (running, daemons up), ours and the floor in turns; leaves them running.
-async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: number, reps: number, traces: BenchResults['traces'], log: (msg: string) => void): Promise<ScaleCompareResult> {
+async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: number, reps: number, traces: BenchResults['traces'], log: (msg: string) => void, failed: (what: string, err: Error) => Promise<void>): Promise<ScaleCompareResult> {
   const guests = fw.guests.slice(0, n);
   const keep = (key: string, run: TimedRun): TimedRun => {
     traces[key] = trace(run);
@@ -56,30 +56,31 @@ async function benchCompare(ours: Ours, own: OwnDaemons, fw: FirmwareGuests, n: 
   for (let rep = 1; rep <= reps; rep++) {
     const got: Record<string, number> = {};
     for (const who of roundOrder(['floor', 'ours'] as const, rep)) {
-      await expectActive(guests, 'the previous round');
-      if (who === 'floor') {
-        const fl = await floorStop(guests, own.daemons());
-        expectDaemonsDown(own, 'the floor stop');
-        const fs = await floorStart(guests);
-        own.adoptDaemons();
-        await expectActive(guests, 'the floor start');
-        s.floorStop.push(fl.totalMs);
-        s.floorStart.push(fs.allRunningMs);
-        got.floorStop = fl.totalMs;
-        got.floorStart = fs.allRunningMs;
-      } else {
-        // Each run's output goes to the JSON's traces before its exit status is checked.
-        const stop = checkRun(keep(`scale stop N=${n}`, await ours.run(['stop'], { measureRss: true, allowFailure: true })), 'rc.libvirt stop');
-        expectDaemonsDown(own, 'rc.libvirt stop');
-        const start = checkRun(keep(`scale start N=${n}`, await ours.run(['start'], { measureRss: true, allowFailure: true })), 'rc.libvirt start');
-        own.adoptDaemons();
-        await expectActive(guests, 'rc.libvirt start');
-        s.oursStop.push(stop.ms);
-        s.oursStart.push(start.ms);
-        if (stop.peakRssKiB !== undefined) s.stopRss.push(stop.peakRssKiB / KIB_IN_MIB);
-        if (start.peakRssKiB !== undefined) s.startRss.push(start.peakRssKiB / KIB_IN_MIB);
-        got.oursStop = stop.ms;
-        got.oursStart = start.ms;
+      // A failed run costs its own samples, not the other rounds: recorded, then back to all running.
+      try {
+        await expectActive(guests, 'the previous round');
+        if (who === 'floor') {
+          const fl = await floorStop(guests, own.daemons());
+          expectDaemonsDown(own, 'the floor stop');
+          s.floorStop.push((got.floorStop = fl.totalMs));
+          const fs = await floorStart(guests);
+          own.adoptDaemons();
+          await expectActive(guests, 'the floor start');
+          s.floorStart.push((got.floorStart = fs.allRunningMs));
+        } else {
+          // Each run's output goes to the JSON's traces before its exit status is checked.
+          const stop = checkRun(keep(`scale stop N=${n}`, await ours.run(['stop'], { measureRss: true, allowFailure: true })), 'rc.libvirt stop');
+          expectDaemonsDown(own, 'rc.libvirt stop');
+          s.oursStop.push((got.oursStop = stop.ms));
+          if (stop.peakRssKiB !== undefined) s.stopRss.push(stop.peakRssKiB / KIB_IN_MIB);
+          const start = checkRun(keep(`scale start N=${n}`, await ours.run(['start'], { measureRss: true, allowFailure: true })), 'rc.libvirt start');
+          own.adoptDaemons();
+          await expectActive(guests, 'rc.libvirt start');
+          s.oursStart.push((got.oursStart = start.ms));
+          if (start.peakRssKiB !== undefined) s.startRss.push(start.peakRssKiB / KIB_IN_MIB);
+        }
+      } catch (err) {
+        await failed(`scale stop/start N=${n} round ${rep} (${who})`, err as Error);
       }
     }
     log(`scale N=${n} round ${rep}: stop floor ${ms(got.floorStop ?? NaN)}, ours ${ms(got.oursStop ?? NaN)}; start floor ${ms(got.floorStart ?? NaN)}, ours ${ms(got.oursStart ?? NaN)}`);
@@ -137,22 +138,25 @@ export async function benchLibvirtScale(results: BenchResults, config: BenchConf
     for (const n of counts) {
       log(`-- scale: ${n} firmware guests (${config.scaleMemMiB} MiB, TCG)`);
       await fw.grow(n);
+      const failed = async (what: string, err: Error): Promise<void> => {
+        results.errors.push(`${what}: ${err.message}`);
+        log(`FAILED ${what}: ${err.message}`);
+        // Back to daemons up and the guests running for what comes next.
+        if (own) await daemonsUp(own);
+        await fw?.ensureRunning();
+      };
       const step = async (what: string, fn: () => Promise<void>): Promise<void> => {
         try {
           await fn();
         } catch (err) {
-          results.errors.push(`${what}: ${(err as Error).message}`);
-          log(`FAILED ${what}: ${(err as Error).message}`);
-          // Back to daemons up and the guests running for the next count.
-          if (own) await daemonsUp(own);
-          await fw?.ensureRunning();
+          await failed(what, err as Error);
         }
       };
       if (config.scaleCounts.includes(n)) await step(`scale listing N=${n}`, async () => void scale.listing.push(await benchListing(ours, counter, n, config.scaleListingReps, log)));
       if (config.scaleCompareCounts.includes(n) && own) {
         const daemons = own;
         const guests = fw;
-        await step(`scale stop/start N=${n}`, async () => void scale.compare.push(await benchCompare(ours, daemons, guests, n, config.scaleReps, results.traces, log)));
+        await step(`scale stop/start N=${n}`, async () => void scale.compare.push(await benchCompare(ours, daemons, guests, n, config.scaleReps, results.traces, log, failed)));
       }
     }
   } finally {
