@@ -71,8 +71,8 @@ Original (model): 2 s + ⌈max(0, floor − 2 s)⌉.
 start and guests_shutdown: it then prints \`run: virsh … managedsave|shutdown|start
 …\` just before it spawns each such call. The bench stamps every line of ours
 when it arrives through the pipe (wall clock); the sample is that stamp of the
-first such line (or of the first per-guest progress line, whichever is
-earlier) minus the moment the bench spawned the rc script. \`-v\` adds a line per
+first such line minus the moment the bench spawned the rc script (a run
+without \`-v\` would fall back to its first per-guest progress line). \`-v\` adds a line per
 virsh call to the output, nothing else. For \`start\`, the time includes
 starting the daemons; the second row counts from the \`libvirtd answers\` line.
 

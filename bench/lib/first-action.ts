@@ -1,7 +1,7 @@
 // Spawn → first guest action, read from our program's stamped output (ms
 // since the spawn, see timed.ts trace()): with -v, the debug line of the
 // first `virsh managedsave`, `shutdown` or `start` call (printed just before
-// the call is spawned); without it, the first per-guest progress line
+// the call is spawned); only without it, the first per-guest progress line
 // (`NAME: save`, `NAME: shutdown`, `NAME: restore`, `NAME: start`).
 
 /** A trace: [ms since the spawn, line] (stderr lines start with `! `). */
@@ -19,10 +19,9 @@ function firstAt(trace: Trace, re: RegExp): number | undefined {
   return trace.find(([, l]) => re.test(l))?.[0];
 }
 
-// ms from the spawn to the first guest action (the earlier of the first virsh action call and the first progress line), or undefined when there is none.
+// ms from the spawn to the first guest action: the first virsh action call (-v); without -v, the first progress line (printed as a guest's turn begins, before any check that precedes the call); undefined when there is neither.
 export function firstActionMs(trace: Trace): number | undefined {
-  const marks = [firstAt(trace, VIRSH_ACTION), firstAt(trace, PROGRESS_ACTION)].filter((t): t is number => t !== undefined);
-  return marks.length > 0 ? Math.min(...marks) : undefined;
+  return firstAt(trace, VIRSH_ACTION) ?? firstAt(trace, PROGRESS_ACTION);
 }
 
 // start: ms from libvirtd answering to the first restore, or undefined when either line is missing.

@@ -17,6 +17,15 @@ describe('firstActionMs', () => {
     expect(firstActionMs(trace)).toBe(142);
   });
 
+  it('takes the call itself when the progress line came first (a state check before the save)', () => {
+    const trace: [number, string][] = [
+      [547, 'rcl-bench-1: save'],
+      [549, `run: virsh -q -c qemu:///system domstate --reason --domain=${UUID}`],
+      [597, `run: virsh -q -c qemu:///system managedsave --verbose --domain=${UUID}`],
+    ];
+    expect(firstActionMs(trace)).toBe(597);
+  });
+
   it('takes a shutdown request or a restore (virsh start) the same way', () => {
     expect(firstActionMs([[10, 'run: virsh -q -c qemu:///system version'], [120, `run: virsh -q -c qemu:///system shutdown --domain=${UUID}`]])).toBe(120);
     expect(firstActionMs([[10, 'run: virsh -q -c qemu:///system net-start default'], [400, `run: virsh -q -c qemu:///system start --domain=${UUID}`]])).toBe(400);
