@@ -119,6 +119,14 @@ function scaleSection(sc: LibvirtScaleResult): string[] {
   return out;
 }
 
+// A failure in one line: its first line and, for a program that failed, the lines of its output that say what failed.
+export function errorSummary(e: string): string {
+  const [head = '', ...rest] = e.split('\n');
+  if (!head.endsWith('output:')) return head;
+  const why = rest.map((l) => l.trim()).filter((l) => /\bfailed\b|^! error/.test(l)).slice(0, 3);
+  return why.length > 0 ? `${head} ${why.map((l) => `\`${l.replace(/`/g, "'")}\``).join('; ')}` : head;
+}
+
 // The report as Markdown.
 export function renderReport(r: BenchResults, jsonPath: string): string {
   const m = r.machine;
@@ -206,7 +214,7 @@ export function renderReport(r: BenchResults, jsonPath: string): string {
   if (existsSync(findings)) out.push(readFileSync(findings, 'utf8').trim(), '');
   if (r.errors.length > 0) {
     out.push('## Parts that failed in this run', '');
-    for (const e of r.errors) out.push(`- ${e.split('\n')[0]}`);
+    for (const e of r.errors) out.push(`- ${errorSummary(e)}`);
     out.push('');
   }
   out.push(METHOD);
