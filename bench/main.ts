@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { repoRoot } from '../test/helpers/testbed.js';
 import { benchConfig } from './config.js';
 import { machineInfo } from './lib/machine.js';
-import type { BenchResults } from './lib/results.js';
+import { emptyResults, type BenchResults } from './lib/results.js';
 import { canMeasureRss } from './lib/timed.js';
 import { renderReport } from './report.js';
 import { benchHelp } from './scenarios/help.js';
@@ -60,20 +60,7 @@ async function main(): Promise<number> {
   const config = benchConfig(mode);
   if (!canMeasureRss()) config.notes.push('/usr/bin/time is missing (package time): no peak RSS');
   if (process.env.RCL_BENCH_OURS_ARGS) config.notes.push(`our program ran with the extra options ${process.env.RCL_BENCH_OURS_ARGS} (RCL_BENCH_OURS_ARGS)`);
-  const results: BenchResults = {
-    mode,
-    machine: await machineInfo(),
-    config,
-    stop: [],
-    start: [],
-    guestsShutdown: [],
-    reaction: {},
-    qmpScale: [],
-    parallel: [],
-    traces: {},
-    benchSeconds: 0,
-    errors: [],
-  };
+  const results = emptyResults(mode, await machineInfo(), config);
   log(`${mode} run on ${results.machine.cores} cores, ${results.machine.cpuModel}, load ${results.machine.loadAtStart}`);
   if (wants('help')) {
     await part(results, 'rc.libvirt --help', async () => {

@@ -148,3 +148,8 @@ export interface BenchResults {
   benchSeconds: number;
   errors: string[];
 }
+
+// A run with nothing measured yet.
+export function emptyResults(mode: BenchResults['mode'], machine: MachineInfo, config: BenchResults['config']): BenchResults {
+  return { mode, machine, config, stop: [], start: [], guestsShutdown: [], reaction: {}, qmpScale: [], parallel: [], traces: {}, benchSeconds: 0, errors: [] };
+}

@@ -1,7 +1,7 @@
 // The benchmark report: a failed part in one line, and a run recorded before the newer fields existed.
 import { describe, expect, it } from 'vitest';
 import { errorSummary, renderReport } from '../../../bench/report.js';
-import type { BenchResults } from '../../../bench/lib/results.js';
+import { emptyResults, type BenchResults } from '../../../bench/lib/results.js';
 import { summarize } from '../../../bench/lib/stats.js';
 
 describe('errorSummary', () => {
@@ -19,18 +19,13 @@ describe('renderReport', () => {
   // A run as recorded before spawn → first action and the scale part were measured.
   const s = (ms: number) => summarize([ms]);
   const old: BenchResults = {
-    mode: 'full',
-    machine: { date: '2026-11-27T02:16:30.000Z', cores: 2, cpuModel: 'x', memoryMiB: 1, kernel: 'k', node: 'v20', qemu: 'q', libvirt: 'l', loadAtStart: 1, commit: 'abc' } as BenchResults['machine'],
-    config: { guestCounts: [1], reps: 3, shutdownReps: 3, memMiB: 256, fill: 150, qmpCounts: [], qmpReps: 3, parallelSettings: [], helpSpawns: 20, notes: [] },
+    ...emptyResults(
+      'full',
+      { date: '2026-11-27T02:16:30.000Z', cores: 2, cpuModel: 'x', memoryMiB: 1, kernel: 'k', node: 'v20', qemu: 'q', libvirt: 'l', loadAtStart: 1, commit: 'abc' } as BenchResults['machine'],
+      { guestCounts: [1], reps: 3, shutdownReps: 3, memMiB: 256, fill: 150, qmpCounts: [], qmpReps: 3, parallelSettings: [], helpSpawns: 20, notes: [] },
+    ),
     stop: [{ n: 1, floorSaveMs: s(900), floorDaemonsMs: s(100), floorMs: s(1000), oursMs: s(1380), libvirtGuestsSuspendMs: s(1300), originalModelMs: s(7000) }],
-    start: [],
-    guestsShutdown: [],
-    reaction: {},
-    qmpScale: [],
-    parallel: [],
-    traces: {},
     benchSeconds: 490,
-    errors: [],
   };
 
   it('renders it, saying what it did not record', () => {
