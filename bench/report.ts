@@ -109,6 +109,7 @@ function scaleSection(sc: LibvirtScaleResult): string[] {
   out.push(table(['guests', 'virsh processes per listing', ...cmds.map((c) => `\`${c}\``), 'listing (`plan --json`)', 'ms per guest'], sc.listing.map((l) => [
     String(l.n), String(l.virshCalls), ...cmds.map((c) => String(l.virshByCommand[c] ?? 0)), secS(l.ms), l.n > 0 && Number.isFinite(l.ms.median) ? (l.ms.median / l.n).toFixed(0) : '–',
   ])), '');
+  for (const l of sc.listing) if (l.failures?.length) out.push(`**N=${l.n}: \`plan --json\` exited non-zero in ${l.failures.length} run(s)** (they are timed and counted all the same): ${l.failures.join('; ')}.`, '');
   if (sc.compare.length > 0) {
     out.push(table(['guests', 'stop: ours', 'floor', 'ours/floor', 'start: ours', 'floor', 'ours/floor', 'peak RSS stop', 'peak RSS start'], sc.compare.map((c) => [
       String(c.n), secS(c.oursStopMs), secS(c.floorStopMs), x(ratio(c.oursStopMs.median, c.floorStopMs.median)),

@@ -88,6 +88,8 @@ export interface ScaleListingResult {
   virshByCommand: Record<string, number>;
   /** Wall time of `plan --json` without the wrapper. */
   ms: Summary;
+  /** Runs that exited non-zero (still timed and counted): which, and what they said. */
+  failures?: string[];
 }
 
 /** stop and start of N firmware guests: ours against the floor. */

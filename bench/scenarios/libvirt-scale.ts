@@ -30,18 +30,34 @@ function plannedGuests(json: string): number {
   }
 }
 
-// The listing with the first n guests running: one counted run, then `reps` timed ones.
+// What a `plan --json` that exited non-zero said on stderr (its first lines), or undefined when it exited 0.
+function planFailure(run: TimedRun): string | undefined {
+  if (run.code === 0) return undefined;
+  const said = run.lines.filter((l) => l.stream === 'err').map((l) => l.text.trim()).filter(Boolean).slice(0, 3);
+  return `exited ${run.timedOut ? 'on the timeout' : (run.code ?? run.signal)}${said.length > 0 ? `: ${said.join(' / ')}` : ''}`;
+}
+
+// The listing with the first n guests running: one counted run, then `reps` timed ones. A plan that exits non-zero (a guest it could not describe) still lists the others: it is timed and counted, and said in `failures`.
 async function benchListing(ours: Ours, counter: VirshCounter, n: number, reps: number, log: (msg: string) => void): Promise<ScaleListingResult> {
   await counter.take();
-  const counted = await ours.run(['plan', '--json'], { extraEnv: { VIRSH: counter.path } });
+  const counted = await ours.run(['plan', '--json'], { extraEnv: { VIRSH: counter.path }, allowFailure: true });
   const calls = await counter.take();
   const listed = plannedGuests(counted.lines.filter((l) => l.stream === 'out').map((l) => l.text).join('\n'));
   if (calls.total === 0) throw new Error(`plan --json with VIRSH=${counter.path} ran no virsh through it: is VIRSH honoured?`);
-  if (listed < n) throw new Error(`plan --json listed ${listed} of the ${n} guests`);
+  if (listed < n) throw new Error(`plan --json listed ${listed} of the ${n} guests (${planFailure(counted) ?? 'exited 0'})`);
+  const failures: string[] = [];
+  const failure = planFailure(counted);
+  if (failure) failures.push(`counted run ${failure}`);
   const times: number[] = [];
-  for (let i = 0; i < reps; i++) times.push((await ours.run(['plan', '--json'])).ms);
+  for (let i = 0; i < reps; i++) {
+    const run = await ours.run(['plan', '--json'], { allowFailure: true });
+    const f = planFailure(run);
+    if (f) failures.push(`run ${i + 1} ${f}`);
+    times.push(run.ms);
+  }
   const result: ScaleListingResult = { n, virshCalls: calls.total, virshByCommand: calls.byCommand, ms: summarize(times) };
-  log(`listing N=${n}: ${calls.total} virsh processes (${Object.entries(calls.byCommand).map(([c, k]) => `${c} ${k}`).join(', ')}); plan --json median ${ms(result.ms.median)}`);
+  if (failures.length > 0) result.failures = failures;
+  log(`listing N=${n}: ${calls.total} virsh processes (${Object.entries(calls.byCommand).map(([c, k]) => `${c} ${k}`).join(', ')}); plan --json median ${ms(result.ms.median)}${failures.length > 0 ? `; ${failures.length} run(s) exited non-zero: ${failures[0]}` : ''}`);
   return result;
 }
 
@@ -152,7 +168,13 @@ export async function benchLibvirtScale(results: BenchResults, config: BenchConf
           await failed(what, err as Error);
         }
       };
-      if (config.scaleCounts.includes(n)) await step(`scale listing N=${n}`, async () => void scale.listing.push(await benchListing(ours, counter, n, config.scaleListingReps, log)));
+      if (config.scaleCounts.includes(n)) {
+        await step(`scale listing N=${n}`, async () => {
+          const l = await benchListing(ours, counter, n, config.scaleListingReps, log);
+          scale.listing.push(l);
+          for (const f of l.failures ?? []) results.errors.push(`scale listing N=${n}: rc.libvirt plan --json ${f}`);
+        });
+      }
       if (config.scaleCompareCounts.includes(n) && own) {
         const daemons = own;
         const guests = fw;
