@@ -86,7 +86,8 @@ runs the real virsh: the virsh processes it spawned, by command (the first
 word after virsh's global options); then five runs without the wrapper, wall
 time. *stop / start* (at 8 and at the largest N): three rounds, ours and the floor in
 turn (rotating who goes first): ours is \`rc.libvirt stop\` then \`start\` (no
-\`-v\`), each under \`/usr/bin/time -f %M\` for its peak RSS; the floor is
+\`-v\`; \`TIMEOUT=120\`, so a failed save costs 2 minutes rather than 5: a
+firmware guest ignores its power button), each under \`/usr/bin/time -f %M\` for its peak RSS; the floor is
 that of the stop/start scenario (every \`managedsave\` at once, then the
 daemons' exit; the daemons at once, then every \`virsh start\` at once).
 
