@@ -1,6 +1,8 @@
 // The benchmark runner (npm run bench / npm run bench:quick): --help time,
 // the qmp driver at scale, then everything on libvirt under the host-wide
-// lock: stop/start, guests_shutdown, PARALLEL and reaction with N guests.
+// lock: stop/start, guests_shutdown, PARALLEL and reaction with N guests;
+// then libvirt at scale (firmware guests, listing and stop/start; full runs
+// and --only=scale).
 // Writes bench/results/MODE-DATE.json and the Markdown report (full:
 // docs/benchmarks.md; quick: bench/results/quick.md).
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -9,11 +11,12 @@ import { performance } from 'node:perf_hooks';
 import { repoRoot } from '../test/helpers/testbed.js';
 import { benchConfig } from './config.js';
 import { machineInfo } from './lib/machine.js';
-import type { BenchResults } from './lib/results.js';
+import { emptyResults, type BenchResults } from './lib/results.js';
 import { canMeasureRss } from './lib/timed.js';
 import { renderReport } from './report.js';
 import { benchHelp } from './scenarios/help.js';
 import { benchLibvirt } from './scenarios/libvirt.js';
+import { benchLibvirtScale } from './scenarios/libvirt-scale.js';
 import { benchQmpScale } from './scenarios/qmp-scale.js';
 
 const t0 = performance.now();
@@ -38,7 +41,7 @@ async function main(): Promise<number> {
   const args = process.argv.slice(2);
   const unknown = args.filter((a) => !['--quick', '--full'].includes(a) && !a.startsWith('--only=') && !a.startsWith('--render='));
   if (unknown.length > 0) {
-    process.stderr.write(`usage: bench [--quick] [--only=help,qmp,libvirt] | bench --render=bench/results/FILE.json\nunknown: ${unknown.join(' ')}\n`);
+    process.stderr.write(`usage: bench [--quick] [--only=help,qmp,libvirt,scale] | bench --render=bench/results/FILE.json\nunknown: ${unknown.join(' ')}\n`);
     return 2;
   }
   // Draw docs/benchmarks.md again from a recorded run (e.g. after editing bench/findings.md).
@@ -57,20 +60,7 @@ async function main(): Promise<number> {
   const config = benchConfig(mode);
   if (!canMeasureRss()) config.notes.push('/usr/bin/time is missing (package time): no peak RSS');
   if (process.env.RCL_BENCH_OURS_ARGS) config.notes.push(`our program ran with the extra options ${process.env.RCL_BENCH_OURS_ARGS} (RCL_BENCH_OURS_ARGS)`);
-  const results: BenchResults = {
-    mode,
-    machine: await machineInfo(),
-    config,
-    stop: [],
-    start: [],
-    guestsShutdown: [],
-    reaction: {},
-    qmpScale: [],
-    parallel: [],
-    traces: {},
-    benchSeconds: 0,
-    errors: [],
-  };
+  const results = emptyResults(mode, await machineInfo(), config);
   log(`${mode} run on ${results.machine.cores} cores, ${results.machine.cpuModel}, load ${results.machine.loadAtStart}`);
   if (wants('help')) {
     await part(results, 'rc.libvirt --help', async () => {
@@ -88,6 +78,8 @@ async function main(): Promise<number> {
     }
   }
   if (wants('libvirt')) await part(results, 'libvirt', () => benchLibvirt(results, config, log));
+  // The scale part takes minutes: part of the full run; a quick run has it only when asked (--only=scale).
+  if (mode === 'full' ? wants('scale') : only?.includes('scale')) await part(results, 'libvirt scale', () => benchLibvirtScale(results, config, log));
   results.benchSeconds = Math.round((performance.now() - t0) / 1000);
 
   const stamp = results.machine.date.replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z');

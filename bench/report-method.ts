@@ -4,7 +4,11 @@
 export const METHOD = `## Method
 
 All of it runs from \`bench/\` (\`npm run bench\`; \`npm run bench:quick\` for one
-round with two guests), as root, on a machine set up by \`node testbed/setup.mjs\`.
+round with two guests; \`--only=help,qmp,libvirt,scale\` for some parts;
+\`RCL_BENCH_GUESTS\`, \`RCL_BENCH_REPS\`, \`RCL_BENCH_SCALE\`,
+\`RCL_BENCH_SCALE_COMPARE\` and \`RCL_BENCH_SCALE_REPS\` change the counts, see
+\`bench/config.ts\`), as root, on a machine set up by \`node testbed/setup.mjs\`.
+A full run takes about 15–20 minutes.
 The libvirt part holds the test bed's host-wide libvirtd lock for its whole
 duration; every guest, daemon and temp file it starts is removed by PID at the
 end. Others share this 2-core machine, so the floor is measured in the same
@@ -22,17 +26,18 @@ fresh boot each time.
 file installed as \`/etc/rc.d/rc.libvirt\`, which starts node with its
 options) running the bundled \`dist/rc.libvirt\`.
 
-**stop.** Per round, on the same running guests (the floor and ours swap
-places every other round, so neither always runs second; libvirt-guests.sh
-comes last):
+**stop.** Five rounds per N, on the same running guests; the floor, ours and
+libvirt-guests.sh each run in every round, in an order that rotates every round
+(floor, ours, libvirt-guests.sh; then ours, libvirt-guests.sh, floor; ...), so
+none always runs first or always follows another:
 - *floor*: every \`virsh managedsave --domain=UUID\` started at once, timed until
   the last returns (*saves*); then SIGTERM to libvirtd, virtlogd and virtlockd
   at once, timed until all three have exited (*daemons*, polled every 10 ms).
   Then the *start floor*: the three daemons started at once (\`-d\`, rc.libvirt's
   default options), \`virsh version\` every 20 ms until it answers, then every
   \`virsh start\` (a restore) at once, until the last returns.
-- *ours*: \`rc.libvirt stop\` with the daemons the previous start left
-  running, wall time of the process; then \`rc.libvirt start\`, wall time
+- *ours*: \`rc.libvirt -v stop\` with the daemons the previous start left
+  running, wall time of the process; then \`rc.libvirt -v start\`, wall time
   (it returns once every restored guest runs), and a separate \`virsh version\`
   poll every 50 ms for when libvirtd first answers.
 - *libvirt-guests.sh*: Debian's \`/usr/lib/libvirt/libvirt-guests.sh stop\` with
@@ -53,14 +58,38 @@ comes last):
   the daemons' exits (the script never waits for them), so it flatters the
   original.
 
-**guests_shutdown.** Per round, from the reference images (floor and ours
-swap places every other round): *floor*: every
+**guests_shutdown.** Five rounds per N, each run from the reference images, the
+floor, ours and libvirt-guests.sh in the rotating order of stop: *floor*: every
 \`virsh shutdown\` at once, done at the timestamp of the last guest's *Stopped*
 lifecycle event (an independent \`virsh event --loop --event lifecycle
---timestamp\` started by the bench); *ours*: \`rc.libvirt guests_shutdown\`,
-wall time. Once per N: libvirt-guests.sh \`stop\` with \`ON_SHUTDOWN=shutdown
+--timestamp\` started by the bench); *ours*: \`rc.libvirt -v guests_shutdown\`,
+wall time; libvirt-guests.sh \`stop\` with \`ON_SHUTDOWN=shutdown
 PARALLEL_SHUTDOWN=N\` (for N=1 its one-by-one path; both poll once a second).
 Original (model): 2 s + ⌈max(0, floor − 2 s)⌉.
+
+**Spawn → first guest action.** Ours runs with \`-v\` in every round of stop,
+start and guests_shutdown: it then prints \`run: virsh … managedsave|shutdown|start
+…\` just before it spawns each such call. The bench stamps every line of ours
+when it arrives through the pipe (wall clock); the sample is that stamp of the
+first such line minus the moment the bench spawned the rc script (a run
+without \`-v\` would fall back to its first per-guest progress line). \`-v\` adds a line per
+virsh call to the output, nothing else. For \`start\`, the time includes
+starting the daemons; the second row counts from the \`libvirtd answers\` line.
+
+**libvirt at scale.** The bench's own libvirtd (under the same lock), with
+guests of 32 MiB that sit in their firmware: TCG, no disk, kernel or network,
+\`<bios rebootTimeout='-1'/>\` (SeaBIOS finds nothing to boot and waits there),
+defined and started 16 at a time, growing to each N in turn (N = 1, 8, 64: only
+those N guests are defined). *Listing*: one \`rc.libvirt plan --json\` with
+\`VIRSH\` set to a wrapper script that appends its arguments to a log and
+runs the real virsh: the virsh processes it spawned, by command (the first
+word after virsh's global options); then five runs without the wrapper, wall
+time. *stop / start* (at 8 and at the largest N): three rounds, ours and the floor in
+turn (rotating who goes first): ours is \`rc.libvirt stop\` then \`start\` (no
+\`-v\`; \`TIMEOUT=120\`, so a failed save costs 2 minutes rather than 5: a
+firmware guest ignores its power button), each under \`/usr/bin/time -f %M\` for its peak RSS; the floor is
+that of the stop/start scenario (every \`managedsave\` at once, then the
+daemons' exit; the daemons at once, then every \`virsh start\` at once).
 
 **Reaction.** The same independent \`virsh event\` stream gives each event's
 timestamp. *Driver*: in process (\`createLibvirtDriver\`), a
@@ -84,8 +113,8 @@ failed to restore). Such guests have no ACPI (they would be "stubborn" for a
 shutdown), but saving works.
 
 **PARALLEL.** \`rc.libvirt stop --parallel P\` of the largest N filled guests
-for each P (0 = all at once; the order of the settings rotates per round),
-each followed by \`rc.libvirt start\`.
+for each P (0 = all at once; one round in a full run, to leave time for the
+five rounds above), each followed by \`rc.libvirt start\`.
 
 **--help.** \`rc.libvirt --help\` spawned one after another (after one
 warm-up), median wall time; \`node -e ''\` the same way for comparison.

@@ -24,7 +24,7 @@ export interface FloorStart {
 }
 
 // Runs virsh commands on every guest at once; throws naming the first failure.
-async function allAtOnce(guests: readonly BenchGuest[], args: (g: BenchGuest) => string[]): Promise<void> {
+async function allAtOnce<G extends { uuid: string }>(guests: readonly G[], args: (g: G) => string[]): Promise<void> {
   const results = await Promise.all(guests.map((g) => runVirsh(args(g), { timeoutMs: 600_000 })));
   const bad = results.find((r) => r.code !== 0);
   if (bad) throw new Error(`${bad.command} exited ${bad.code}: ${bad.stderr.trim()}`);
@@ -47,7 +47,7 @@ export async function terminateAll(daemons: readonly DaemonId[]): Promise<void> 
 }
 
 // The floor of stop: all managedsaves at once, then the daemons' SIGTERM.
-export async function floorStop(guests: readonly BenchGuest[], daemons: readonly DaemonId[]): Promise<FloorStop> {
+export async function floorStop(guests: readonly { uuid: string }[], daemons: readonly DaemonId[]): Promise<FloorStop> {
   if (daemons.length !== 3) throw new Error(`floor stop: expected our three daemons, found ${daemons.map((d) => d.name).join(', ') || 'none'}`);
   const t0 = performance.now();
   await allAtOnce(guests, (g) => ['managedsave', `--domain=${g.uuid}`]);
@@ -76,7 +76,7 @@ export async function untilLibvirtdAnswers(everyMs: number, timeoutMs = 120_000)
 }
 
 // The floor of start: the three daemons at once, then every guest's `virsh start` (a restore) at once.
-export async function floorStart(guests: readonly BenchGuest[]): Promise<FloorStart> {
+export async function floorStart(guests: readonly { uuid: string }[]): Promise<FloorStart> {
   const t0 = performance.now();
   const started = await Promise.all(['virtlockd', 'virtlogd', 'libvirtd'].map((n) => {
     const [file, ...args] = daemonArgv(n);

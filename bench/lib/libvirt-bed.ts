@@ -32,15 +32,9 @@ export interface LibvirtBedOptions {
 }
 
 /** The bed: guests, their images, our daemons. */
-export interface LibvirtBed {
+export interface LibvirtBed extends OwnDaemons {
   guests: BenchGuest[];
   dir: string;
-  /** Records the daemons now running as ours (after `rc.libvirt start` or the floor's start) and returns them. */
-  adoptDaemons(): DaemonId[];
-  /** Our daemons that still run. */
-  daemons(): DaemonId[];
-  /** True when none of the three daemons runs. */
-  daemonsDown(): boolean;
   /** Makes exactly the first n guests run, restored from their reference images (the rest shut off, no managed save). libvirtd must run. */
   setRunning(n: number): Promise<void>;
   /** Removes the guests and images and stops our daemons; releases the lock. */
@@ -95,17 +89,22 @@ export async function activeGuestUuids(): Promise<string[]> {
   return (await virsh(['list', '--uuid'])).split('\n').map((l) => l.trim()).filter(Boolean);
 }
 
-// Takes the lock, starts the daemons, boots the guests (all at once) and saves each to its reference image.
-export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBed> {
-  requireTestbed();
-  opts.log('waiting for the host-wide libvirtd lock and starting the daemons');
+/** The daemons of a bench that holds the host-wide lock. */
+export interface OwnDaemons {
+  /** Records the daemons now running as ours (after `rc.libvirt start` or the floor's start) and returns them. */
+  adoptDaemons(): DaemonId[];
+  /** Our daemons that still run. */
+  daemons(): DaemonId[];
+  /** True when none of the three daemons runs. */
+  daemonsDown(): boolean;
+}
+
+// Waits for the host-wide lock and starts the daemons; throws (lock released) when daemons or guests run that are not ours.
+export async function takeLibvirtd(log: (msg: string) => void): Promise<OwnDaemons> {
+  log('waiting for the host-wide libvirtd lock and starting the daemons');
   const started = await startLibvirtDaemons({ lockTimeoutMs: 30 * 60_000 });
   let ours: DaemonId[] = [];
-  const guests: BenchGuest[] = [];
-  const dir = await makeTempDir('rcl-bench-');
-  const bed: LibvirtBed = {
-    guests,
-    dir,
+  const own: OwnDaemons = {
     adoptDaemons() {
       // We hold the lock and no daemon ran when we took it: whatever runs now was started by us or by our program.
       ours = daemonsFromPidfiles();
@@ -114,6 +113,31 @@ export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBe
     },
     daemons: () => ours.filter((d) => isSameProcessAlive(d.id)),
     daemonsDown: () => DAEMON_NAMES.every((n) => findPidsByComm(n).length === 0),
+  };
+  try {
+    if (started.reused.length > 0) {
+      throw new Error(`libvirt daemons run outside the test lock (${started.reused.map((d) => `${d.name} ${d.pid}`).join(', ')}); not benchmarking against someone else's daemons`);
+    }
+    own.adoptDaemons();
+    const active = await activeGuestUuids();
+    if (active.length > 0) throw new Error(`guests run on qemu:///system that are not ours (${active.join(', ')}); the benchmarks need it to themselves`);
+  } catch (err) {
+    await stopLibvirtDaemons().catch((e: Error) => log(`cleanup after a failed setup: ${e.message}`));
+    throw err;
+  }
+  return own;
+}
+
+// Takes the lock, starts the daemons, boots the guests (all at once) and saves each to its reference image.
+export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBed> {
+  requireTestbed();
+  const own = await takeLibvirtd(opts.log);
+  const guests: BenchGuest[] = [];
+  const dir = await makeTempDir('rcl-bench-');
+  const bed: LibvirtBed = {
+    guests,
+    dir,
+    ...own,
     async setRunning(n) {
       const wanted = guests.slice(0, n);
       const others = guests.slice(n);
@@ -145,12 +169,6 @@ export async function openLibvirtBed(opts: LibvirtBedOptions): Promise<LibvirtBe
     },
   };
   try {
-    if (started.reused.length > 0) {
-      throw new Error(`libvirt daemons run outside the test lock (${started.reused.map((d) => `${d.name} ${d.pid}`).join(', ')}); not benchmarking against someone else's daemons`);
-    }
-    bed.adoptDaemons();
-    const active = await activeGuestUuids();
-    if (active.length > 0) throw new Error(`guests run on qemu:///system that are not ours (${active.join(', ')}); the benchmarks need it to themselves`);
     opts.log(`booting ${opts.count} test guests (${opts.memMiB} MiB, fill=${opts.fill}) under TCG`);
     const defined = await Promise.all(Array.from({ length: opts.count }, (_, i) =>
       defineLibvirtGuest({ name: `rcl-bench-${i + 1}`, memMiB: opts.memMiB, fill: opts.fill, start: false })));

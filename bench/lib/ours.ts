@@ -24,8 +24,8 @@ export interface Ours {
   /** The settings environment every run gets (plus `extraEnv`). */
   env: NodeJS.ProcessEnv;
   dir: string;
-  /** Runs `rc.libvirt ARGS`; throws unless it exits 0 (unless `allowFailure`). */
-  run(args: readonly string[], opts?: { extraEnv?: NodeJS.ProcessEnv; measureRss?: boolean; allowFailure?: boolean }): Promise<TimedRun>;
+  /** Runs `rc.libvirt ARGS` (with `-v` when `stamped`: every virsh call is printed, for spawn → first action); throws unless it exits 0 (unless `allowFailure`). */
+  run(args: readonly string[], opts?: { extraEnv?: NodeJS.ProcessEnv; measureRss?: boolean; allowFailure?: boolean; stamped?: boolean }): Promise<TimedRun>;
   close(): Promise<void>;
 }
 
@@ -53,7 +53,8 @@ export async function prepareOurs(prefix = 'rcl-bench-ours-'): Promise<Ours> {
     env,
     dir,
     async run(args, opts = {}) {
-      const run = await timedRun([OUR_RC_SCRIPT, ...EXTRA_ARGS, ...args], {
+      const verbose = opts.stamped && !EXTRA_ARGS.includes('-v') ? ['-v'] : [];
+      const run = await timedRun([OUR_RC_SCRIPT, ...verbose, ...EXTRA_ARGS, ...args], {
         env: { ...env, ...opts.extraEnv },
         timeoutMs: 900_000,
         measureRss: opts.measureRss,

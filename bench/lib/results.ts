@@ -70,6 +70,46 @@ export interface ParallelResult {
   oursMs: Summary;
 }
 
+/** Spawn to our program's first guest action (first save, shutdown request or restore), from the stamped output of every round. */
+export interface FirstActionResult {
+  scenario: 'stop' | 'start' | 'guests_shutdown';
+  n: number;
+  /** ms from the spawn to the first action's line. */
+  ms: Summary;
+  /** start only: ms from libvirtd answering (our `libvirtd answers` line) to the first restore. */
+  afterAnswerMs?: Summary;
+}
+
+/** The listing (`rc.libvirt plan --json`) with N guests defined and running. */
+export interface ScaleListingResult {
+  n: number;
+  /** virsh processes one `plan --json` spawned (counted by a VIRSH wrapper), by virsh command. */
+  virshCalls: number;
+  virshByCommand: Record<string, number>;
+  /** Wall time of `plan --json` without the wrapper. */
+  ms: Summary;
+  /** Runs that exited non-zero (still timed and counted): which, and what they said. */
+  failures?: string[];
+}
+
+/** stop and start of N firmware guests: ours against the floor. */
+export interface ScaleCompareResult {
+  n: number;
+  floorStopMs: Summary;
+  oursStopMs: Summary;
+  floorStartMs: Summary;
+  oursStartMs: Summary;
+  oursStopPeakRssMiB: Summary;
+  oursStartPeakRssMiB: Summary;
+}
+
+/** libvirt at scale: small guests that sit in their firmware. */
+export interface LibvirtScaleResult {
+  memMiB: number;
+  listing: ScaleListingResult[];
+  compare: ScaleCompareResult[];
+}
+
 /** A whole run. */
 export interface BenchResults {
   mode: 'quick' | 'full';
@@ -84,6 +124,12 @@ export interface BenchResults {
     qmpReps: number;
     parallelSettings: number[];
     helpSpawns: number;
+    /** Absent in runs recorded before the scale part existed. */
+    scaleCounts?: number[];
+    scaleCompareCounts?: number[];
+    scaleReps?: number;
+    scaleListingReps?: number;
+    scaleMemMiB?: number;
     notes: string[];
   };
   stop: StopResult[];
@@ -92,6 +138,9 @@ export interface BenchResults {
   reaction: ReactionResult;
   qmpScale: QmpScaleResult[];
   parallel: ParallelResult[];
+  /** Absent in runs recorded before it was measured. */
+  firstAction?: FirstActionResult[];
+  libvirtScale?: LibvirtScaleResult;
   helpMs?: Summary;
   /** `node -e ''`: what any Node program pays before its first line. */
   nodeStartMs?: Summary;
@@ -100,4 +149,9 @@ export interface BenchResults {
   /** Wall time of the whole bench, s. */
   benchSeconds: number;
   errors: string[];
+}
+
+// A run with nothing measured yet.
+export function emptyResults(mode: BenchResults['mode'], machine: MachineInfo, config: BenchResults['config']): BenchResults {
+  return { mode, machine, config, stop: [], start: [], guestsShutdown: [], reaction: {}, qmpScale: [], parallel: [], traces: {}, benchSeconds: 0, errors: [] };
 }

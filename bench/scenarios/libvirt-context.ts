@@ -18,14 +18,14 @@ export interface LibvirtContext {
 }
 
 // Throws unless exactly these guests are active.
-export async function expectActive(guests: readonly BenchGuest[], after: string): Promise<void> {
+export async function expectActive(guests: readonly Pick<BenchGuest, 'name' | 'uuid'>[], after: string): Promise<void> {
   const active = new Set(await activeGuestUuids());
   const missing = guests.filter((g) => !active.has(g.uuid)).map((g) => g.name);
   if (missing.length > 0) throw new Error(`after ${after}: not running: ${missing.join(', ')}`);
 }
 
 // Throws unless none of these guests is active.
-export async function expectInactive(guests: readonly BenchGuest[], after: string): Promise<void> {
+export async function expectInactive(guests: readonly Pick<BenchGuest, 'name' | 'uuid'>[], after: string): Promise<void> {
   const active = new Set(await activeGuestUuids());
   const still = guests.filter((g) => active.has(g.uuid)).map((g) => g.name);
   if (still.length > 0) throw new Error(`after ${after}: still running: ${still.join(', ')}`);
@@ -42,7 +42,7 @@ export async function expectManagedSave(guests: readonly BenchGuest[], after: st
 }
 
 // Throws unless none of the three daemons runs.
-export function expectDaemonsDown(bed: LibvirtBed, after: string): void {
+export function expectDaemonsDown(bed: Pick<LibvirtBed, 'daemonsDown'>, after: string): void {
   if (!bed.daemonsDown()) throw new Error(`after ${after}: libvirt daemons still run`);
 }
 

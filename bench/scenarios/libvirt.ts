@@ -52,12 +52,17 @@ export async function benchLibvirt(results: BenchResults, config: BenchConfig, l
         const r = await benchStopStart(ctx, n, config.reps);
         results.stop.push(r.stop);
         results.start.push(r.start);
+        (results.firstAction ??= []).push(
+          { scenario: 'stop', n, ms: summarize(r.firstStop.ms) },
+          { scenario: 'start', n, ms: summarize(r.firstStart.ms), afterAnswerMs: summarize(r.firstStart.afterAnswerMs) },
+        );
         Object.assign(results.traces, r.traces);
       });
       await step(`guests_shutdown N=${n}`, async () => {
         const r = await benchGuestsShutdown(ctx, n, config.shutdownReps);
         results.guestsShutdown.push(r.result);
         cliReactions.push(...r.reactions);
+        (results.firstAction ??= []).push({ scenario: 'guests_shutdown', n, ms: summarize(r.first.ms) });
         results.traces[`guests_shutdown N=${n}`] = r.trace;
       });
     }

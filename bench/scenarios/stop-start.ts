@@ -1,9 +1,11 @@
-// stop and start with N filled guests, each round in this order: the floor's
-// stop and start, ours (`rc.libvirt stop`, then `rc.libvirt start`, which
-// restores what stop saved), then libvirt-guests.sh with ON_SHUTDOWN=suspend
-// and its start (ON_BOOT=start). The original script's waiting is modelled
-// from the floor's save time of the same round.
+// stop and start with N filled guests. Each round runs the floor's stop and
+// start, ours (`rc.libvirt -v stop`, then `rc.libvirt -v start`, which
+// restores what stop saved) and libvirt-guests.sh with ON_SHUTDOWN=suspend
+// and its start (ON_BOOT=start), in an order that rotates every round. The
+// original script's waiting is modelled from the floor's save time of the
+// same round.
 import { performance } from 'node:perf_hooks';
+import { addFirstAction, type FirstActionSamples } from '../lib/first-action.js';
 import { floorStart, floorStop } from '../lib/floor.js';
 import { summarize } from '../lib/stats.js';
 import type { StartResult, StopResult } from '../lib/results.js';
@@ -35,13 +37,23 @@ interface Samples {
   lgStart: number[];
 }
 
+/** Who runs in a round. */
+export type Contender = 'floor' | 'ours' | 'libvirt-guests';
+
+// The order of round `rep` (1-based): the list rotated by rep − 1, so each runs first, second, ... in turn.
+export function roundOrder<T>(list: readonly T[], rep: number): T[] {
+  const k = (((rep - 1) % list.length) + list.length) % list.length;
+  return [...list.slice(k), ...list.slice(0, k)];
+}
+
 // Runs `reps` rounds with the first n guests (they must be running, libvirtd up); returns the stop and start results.
-export async function benchStopStart(ctx: LibvirtContext, n: number, reps: number): Promise<{ stop: StopResult; start: StartResult; traces: Record<string, [number, string][]> }> {
+export async function benchStopStart(ctx: LibvirtContext, n: number, reps: number): Promise<{ stop: StopResult; start: StartResult; firstStop: FirstActionSamples; firstStart: FirstActionSamples; traces: Record<string, [number, string][]> }> {
   const guests = ctx.bed.guests.slice(0, n);
   const s: Samples = { floorSave: [], floorDaemons: [], floor: [], ours: [], lgSuspend: [], model: [], floorAnswer: [], floorAll: [], oursAnswer: [], oursAll: [], lgStart: [] };
+  const firstStop: FirstActionSamples = { ms: [], afterAnswerMs: [] };
+  const firstStart: FirstActionSamples = { ms: [], afterAnswerMs: [] };
   const traces: Record<string, [number, string][]> = {};
   for (let rep = 1; rep <= reps; rep++) {
-    await expectActive(guests, 'the previous round');
     const floorRound = async (): Promise<{ stop: number; start: number }> => {
       const fl = await floorStop(guests, ctx.bed.daemons());
       expectDaemonsDown(ctx.bed, 'the floor stop');
@@ -57,39 +69,53 @@ export async function benchStopStart(ctx: LibvirtContext, n: number, reps: numbe
       return { stop: fl.totalMs, start: fs.allRunningMs };
     };
     const oursRound = async (): Promise<{ stop: number; start: number }> => {
-      const stop = await ctx.ours.run(['stop']);
+      const stop = await ctx.ours.run(['stop'], { stamped: true });
       expectDaemonsDown(ctx.bed, 'rc.libvirt stop');
       s.ours.push(stop.ms);
       const poll = pollForAnswer(50);
       const t0 = performance.now();
-      const start = await ctx.ours.run(['start']);
+      const start = await ctx.ours.run(['start'], { stamped: true });
       poll.stop();
       const answered = await poll.answered;
       ctx.bed.adoptDaemons();
       await expectActive(guests, 'rc.libvirt start');
       s.oursAnswer.push(answered - t0);
       s.oursAll.push(start.ms);
-      traces[`stop N=${n}`] = trace(stop);
-      traces[`start N=${n}`] = trace(start);
+      const stopTrace = trace(stop);
+      const startTrace = trace(start);
+      addFirstAction(firstStop, stopTrace);
+      addFirstAction(firstStart, startTrace, true);
+      traces[`stop N=${n}`] = stopTrace;
+      traces[`start N=${n}`] = startTrace;
       return { stop: stop.ms, start: start.ms };
     };
-    // Odd rounds: the floor first; even rounds: ours first, so neither always follows the other.
-    const first = rep % 2 === 1 ? await floorRound() : await oursRound();
-    const second = rep % 2 === 1 ? await oursRound() : await floorRound();
-    const [f, o] = rep % 2 === 1 ? [first, second] : [second, first];
-
-    const lgStop = await ctx.lg.run('stop', { ON_SHUTDOWN: 'suspend' });
-    await expectInactive(guests, 'libvirt-guests.sh stop (suspend)');
-    await expectManagedSave(guests, 'libvirt-guests.sh stop (suspend)');
-    s.lgSuspend.push(lgStop.ms);
-    const lgStart = await ctx.lg.run('start', { ON_SHUTDOWN: 'suspend', ON_BOOT: 'start' });
-    await expectActive(guests, 'libvirt-guests.sh start');
-    s.lgStart.push(lgStart.ms);
-    ctx.log(`stop N=${n} round ${rep}: floor ${ms(f.stop)}, ours ${ms(o.stop)}, libvirt-guests ${ms(lgStop.ms)}; start: floor ${ms(f.start)}, ours ${ms(o.start)}, libvirt-guests (restore only) ${ms(lgStart.ms)}`);
+    const lgRound = async (): Promise<{ stop: number; start: number }> => {
+      const lgStop = await ctx.lg.run('stop', { ON_SHUTDOWN: 'suspend' });
+      await expectInactive(guests, 'libvirt-guests.sh stop (suspend)');
+      await expectManagedSave(guests, 'libvirt-guests.sh stop (suspend)');
+      s.lgSuspend.push(lgStop.ms);
+      const lgStart = await ctx.lg.run('start', { ON_SHUTDOWN: 'suspend', ON_BOOT: 'start' });
+      await expectActive(guests, 'libvirt-guests.sh start');
+      s.lgStart.push(lgStart.ms);
+      return { stop: lgStop.ms, start: lgStart.ms };
+    };
+    const rounds: Record<Contender, () => Promise<{ stop: number; start: number }>> = { floor: floorRound, ours: oursRound, 'libvirt-guests': lgRound };
+    // The order rotates every round, so none always runs first or always follows another.
+    const got: Partial<Record<Contender, { stop: number; start: number }>> = {};
+    for (const who of roundOrder<Contender>(['floor', 'ours', 'libvirt-guests'], rep)) {
+      await expectActive(guests, 'the previous round');
+      got[who] = await rounds[who]();
+    }
+    const f = got.floor ?? { stop: NaN, start: NaN };
+    const o = got.ours ?? { stop: NaN, start: NaN };
+    const l = got['libvirt-guests'] ?? { stop: NaN, start: NaN };
+    ctx.log(`stop N=${n} round ${rep}: floor ${ms(f.stop)}, ours ${ms(o.stop)}, libvirt-guests ${ms(l.stop)}; start: floor ${ms(f.start)}, ours ${ms(o.start)}, libvirt-guests (restore only) ${ms(l.start)}`);
   }
   const diff = (a: number[], b: number[]): number[] => a.map((x, i) => x - (b[i] ?? 0));
   return {
     traces,
+    firstStop,
+    firstStart,
     stop: {
       n,
       floorSaveMs: summarize(s.floorSave),
