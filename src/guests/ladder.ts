@@ -1,20 +1,25 @@
 // The escalation ladder of one guest at stop, with one deadline, as explicit
 // steps (each returns the next, until one returns the outcome):
 //
-//   start ──► wake (S3 only) ──► save ──(fails while time is left)──► shutdown
-//                                  │                                     │
-//                                  └──────(deadline)──► deadline ◄───────┘
-//                                                          │
-//                    abort a running save through the driver, then destroy
+//                                 ┌─(unreadable answer: again, 1 s later)─┐
+//                                 ▼                                       │
+//   start ──► wake (S3 only) ──► save ──(fails while time is left)──► save-failed ──► shutdown
+//                                  │                                                     │
+//                                  └──────────────(deadline)──► deadline ◄───────────────┘
+//                                                                   │
+//                             abort a running save through the driver, then destroy
 //
 // A save waits for one of its group's PARALLEL slots; a guest still waiting
 // when only its shutdown reserve is left is asked to shut down instead,
-// outside the limit (shutdown requests are never limited). On interruption:
-// abort a running save (the guest runs again), never destroy.
+// outside the limit (shutdown requests are never limited). A save that failed
+// with an answer that could not be read (a fault around the call, not a
+// refusal by the hypervisor) is tried again, SAVE_TRIES times in all, each try
+// taking a slot like the first. On interruption: abort a running save (the
+// guest runs again), never destroy.
 import { isDomainError } from '../domain/errors.js';
 import { errorMessage } from '../util/error-message.js';
 import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
-import { anySignal, deadline, now } from '../util/deadline.js';
+import { anySignal, deadline, now, sleep } from '../util/deadline.js';
 import { runInGroups, type Slots } from './groups.js';
 import type { GuestObserver } from './observer.js';
 import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from './outcome.js';
@@ -30,6 +35,10 @@ export const DESTROY_GRACE_MS = 20_000;
 export const JOURNAL_WAIT_MS = 10_000;
 /** The most a stop can take beyond a guest's timeout: abort, then destroy. */
 export const STOP_MARGIN_MS = ABORT_GRACE_MS + DESTROY_GRACE_MS;
+/** How often a save is tried in all when it fails with an answer that could not be read (a ProtocolError), while time is left before the shutdown reserve. */
+export const SAVE_TRIES = 3;
+/** The pause before a save is tried again. */
+export const SAVE_RETRY_PAUSE_MS = 1000;
 /** How long a guest woken from S3 may take to run again before its save or shutdown is tried anyway. */
 export const WAKE_WAIT_MS = 10_000;
 
@@ -106,7 +115,8 @@ interface SaveJob {
 /** The next step of the ladder, or its end. */
 type Step =
   | { to: 'wake'; then: 'save' | 'shutdown' }
-  | { to: 'save' }
+  | { to: 'save'; tries?: number }
+  | { to: 'save-failed'; error: unknown; tries: number }
   | { to: 'shutdown' }
   | { to: 'deadline'; why: string; save?: SaveJob }
   | { to: 'interrupted-save'; save: SaveJob }
@@ -200,6 +210,7 @@ type StepFn<S extends Step['to']> = (l: Ladder, step: Extract<Step, { to: S }>) 
 const STEPS: { [S in Exclude<Step['to'], 'done'>]: StepFn<S> } = {
   wake: wakeStep,
   save: saveStep,
+  'save-failed': saveFailedStep,
   shutdown: shutdownStep,
   deadline: deadlineStep,
   'interrupted-save': interruptedSaveStep,
@@ -230,8 +241,10 @@ async function wakeStep(l: Ladder, step: { then: 'save' | 'shutdown' }): Promise
 }
 
 // Wait for a save slot (until only the shutdown reserve is left), then save.
-async function saveStep(l: Ladder): Promise<Step> {
+// `tries`: the saves tried before this one (a try again takes a slot like the first).
+async function saveStep(l: Ladder, step: { tries?: number }): Promise<Step> {
   const { plan } = l.task;
+  const tries = (step.tries ?? 0) + 1;
   const reserve = shutdownReserveMs(plan.timeout * 1000);
   const cut = deadline(l.deadlineAt - reserve - now(), l.interrupt);
   let free: () => void;
@@ -242,7 +255,8 @@ async function saveStep(l: Ladder): Promise<Step> {
     await Promise.resolve();
     if (queued) l.obs.step(l.guest, l.action, `waiting for a save slot (PARALLEL=${l.parallel})`);
     free = await waiting;
-  } catch {
+  } catch (err) {
+    if (l.interrupt.aborted && tries > 1) return afterError(l, err);
     if (l.interrupt.aborted) return { to: 'done', outcome: { ...skipped(l.guest, l.action, 'interrupted before its turn'), ms: 0 } };
     l.action = fellBack(l.action);
     const why = `no save slot (PARALLEL=${l.parallel}) until ${(reserve / 1000).toFixed(0)} s before its deadline: shut down instead`;
@@ -266,18 +280,59 @@ async function saveStep(l: Ladder): Promise<Step> {
   // Still saving at the deadline: abort the job (the driver resumes the guest), then destroy.
   if (!settled.settled) return { to: 'deadline', why: `still saving at its deadline (${plan.timeout} s)`, save: job };
   if (isDomainError(settled.error, 'not-found')) return l.end('failed', `save: ${errorMessage(settled.error)}`);
-  l.action = fellBack(l.action);
-  l.reasons.push(`save failed: ${errorMessage(settled.error)}; fell back to shutdown`);
-  l.obs.step(l.guest, l.action, `save failed (${errorMessage(settled.error)}): shutting down`);
-  try {
-    // The failed save may have left it off (QEMU died) or paused: look before asking.
-    l.state = await currentState(l.driver, l.guest, l.op);
-  } catch (err) {
-    if (l.interrupt.aborted || l.expired.aborted) return afterError(l, err);
-    // Its state cannot be read (the daemon is slow or hiccuped): ask it to shut down all the same,
-    // rather than only wait for the deadline; a request to a guest that is off is refused, harmlessly.
-    l.reasons.push(`its state after the failed save could not be read (${errorMessage(err)}): asked to shut down all the same`);
+  return { to: 'save-failed', error: settled.error, tries };
+}
+
+// A save failed with time left. An answer that could not be read (a ProtocolError: a fault around
+// the call, such as an empty virsh output, not a refusal) costs the guest its save only once
+// SAVE_TRIES are spent or only the shutdown reserve is left: it is tried again SAVE_RETRY_PAUSE_MS
+// later, if the guest is as it was before (a running guest the failed save left paused would be
+// saved as paused). Anything else — refused, timed out, not reachable, interrupted — falls back at
+// once: the guest is asked to shut down.
+async function saveFailedStep(l: Ladder, step: { error: unknown; tries: number }): Promise<Step> {
+  const why = errorMessage(step.error);
+  const reserve = shutdownReserveMs(l.task.plan.timeout * 1000);
+  const unreadable = isDomainError(step.error, 'protocol');
+  const timeLeft = (): boolean => l.deadlineAt - reserve - now() > SAVE_RETRY_PAUSE_MS;
+  let again = unreadable && step.tries < SAVE_TRIES && timeLeft();
+  if (again) {
+    l.obs.step(l.guest, l.action, `save failed with an answer that could not be read (${why}): trying it again in ${SAVE_RETRY_PAUSE_MS / 1000} s`);
+    const cut = deadline(l.deadlineAt - reserve - now(), l.interrupt);
+    try {
+      await sleep(SAVE_RETRY_PAUSE_MS, cut.signal);
+    } catch (err) {
+      if (l.interrupt.aborted) return afterError(l, err);
+      again = false;
+    } finally {
+      cut.clear();
+    }
   }
+  let state: GuestState | undefined;
+  let unread: { error: unknown } | undefined;
+  try {
+    // The failed save may have left it off (QEMU died) or paused: look before asking or trying again.
+    state = await currentState(l.driver, l.guest, l.op);
+  } catch (error) {
+    if (l.interrupt.aborted || l.expired.aborted) return afterError(l, error);
+    unread = { error };
+  }
+  if (again && state === l.state && timeLeft()) {
+    const text = `save failed with an answer that could not be read (${why}): tried again ${SAVE_RETRY_PAUSE_MS / 1000} s later (try ${step.tries + 1} of ${SAVE_TRIES})`;
+    l.reasons.push(text);
+    l.obs.step(l.guest, l.action, text);
+    return { to: 'save', tries: step.tries };
+  }
+  l.action = fellBack(l.action);
+  const not = !unreadable || unread ? ''
+    : step.tries >= SAVE_TRIES ? ` (tried ${step.tries} times)`
+    : state !== l.state ? ` (not tried again: the failed save left it ${state})`
+    : ` (not tried again: only its shutdown reserve of ${(reserve / 1000).toFixed(0)} s is left)`;
+  l.reasons.push(`save failed: ${why}${not}; fell back to shutdown`);
+  l.obs.step(l.guest, l.action, `save failed (${why}): shutting down`);
+  if (state !== undefined) l.state = state;
+  // Its state cannot be read (the daemon is slow or hiccuped): ask it to shut down all the same,
+  // rather than only wait for the deadline; a request to a guest that is off is refused, harmlessly.
+  if (unread) l.reasons.push(`its state after the failed save could not be read (${errorMessage(unread.error)}): asked to shut down all the same`);
   return { to: 'shutdown' };
 }
 

@@ -9,6 +9,8 @@
 // - save of a shut-off guest is refused; a save pauses the guest first; a
 //   failed or aborted save puts it back (resumed when it ran) unless the
 //   script says that fails (`putBackFails`): then it is left paused;
+// - a save whose first answer cannot be read (`saveUnreadable`) fails with a
+//   ProtocolError before it has begun: the guest is left as it was;
 // - abort with no save in flight is no error (libvirt's "no job" is swallowed
 //   by the driver, qmp has nothing to cancel);
 // - shutdown or reboot of a guest that is not running is refused;
@@ -21,7 +23,7 @@
 //   guest once it is off: libvirt forgets it);
 // - a reboot can end with the guest off (`rebootEndsOff`): refused;
 // - every wait honours its signal.
-import { GuestNotFoundError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
+import { GuestNotFoundError, InterruptedError, NotReachableError, OperationRefusedError, ProtocolError, TimedOutError } from '../../src/domain/errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../../src/domain/types.js';
 import { now, sleep } from '../../src/util/deadline.js';
 
@@ -32,6 +34,8 @@ export interface FakeScript {
   /** The save fails with this message (after `saveFailsAfterMs`, default at once); the guest was paused, the driver puts it back. */
   saveFails?: string;
   saveFailsAfterMs?: number;
+  /** The first N saves fail with a ProtocolError before they begin (an answer that could not be read: libvirt, the save's first `virsh domstate` came back empty; qmp, a monitor reply that is not JSON): the guest is left as it was. */
+  saveUnreadable?: number;
   /** The failed save leaves the guest shut off (its QEMU died during the save: "domain is not running"). */
   saveEndsOff?: boolean;
   /** Putting the guest back after a failed or aborted save fails: it is left paused. */
@@ -270,6 +274,10 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
     async save(id, o: SaveOptions) {
       const g = log('save', id);
       const s = script(id);
+      if (s.saveUnreadable !== undefined && s.saveUnreadable > 0) {
+        s.saveUnreadable--;
+        throw new ProtocolError(kind === 'qmp' ? `/fake/run/${g.name}/qmp.sock: not JSON: ""` : `virsh domstate of ${id}: cannot read ""`, { guest: g.name });
+      }
       if (g.state === 'shutoff') throw notRunning(g, 'save');
       if (g.state === 'suspended') throw new OperationRefusedError(kind === 'qmp' ? `cannot save ${g.name}: it is suspended (S3)` : 'Requested operation is not valid: domain is pmsuspended', { guest: g.name });
       const before = g.state;

@@ -369,6 +369,63 @@ describe.each([
   });
 });
 
+// A save whose answer could not be read (a ProtocolError: the save's first
+// `virsh domstate` came back empty, or a monitor reply that is not JSON) has
+// not begun: it is tried again; a refusal is not.
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('stop ladder, %s driver: a save whose answer could not be read', (_kind, make) => {
+  const clock = fakeClock();
+
+  it('is tried again a second later, and the guest is saved, the try named in its reasons', async () => {
+    const d = make([{ name: 'flaky', script: { saveUnreadable: 1, saveMs: 1000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'save@1000', 'saved@2000']);
+    expect(o!.result).toBe('saved');
+    expect(o!.action).toBe('save');
+    expect(o!.reason).toMatch(/save failed with an answer that could not be read \(.*(cannot read|not JSON).*\): tried again 1 s later \(try 2 of 3\)/);
+  });
+
+  it('one that keeps failing that way falls back to shutdown after three tries; the guest shuts down, nothing destroyed', async () => {
+    const d = make([{ name: 'mute', script: { saveUnreadable: 99, shutdownMs: 1000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(12_000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'save@1000', 'save@2000', 'shutdown@2000', 'off@3000']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(o!.reason).toMatch(/try 3 of 3.*save failed: .*\(tried 3 times\); fell back to shutdown/);
+    expect(d.state('mute')).toBe('shutoff');
+  });
+
+  it('a refused save (libvirt said no) is not tried again: the shutdown request follows at once', async () => {
+    const d = make([{ name: 'hostdev', script: { saveFails: 'Requested operation is not valid: domain has assigned non-USB host devices', shutdownMs: 1000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'put-back@0', 'shutdown@0', 'off@1000']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).not.toContain('tried again');
+  });
+
+  it('interrupted in the pause before the next try: the guest is left running, not saved again, not destroyed', async () => {
+    const d = make([{ name: 'flaky', script: { saveUnreadable: 1, shutdownMs: 'never' } }]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d]), { signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(500);
+    ac.abort(new Error('SIGTERM'));
+    await vi.advanceTimersByTimeAsync(30_000);
+    const [o] = await p;
+    expect(d.calls.map((c) => c.op)).toEqual(['save']);
+    expect(d.state('flaky')).toBe('running');
+    expect(o!.result).toBe('failed');
+    expect(o!.reason).toContain('interrupted (SIGTERM): left as it is, not destroyed');
+  });
+});
+
 describe('stop ladder, libvirt driver: transient guests', () => {
   fakeClock();
 
@@ -440,6 +497,18 @@ describe('stop ladder: PARALLEL limits saves only', () => {
     const out = await p;
     expect(at(d, 'save', 'next') - clock.t0).toBe(500);
     expect(out.map((o) => o.result)).toEqual(['shutdown', 'saved']);
+  });
+  it('a save tried again takes a slot like the first: it waits for the save that took the freed one', async () => {
+    // flaky's first save fails at once (an answer that could not be read) and frees the slot; next saves 0-3 s.
+    const d = libvirtLikeDriver([
+      { name: 'flaky', script: { saveUnreadable: 1, saveMs: 1000 } },
+      { name: 'next', script: { saveMs: 3000 } },
+    ]);
+    const p = run(await tasksFor([d], 'policy', 20), { parallel: 1 });
+    await vi.advanceTimersByTimeAsync(5000);
+    const out = await p;
+    expect(d.calls.map((c) => `${c.op}:${c.name}@${c.at - clock.t0}`)).toEqual(['save:flaky@0', 'save:next@0', 'saved:next@3000', 'save:flaky@3000', 'saved:flaky@4000']);
+    expect(out.map((o) => o.result)).toEqual(['saved', 'saved']);
   });
 });
 
