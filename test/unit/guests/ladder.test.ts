@@ -404,11 +404,22 @@ describe.each([
   it('a refused save (libvirt said no) is not tried again: the shutdown request follows at once', async () => {
     const d = make([{ name: 'hostdev', script: { saveFails: 'Requested operation is not valid: domain has assigned non-USB host devices', shutdownMs: 1000 } }]);
     const p = run(await tasksFor([d]));
-    await vi.advanceTimersByTimeAsync(2000);
+    await vi.advanceTimersByTimeAsync(4000);
     const [o] = await p;
     expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'put-back@0', 'shutdown@0', 'off@1000']);
     expect(o!.result).toBe('shutdown');
     expect(o!.reason).not.toContain('tried again');
+  });
+
+  it('with only its shutdown reserve left, it is not tried again: the shutdown request follows at once', async () => {
+    // Timeout 2 s: the reserve is 1 s, so no pause of 1 s fits before it.
+    const d = make([{ name: 'late', script: { saveUnreadable: 1, shutdownMs: 500 } }]);
+    const p = run(await tasksFor([d], 'policy', 2));
+    await vi.advanceTimersByTimeAsync(3000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'shutdown@0', 'off@500']);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.reason).toMatch(/\(not tried again: only its shutdown reserve of 1 s is left\); fell back to shutdown/);
   });
 
   it('interrupted in the pause before the next try: the guest is left running, not saved again, not destroyed', async () => {
