@@ -45,17 +45,60 @@ function domainFacts(doc: Node, where: string): DomainXmlFacts {
 }
 
 /**
- * parseDomainXml for the documents of one guest, parsing a text it has just
- * parsed only once: a shut-off guest's live XML and its inactive XML are the
- * same document, and parsing is most of a listing's CPU time. The facts are
- * read anew for each `where`, so they are the same as parseDomainXml's.
+ * The parts of a domain XML the facts come from, as one XPath union for
+ * `virsh dumpxml --xpath EXPR --wrap` (no spaces: it needs no quoting in a
+ * virsh command string). Each selected element keeps its subtree and the
+ * namespace declarations it uses (the policy's are on its own element), and
+ * no two paths select elements of the same name, so the `<nodes>` answer
+ * gives the elements back to their places (selectedDomain).
  */
-export function createDomainXmlReader(): (xml: string, where: string) => DomainXmlFacts {
+export const DOMAIN_FACTS_XPATH = [
+  '/domain/name',
+  '/domain/uuid',
+  '/domain/memory',
+  '/domain/metadata',
+  '/domain/devices/hostdev',
+  '/domain/devices/filesystem',
+  '/domain/cpu/feature',
+].join('|');
+
+/** Parse the `<nodes>` answer of `dumpxml --xpath DOMAIN_FACTS_XPATH --wrap`: the same facts as parseDomainXml of the whole document. */
+export function parseSelectedDomainXml(xml: string, where: string): DomainXmlFacts {
+  return readDomainFacts(selectedDomain(parseXmlDocument(xml, where), where), where);
+}
+
+// The <domain> element readDomainFacts reads, rebuilt from the selected
+// elements. name and uuid are in every domain: an answer without them (an
+// empty `<nodes/>`, nothing matched) is not a description of this domain.
+function selectedDomain(doc: Node, where: string): Node {
+  const nodes = asNode(doc.nodes);
+  if (!nodes || nodes.name === undefined || nodes.uuid === undefined) {
+    throw new ProtocolError(`${where}: the selected parts of the domain XML have no <name> and <uuid>`);
+  }
+  const dom: Node = { name: nodes.name, uuid: nodes.uuid };
+  if (nodes.memory !== undefined) dom.memory = nodes.memory;
+  if (nodes.metadata !== undefined) dom.metadata = nodes.metadata;
+  const devices: Node = {};
+  if (nodes.hostdev !== undefined) devices.hostdev = nodes.hostdev;
+  if (nodes.filesystem !== undefined) devices.filesystem = nodes.filesystem;
+  dom.devices = devices;
+  if (nodes.feature !== undefined) dom.cpu = { feature: nodes.feature };
+  return dom;
+}
+
+/**
+ * parseDomainXml (or, for `selected`, parseSelectedDomainXml) for the
+ * documents of one guest, parsing a text it has just parsed only once: a
+ * shut-off guest's live XML and its inactive XML are the same document, and
+ * parsing is most of a listing's CPU time. The facts are read anew for each
+ * `where`, so they are the same as parseDomainXml's.
+ */
+export function createDomainXmlReader(kind: 'domain' | 'selected' = 'domain'): (xml: string, where: string) => DomainXmlFacts {
   let last: { xml: string; doc: Node } | undefined;
   return (xml, where) => {
     const doc = last?.xml === xml ? last.doc : parseXmlDocument(xml, where);
     last = { xml, doc };
-    return domainFacts(doc, where);
+    return kind === 'selected' ? readDomainFacts(selectedDomain(doc, where), where) : domainFacts(doc, where);
   };
 }
 

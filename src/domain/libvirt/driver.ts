@@ -7,7 +7,7 @@ import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOp
 import type { Log } from '../../util/log.js';
 import { errorMessage } from '../../util/error-message.js';
 import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
-import { createDomainXmlReader } from './domain-xml.js';
+import { DOMAIN_FACTS_XPATH, createDomainXmlReader } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
 import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
 import { saveGuest } from './save.js';
@@ -166,8 +166,9 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   // `tolerant` (the listing) lists the guest even when neither dominfo nor
   // domstate answered; otherwise (getGuest) their failure is thrown.
   // `problem` says why a call gave no answer.
-  const toGuest = (id: string, raw: RawAnswers, tolerant: boolean, problem: (error: unknown) => string): Guest => {
-    const xml = createDomainXmlReader();
+  // `selected`: the XML answers are `dumpxml --xpath DOMAIN_FACTS_XPATH --wrap`'s.
+  const toGuest = (id: string, raw: RawAnswers, tolerant: boolean, problem: (error: unknown) => string, selected = false): Guest => {
+    const xml = createDomainXmlReader(selected ? 'selected' : 'domain');
     const read = <T>(r: Settled<string>, parse: (out: string) => T): Settled<T> => {
       if (!r.ok) return r;
       try {
@@ -272,6 +273,20 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       dl.signal.aborted && isDomainError(err, 'interrupted') ? `no answer within ${formatMs(describeMs)}` : errorMessage(err));
   };
 
+  // A virsh older than `dumpxml --xpath` (an older libvirt) refuses the option:
+  // its dumpxml sections are empty, so those guests are asked on their own,
+  // and the batches after it ask for the whole XML (said once).
+  let xpath = true;
+  const watchForNoXpath = (): ((chunk: string) => void) => {
+    let tail = '';
+    return (chunk) => {
+      tail = (tail + chunk).slice(-200);
+      if (!xpath || !/doesn't support option --xpath/.test(tail)) return;
+      xpath = false;
+      log?.info(`${opts.uri}: this virsh has no dumpxml --xpath: listings read the whole domain XML`);
+    };
+  };
+
   // Many guests described by one virsh process (docs/libvirt-driver.md, "One
   // virsh for the listing"): the four calls of each guest between `echo`
   // marks, in one command string. `done(id, guest)` is called for each guest
@@ -283,7 +298,11 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const describeBatch = async (ids: readonly string[], o: ListOptions, done: (id: string, guest: Guest | undefined) => void): Promise<void> => {
     const nonce = randomBytes(6).toString('hex');
     const mark = (i: number): string => `@@rcl-${nonce}-${i}@@`;
-    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(g * 4 + k)}; ${c.args(id).join(' ')}`));
+    // Only the parts of the XML the facts come from, when this virsh can select them.
+    const selected = xpath;
+    const args = (c: DescribeCall, id: string): string[] =>
+      selected && c.what.startsWith('dumpxml') ? [...c.args(id), '--xpath', DOMAIN_FACTS_XPATH, '--wrap'] : c.args(id);
+    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(g * 4 + k)}; ${args(c, id).join(' ')}`));
     const line = `${commands.join('; ')}; echo ${mark(ids.length * 4)}`;
     let answers: string[] = [];
     const read = createSectionReader(mark, (i, text) => {
@@ -300,7 +319,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       if (info && state && live && config) {
         const ok = (value: string): Settled<string> => ({ ok: true, value });
         try {
-          guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage);
+          guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage, selected);
         } catch {
           guest = undefined;
         }
@@ -312,7 +331,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     const ms = batchMs(ids.length);
     const t0 = now();
     try {
-      await virsh.run([line], { signal: o.signal, timeoutMs: ms, onStdout: read });
+      await virsh.run([line], { signal: o.signal, timeoutMs: ms, onStdout: read, onStderr: selected ? watchForNoXpath() : undefined });
     } catch (err) {
       if (o.signal.aborted) return;
       const what = `${opts.uri}: the virsh describing ${ids.length} guest${ids.length === 1 ? '' : 's'} at once`;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
-import { POLICY_NAMESPACE } from '../../../../src/domain/libvirt/domain-xml.js';
+import { DOMAIN_FACTS_XPATH, POLICY_NAMESPACE } from '../../../../src/domain/libvirt/domain-xml.js';
 import type { Guest } from '../../../../src/domain/types.js';
 import { createMemoryLog } from '../../../../src/util/log.js';
 import { writeFakeVirsh, type FakeVirsh } from './fake-virsh.js';
@@ -19,7 +19,7 @@ const op = () => ({ signal: AbortSignal.timeout(20_000) });
 
 // $4 is the subcommand (virsh -q -c URI SUB ...); files in $D steer each call:
 // hang-SUB-UUID hangs it, fail-SUB-UUID fails it with the file's text (once-SUB-UUID: only the next such call).
-// `list` prints $D/list when there is one.
+// `list` prints $D/list when there is one; dumpxml prints $D/xml-UUID when there is one.
 function script(d: string): string {
   return `D='${d}'
 sub="$4"; dom=
@@ -31,7 +31,7 @@ case "$sub" in
   list) if [ -e "$D/list" ]; then cat "$D/list"; else printf '%s\\n%s\\n' '${A}' '${B}'; fi ;;
   dominfo) printf 'Name:           %s\\nUUID:           %s\\nState:          paused\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' "$(cat "$D/name-$dom")" "$dom" ;;
   domstate) echo 'running (booted)' ;;
-  dumpxml) printf "<domain type='qemu'><name>%s</name><uuid>%s</uuid><memory unit='KiB'>262144</memory><metadata><p:policy xmlns:p='${POLICY_NAMESPACE}' order='3' timeout='90'/></metadata></domain>" "$(cat "$D/name-$dom")" "$dom" ;;
+  dumpxml) [ -e "$D/xml-$dom" ] && { cat "$D/xml-$dom"; exit 0; }; printf "<domain type='qemu'><name>%s</name><uuid>%s</uuid><memory unit='KiB'>262144</memory><metadata><p:policy xmlns:p='${POLICY_NAMESPACE}' order='3' timeout='90'/></metadata></domain>" "$(cat "$D/name-$dom")" "$dom" ;;
   *) echo "error: unexpected $sub" >&2; exit 1 ;;
 esac`;
 }
@@ -91,7 +91,13 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       id: A, name: 'web', uri: 'qemu:///system', state: 'running', stateDetail: 'running (booted)', memoryKiB: 262144,
       persistent: true, autostart: false, hasSavedImage: false, policy: { order: 3, timeout: 90 }, saveBlockers: [],
     });
-    // The same Guest as its own four calls make (getGuest).
+    // The batch asks only for the parts of the XML the facts come from.
+    for (const id of ids) {
+      for (const dumpxml of [`dumpxml --domain=${id}`, `dumpxml --inactive --domain=${id}`]) {
+        expect(batches().join('\n')).toContain(`; ${dumpxml} --xpath ${DOMAIN_FACTS_XPATH} --wrap;`);
+      }
+    }
+    // The same Guest as its own four calls make (getGuest, whole XML).
     for (const id of [A, ids[16]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
     // Each call of the batch that answered counts as an answer (the hung check).
     for (const id of ids) {
@@ -107,6 +113,38 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
     expect(byId(guests, B)).toMatchObject({ name: 'db', policy: { order: 3, timeout: 90 } });
     expect(guests.every((g) => g.undescribed === undefined)).toBe(true);
+  });
+
+  it("a guest whose selected XML has no name and uuid (<nodes/>: not a domain's) is asked on its own", async () => {
+    writeFileSync(join(dir, `xml-${B}`), "<network><name>db</name></network>");
+    const guests = await driver.listGuests(op());
+    expect(batches()).toHaveLength(1);
+    expect(askedAlone(A)).toEqual([]);
+    expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(byId(guests, A)?.undescribed).toBeUndefined();
+    expect(byId(guests, B)?.undescribed?.missing).toEqual(['policy', 'saveBlockers']);
+  });
+
+  it('a virsh without dumpxml --xpath: its guests are asked on their own, said once, and later listings read the whole XML in the batch', async () => {
+    await driver.close();
+    fake.remove();
+    fake = writeFakeVirsh(script(dir), { xpath: false });
+    driver = withBatchDeadline(10_000);
+    const said = (): number => log.lines.filter((l) => l.level === 'info' && /has no dumpxml --xpath/.test(l.msg)).length;
+    const before = said();
+    const first = await driver.listGuests(op());
+    expect(batches()).toHaveLength(1);
+    expect(batches()[0]).toContain('--xpath');
+    for (const id of [A, B]) expect(askedAlone(id).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(first.map((g) => [g.name, g.policy, g.undescribed])).toEqual([['web', { order: 3, timeout: 90 }, undefined], ['db', { order: 3, timeout: 90 }, undefined]]);
+    expect(said()).toBe(before + 1);
+    const second = await driver.listGuests(op());
+    expect(batches()).toHaveLength(2);
+    expect(batches()[1]).not.toContain('--xpath');
+    expect(batches()[1]).toContain(`; dumpxml --inactive --domain=${B};`);
+    for (const id of [A, B]) expect(askedAlone(id)).toHaveLength(4);
+    expect(second).toEqual(first);
+    expect(said()).toBe(before + 1);
   });
 
   it('a guest gone between the list and the batch is asked on its own, and left out (not found)', async () => {
