@@ -1,11 +1,11 @@
 // The libvirt driver: the DomainDriver contract over virsh (one URI), guests
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
-import { randomBytes } from 'node:crypto';
 import pLimit from 'p-limit';
 import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
 import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
 import { errorMessage } from '../../util/error-message.js';
+import { randomHex } from '../../util/random-hex.js';
 import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
 import { DOMAIN_FACTS_XPATH, createDomainXmlReader } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
@@ -296,7 +296,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   // when this resolves (the batch was cut at its deadline, or failed) were not
   // described.
   const describeBatch = async (ids: readonly string[], o: ListOptions, done: (id: string, guest: Guest | undefined) => void): Promise<void> => {
-    const nonce = randomBytes(6).toString('hex');
+    const nonce = randomHex(6);
     const mark = (i: number): string => `@@rcl-${nonce}-${i}@@`;
     // Only the parts of the XML the facts come from, when this virsh can select them.
     const selected = xpath;
