@@ -288,7 +288,8 @@ async function saveStep(l: Ladder, step: { tries?: number }): Promise<Step> {
 // SAVE_TRIES are spent or only the shutdown reserve is left: it is tried again SAVE_RETRY_PAUSE_MS
 // later, if the guest is as it was before (a running guest the failed save left paused would be
 // saved as paused). Anything else — refused, timed out, not reachable, interrupted — falls back at
-// once: the guest is asked to shut down.
+// once: the guest is asked to shut down. A guest found off with a saved image it did not have before
+// is saved: the save completed, and only its answer was lost (it is not tried again either).
 async function saveFailedStep(l: Ladder, step: { error: unknown; tries: number }): Promise<Step> {
   const why = errorMessage(step.error);
   const reserve = shutdownReserveMs(l.task.plan.timeout * 1000);
@@ -310,8 +311,14 @@ async function saveFailedStep(l: Ladder, step: { error: unknown; tries: number }
   let state: GuestState | undefined;
   let unread: { error: unknown } | undefined;
   try {
-    // The failed save may have left it off (QEMU died) or paused: look before asking or trying again.
-    state = await currentState(l.driver, l.guest, l.op);
+    // The failed save may have left it off (QEMU died, or the save completed) or paused: look before asking or trying again.
+    const found = await lookUp(l.driver, l.guest, l.op);
+    state = found?.state ?? 'shutoff';
+    // Off with an image it did not have when listed: the save completed, only its answer was lost
+    // (virsh killed or its connection dropped after libvirt finished; qmp: QEMU slow to exit once its image was in place).
+    if (state === 'shutoff' && found?.hasSavedImage && !l.guest.hasSavedImage) {
+      return l.end('saved', `the save completed although the call failed (${why}): off, with its saved image`);
+    }
   } catch (error) {
     if (l.interrupt.aborted || l.expired.aborted) return afterError(l, error);
     unread = { error };
@@ -426,7 +433,7 @@ async function deadlineStep(l: Ladder, step: { why: string; save?: SaveJob }): P
   }
   const g = deadline(DESTROY_GRACE_MS);
   try {
-    if ((await currentState(driver, guest, g.signal)) === 'shutoff') return l.end(step.save ? 'saved' : 'shutdown', 'went off just at its deadline');
+    if (((await lookUp(driver, guest, g.signal))?.state ?? 'shutoff') === 'shutoff') return l.end(step.save ? 'saved' : 'shutdown', 'went off just at its deadline');
     if (l.interrupt.aborted) return l.end('failed', 'interrupted: not destroyed');
     l.action = destroyedAfter(l.action);
     await driver.destroy(guest.id, { signal: g.signal });
@@ -452,10 +459,7 @@ async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<
     } catch {
       // Nothing left to abort is the usual case here.
     }
-    const found = await driver.getGuest(guest.id, { signal: g.signal }).catch((err: unknown) => {
-      if (isDomainError(err, 'not-found')) return undefined;
-      throw err;
-    });
+    const found = await lookUp(driver, guest, g.signal);
     const state: GuestState = found?.state ?? 'shutoff';
     // The save completed after all (its abort came too late): the image holds the guest, journal it as saved.
     if (state === 'shutoff' && found?.hasSavedImage) return l.end('saved', 'completed while the interruption was handled');
@@ -475,11 +479,12 @@ async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<
   }
 }
 
-async function currentState(driver: DomainDriver, guest: Guest, signal: AbortSignal): Promise<GuestState> {
+/** The guest as it is now; undefined once the driver no longer knows it (a transient guest libvirt forgot: off). */
+async function lookUp(driver: DomainDriver, guest: Guest, signal: AbortSignal): Promise<Guest | undefined> {
   try {
-    return (await driver.getGuest(guest.id, { signal })).state;
+    return await driver.getGuest(guest.id, { signal });
   } catch (err) {
-    if (isDomainError(err, 'not-found')) return 'shutoff';
+    if (isDomainError(err, 'not-found')) return undefined;
     throw err;
   }
 }

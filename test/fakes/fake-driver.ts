@@ -11,6 +11,8 @@
 //   script says that fails (`putBackFails`): then it is left paused;
 // - a save whose first answer cannot be read (`saveUnreadable`) fails with a
 //   ProtocolError before it has begun: the guest is left as it was;
+// - a save can complete and still fail, its answer lost (`saveAnswerLost`):
+//   the guest is off with its image;
 // - abort with no save in flight is no error (libvirt's "no job" is swallowed
 //   by the driver, qmp has nothing to cancel);
 // - shutdown or reboot of a guest that is not running is refused;
@@ -38,6 +40,14 @@ export interface FakeScript {
   saveUnreadable?: number;
   /** The failed save leaves the guest shut off (its QEMU died during the save: "domain is not running"). */
   saveEndsOff?: boolean;
+  /**
+   * The save completes (the image written, the guest off), but the call fails all the same: its answer
+   * was lost. libvirt: `unreadable`, virsh died (SIGKILL) after libvirt had finished `managedsave`
+   * (ProtocolError); `unreachable`, the connection dropped before libvirt's reply came (NotReachableError).
+   * qmp, whichever is given: the image is in place, but QEMU did not exit within its grace after SIGKILL,
+   * and went off just after (OperationRefusedError) — its only failure once the image is in place.
+   */
+  saveAnswerLost?: 'unreadable' | 'unreachable';
   /** Putting the guest back after a failed or aborted save fails: it is left paused. */
   putBackFails?: boolean;
   /** ms from an abort of the save job until the save lets go (default 0). */
@@ -232,6 +242,14 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       if (!waiters.has(w)) return;
       signal.addEventListener('abort', onAbort, { once: true });
     });
+  // The error of a save that completed but whose answer was lost (see `saveAnswerLost`).
+  const answerLost = (g: Guest, how: 'unreadable' | 'unreachable'): Error => {
+    if (kind === 'qmp') return new OperationRefusedError(`${g.name}: QEMU (pid 4242) survived SIGKILL`, { guest: g.name });
+    const cmd = `managedsave --verbose --domain=${g.id}`;
+    return how === 'unreadable'
+      ? new ProtocolError(`${cmd}: virsh died of SIGKILL`, { guest: g.name })
+      : new NotReachableError(`${cmd}: cannot recv data: Connection reset by peer`, { guest: g.name });
+  };
   const interrupted = (what: string, signal: AbortSignal, guest?: string): Error => {
     const reason: unknown = signal.reason;
     if (reason instanceof Error && reason.name === 'DeadlineError') return new TimedOutError(`${what}: ${reason.message}`, { guest });
@@ -318,6 +336,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         g.hasSavedImage = true;
         setState(id, 'shutoff', 'Stopped');
         note('saved', id);
+        if (s.saveAnswerLost) throw answerLost(g, s.saveAnswerLost);
       } catch (err) {
         if (!cancelled) throw err;
         // The job lets go of the guest a moment after its abort.

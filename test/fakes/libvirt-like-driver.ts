@@ -7,6 +7,8 @@
 // - a save pauses the guest first (Suspended); a failed one resumes it again, as
 //   the driver's putBack does after libvirt gives up (`putBackFails`: left paused,
 //   only logged, the save's own error is thrown);
+// - a save that completes and still fails (`saveAnswerLost`): virsh died after
+//   libvirt finished (ProtocolError) or its connection dropped (NotReachableError);
 // - abort (`domjobabort`) returns once the job is told; the save lets go
 //   `abortMs` later; with no job it resolves (the driver swallows "no job");
 // - destroy can fail (`destroyFails`); of a guest already off it resolves;

@@ -4,6 +4,8 @@
 // - a save stops the guest first; a failed or aborted one is rolled back
 //   (`cont`); when that fails too (`putBackFails`) the save throws saying the
 //   guest may be left paused, and it is;
+// - a save that completes and still fails (`saveAnswerLost`) fails as the real
+//   one can once its image is in place: QEMU survived SIGKILL (it goes off);
 // - abort cancels the save and waits until it has let go (`abortMs`); with no
 //   save in flight it resolves;
 // - destroy can fail (`destroyFails`: QEMU survived SIGKILL); of a guest

@@ -437,6 +437,73 @@ describe.each([
   });
 });
 
+// A save that completed in the hypervisor but whose call failed all the same (its answer lost):
+// the guest is off with its image, and is journaled as saved, not as shut down.
+describe.each([
+  ['libvirt', libvirtLikeDriver],
+  ['qmp', qmpLikeDriver],
+] as const)('stop ladder, %s driver: a save that completed though its call failed', (_kind, make) => {
+  const clock = fakeClock();
+
+  it('the guest found off with its new image is saved, the failed call named; no shutdown request', async () => {
+    const d = make([{ name: 'lost', script: { saveAnswerLost: 'unreachable' } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(3000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'saved@1000']);
+    expect(o!.result).toBe('saved');
+    expect(o!.action).toBe('save');
+    expect(o!.reason).toMatch(/the save completed although the call failed \(.*(Connection reset by peer|survived SIGKILL)\): off, with its saved image/);
+    expect(journalEntryFor(o!, 0)?.action).toBe('saved');
+  });
+
+  it('a failed save that left the guest off without an image is still a shutdown, journaled as one', async () => {
+    const d = make([{ name: 'died', script: { saveFails: 'operation failed: domain is not running', saveFailsAfterMs: 500, saveEndsOff: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(d.guests.get('died')!.hasSavedImage).toBe(false);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(o!.reason).not.toContain('the save completed');
+    expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+});
+
+describe('stop ladder, libvirt driver: a completed save whose answer could not be read', () => {
+  const clock = fakeClock();
+
+  it('is not tried again (the guest is off): it is saved, one save call only', async () => {
+    // virsh died after libvirt had finished managedsave: a ProtocolError, the kind of failure that is tried again.
+    const d = libvirtLikeDriver([{ name: 'killed', script: { saveAnswerLost: 'unreadable' } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(5000);
+    const [o] = await p;
+    expect(d.calls.map((c) => `${c.op}@${c.at - clock.t0}`)).toEqual(['save@0', 'saved@1000']);
+    expect(o!.result).toBe('saved');
+    expect(o!.reason).toMatch(/the save completed although the call failed \(.*virsh died of SIGKILL\)/);
+    expect(o!.reason).not.toContain('tried again');
+    expect(journalEntryFor(o!, 0)?.action).toBe('saved');
+  });
+});
+
+describe('stop ladder, qmp driver: a failed save of a guest that had an image already', () => {
+  fakeClock();
+
+  it('the older image does not make it saved: found off after the failed save, it is a shutdown', async () => {
+    // A running qmp guest can have an image in the save directory (a save keeps it until a new one replaces it);
+    // a failed save leaves that older image, which holds no state of this run.
+    const d = qmpLikeDriver([{ name: 'old', hasSavedImage: true, script: { saveFails: 'Unable to write to socket: Broken pipe', saveFailsAfterMs: 500, saveEndsOff: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(d.state('old')).toBe('shutoff');
+    expect(d.guests.get('old')!.hasSavedImage).toBe(true);
+    expect(o!.result).toBe('shutdown');
+    expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+});
+
 describe('stop ladder, libvirt driver: transient guests', () => {
   fakeClock();
 
