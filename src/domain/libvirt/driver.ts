@@ -10,7 +10,7 @@ import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
 import { DOMAIN_FACTS_XPATH, createDomainXmlReader } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
 import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
-import { saveGuest } from './save.js';
+import { saveGuest, stateAsSaveBegan } from './save.js';
 import { createVirsh, type Virsh } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
 
@@ -427,9 +427,11 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     getGuest,
 
     async save(id, o: SaveOptions) {
-      const before = await domstate(id, o.signal);
-      if (before.state === 'shutoff') throw new OperationRefusedError(`cannot save guest ${id}: it is not running (${before.detail})`, { guest: id });
-      await saveGuest({ virsh, id, before: before.state, longMs, log, domstate }, o);
+      // The state it had as the save began is asked alongside the save, not before it: one virsh call
+      // fewer ahead of every save. A guest that is off is refused by managedsave itself. Not cut by the
+      // save's signal: an aborted save needs the answer most, to put the guest back as it was.
+      const before = stateAsSaveBegan(domstate(id, new AbortController().signal));
+      await saveGuest({ virsh, id, before, longMs, log, domstate }, o);
     },
 
     async abort(id, o) {

@@ -13,12 +13,31 @@ import { sleep } from '../../util/deadline.js';
 export interface SaveDeps {
   virsh: Virsh;
   id: string;
-  /** The guest's state when the save began. */
-  before: GuestState;
+  /**
+   * The guest's state as the save began (see stateAsSaveBegan), asked alongside the save;
+   * undefined when it could not be read.
+   */
+  before: Promise<GuestState | undefined>;
   /** The save's own deadline (ms). */
   longMs: number;
   log?: Log;
   domstate: (id: string, signal: AbortSignal) => Promise<{ state: GuestState; detail: string }>;
+}
+
+/**
+ * The state a guest had as its save began, from a `domstate --reason` asked
+ * alongside the save: a guest the save has paused already reads `paused
+ * (saving)`, and ran; one the save has already taken off no longer tells
+ * (undefined, as when the call failed). Never rejects.
+ */
+export function stateAsSaveBegan(asked: Promise<{ state: GuestState; detail: string }>): Promise<GuestState | undefined> {
+  return asked.then(
+    ({ state, detail }) => {
+      if (state === 'paused' && /\(saving\)/.test(detail)) return 'running';
+      return state === 'shutoff' ? undefined : state;
+    },
+    () => undefined,
+  );
 }
 
 /** How often a save's job abort is repeated while its `managedsave` still runs. */
@@ -108,8 +127,12 @@ async function abortJob(deps: SaveDeps): Promise<void> {
 async function putBack(deps: SaveDeps): Promise<void> {
   const ac = new AbortController();
   try {
-    const now = await deps.domstate(deps.id, ac.signal);
-    if (deps.before === 'running' && now.state === 'paused') {
+    const [before, now] = await Promise.all([deps.before, deps.domstate(deps.id, ac.signal)]);
+    if (before === undefined && now.state === 'paused') {
+      // Resuming a guest its admin had paused would be worse than leaving it paused: the caller decides.
+      deps.log?.error(`guest ${deps.id} is paused (${now.detail}) after a failed save, and its state before the save could not be read: left paused`);
+    }
+    if (before === 'running' && now.state === 'paused') {
       deps.log?.warn(`guest ${deps.id} was left paused (${now.detail}) by a failed save: resuming it`);
       await deps.virsh.run(['resume', `--domain=${deps.id}`], { signal: ac.signal, guest: deps.id });
     }
