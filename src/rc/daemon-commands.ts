@@ -5,6 +5,7 @@ import type { DaemonResult } from '../daemons/daemon-process.js';
 import * as realGuestSteps from './guest-steps.js';
 import type { GuestStepOutcome } from './guest-steps.js';
 import { allOk, launchDaemons, softRestartDaemons, stopDaemons } from './daemon-steps.js';
+import { listActiveNetworks, type NetworkListing } from './networks.js';
 import type { RunContext, RunOutcome } from './run-context.js';
 
 /** The guest side's steps (src/rc/guest-steps.ts), injectable. */
@@ -24,9 +25,12 @@ export async function daemonCommand(run: RunContext, which: DaemonCommand, steps
     if (!allOk(results)) ok = false;
   };
   const doStop = async (mode: 'policy' | 'shutdown'): Promise<void> => {
-    if (!(await guestStep(run, 'stop', () => steps.stopGuests(run, mode)))) ok = false;
+    // The networks to stop after the guests are listed while the guests are handled (never rejects).
+    let networks: Promise<NetworkListing[]> | undefined;
+    const acting = manageDaemons && !run.dryRun ? () => void (networks ??= listActiveNetworks(run.settings, run.log, run.signal)) : undefined;
+    if (!(await guestStep(run, 'stop', () => steps.stopGuests(run, mode, acting ? { acting } : {})))) ok = false;
     if (run.signal.aborted) return interrupted(run);
-    if (manageDaemons) fold(await stopDaemons(run));
+    if (manageDaemons) fold(await stopDaemons(run, networks));
   };
   const doStart = async (): Promise<void> => {
     // The guests are listed as soon as libvirtd answers; none is started before virtlockd and virtlogd have settled too.

@@ -20,7 +20,7 @@ import { checkQemuConfOwner, makeRuntimeDirs } from '../daemons/runtime-dirs.js'
 import type { Log } from '../util/log.js';
 import { formatMs, now } from '../util/deadline.js';
 import { errorMessage } from '../util/error-message.js';
-import { destroyActiveNetworks } from './networks.js';
+import { destroyActiveNetworks, type NetworkListing } from './networks.js';
 
 /** What a daemon step needs (a RunContext is one). */
 export interface DaemonStepContext {
@@ -70,29 +70,26 @@ export async function launchDaemons(ctx: DaemonStepContext): Promise<LaunchedDae
   const confChecked = checkQemuConfOwner(ctx.settings, ctx.log).catch((err: unknown) => ctx.log.warn(`cannot read qemu.conf: ${errorMessage(err)}`));
   try {
     await makeRuntimeDirs(ctx.settings, ctx.log);
-    // In order, each once its pidfile names it; whether virtlockd and virtlogd
-    // outlive their first SETTLE_MS is checked while the next ones start.
-    const up: DaemonResult[] = [];
-    const results: Promise<DaemonResult>[] = [];
-    for (const spec of specs) {
-      if (ctx.signal.aborted) {
-        const r: DaemonResult = { name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` };
-        up.push(r);
-        results.push(Promise.resolve(r));
-        continue;
-      }
-      if (spec.name === 'libvirtd') {
-        // The original loads the modules right before libvirtd.
-        await modules;
-        const r = await startLibvirtd(spec, ctx);
-        up.push(r);
-        results.push(Promise.resolve(r));
-      } else {
-        const launched = await launchDaemon(spec, opContext(ctx), timeoutMs(ctx));
-        up.push(launched.result);
-        results.push(launched.settled);
-      }
+    // virtlockd and virtlogd together (neither needs the other), libvirtd once
+    // both pidfiles name them (the guests it autostarts need them); whether virtlockd and virtlogd outlive their first
+    // SETTLE_MS is checked while libvirtd starts.
+    const notStarted = (spec: DaemonSpec): { result: DaemonResult; settled: Promise<DaemonResult> } => {
+      const r: DaemonResult = { name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` };
+      return { result: r, settled: Promise.resolve(r) };
+    };
+    const helpers = specs.filter((spec) => spec.name !== 'libvirtd');
+    const libvirtd = specs.find((spec) => spec.name === 'libvirtd') as DaemonSpec;
+    const launched = await Promise.all(helpers.map((spec) =>
+      ctx.signal.aborted ? notStarted(spec) : launchDaemon(spec, opContext(ctx), timeoutMs(ctx))));
+    let last: DaemonResult;
+    if (ctx.signal.aborted) last = notStarted(libvirtd).result;
+    else {
+      // The original loads the modules right before libvirtd.
+      await modules;
+      last = await startLibvirtd(libvirtd, ctx);
     }
+    const up = [...launched.map((l) => l.result), last];
+    const results = [...launched.map((l) => l.settled), Promise.resolve(last)];
     const settled = Promise.all(results).then((all) => {
       for (const r of all) if (r.error) ctx.log.error(r.error);
       return all;
@@ -120,18 +117,21 @@ async function startLibvirtd(spec: DaemonSpec, ctx: DaemonStepContext): Promise<
   return { name: spec.name, action: 'failed', pid, error: `${why}: ${answer.reason}; see /var/log/libvirt/libvirtd.log` };
 }
 
-/** Stop networks, then libvirtd → virtlogd → virtlockd, then unload unused modules. Daemons that do not run are fine. */
-export async function stopDaemons(ctx: DaemonStepContext): Promise<DaemonResult[]> {
+/**
+ * Stop networks (those `networks` listed, when `stop` listed them while its
+ * guests were being saved), then libvirtd, then virtlogd and virtlockd
+ * together (neither needs the other; both outlive every guest and libvirtd),
+ * then unload unused modules. Daemons that do not run are fine.
+ */
+export async function stopDaemons(ctx: DaemonStepContext, networks?: Promise<NetworkListing[]>): Promise<DaemonResult[]> {
   const specs = describeDaemons(ctx.settings).reverse();
   if (ctx.dryRun) return dryRun(ctx, specs, 'stop');
-  const results: DaemonResult[] = [];
-  const libvirtd = specs[0] as DaemonSpec;
+  const [libvirtd, ...helpers] = specs as [DaemonSpec, ...DaemonSpec[]];
   if ((await runningPid(libvirtd, opContext(ctx))) !== undefined) {
-    await destroyActiveNetworks(ctx.settings, ctx.log, ctx.signal);
+    await destroyActiveNetworks(ctx.settings, ctx.log, ctx.signal, networks);
   }
-  for (const spec of specs) {
-    results.push(await stopDaemon(spec, opContext(ctx), { timeoutMs: timeoutMs(ctx) }));
-  }
+  const stop = (spec: DaemonSpec): Promise<DaemonResult> => stopDaemon(spec, opContext(ctx), { timeoutMs: timeoutMs(ctx) });
+  const results = [await stop(libvirtd), ...(await Promise.all(helpers.map(stop)))];
   await unloadModules(await modulesToLoad(ctx.settings.modules, quiet(ctx.log)), { log: ctx.log, signal: ctx.signal });
   for (const r of results) if (r.error) ctx.log.error(r.error);
   return results;

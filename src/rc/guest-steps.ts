@@ -51,6 +51,8 @@ export interface GuestStepDeps extends RescueDeps {
   openDrivers?: (settings: Settings, signal: AbortSignal, log?: Log) => Promise<DomainDriver[]>;
   /** start: resolves once the daemons the guests need have settled (undefined), or with why not (no guest is started); the listing runs meanwhile. */
   daemonsReady?: Promise<string | undefined>;
+  /** stop: called once, as the guests begin to be acted on (after their listing and plan), so the caller can overlap its own work with theirs. */
+  acting?: () => void;
 }
 
 const CLEAN: GuestStepOutcome = { clean: true, destroyed: [], failed: [], outcomes: [] };
@@ -119,7 +121,7 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
       const rj = await openRunJournal(ctx);
       // Guests whose outcome is not in the journal: the write failed (named in the summary).
       const missed = new Map<string, string>();
-      const outcomes = await stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
+      const stopping = stopAll(plan.guests.map((p) => ({ plan: p, driver: plan.items.find((i) => i.guest === p.guest)!.driver })), {
         parallel: ctx.settings.parallel,
         signal: ctx.signal,
         observer,
@@ -134,6 +136,9 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
           }
         },
       });
+      // The guests' actions have begun.
+      deps.acting?.();
+      const outcomes = await stopping;
       const marked = outcomes.map((o) => {
         const miss = missed.get(guestKey(o.guest));
         return miss ? { ...o, reason: [o.reason, miss].filter(Boolean).join('; ') } : o;

@@ -29,6 +29,15 @@ const noGuests: GuestSteps = {
   stopGuests: async () => ({ clean: true, destroyed: [], failed: [] }),
   startGuests: async () => ({ clean: true, destroyed: [], failed: [] }),
 };
+// Guest steps that act on guests for a while, as the real stop does: it says when its actions begin.
+const actingGuests: GuestSteps = {
+  ...noGuests,
+  stopGuests: async (_run, _mode, deps) => {
+    deps?.acting?.();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    return { clean: true, destroyed: [], failed: [] };
+  },
+};
 
 let dir: string;
 let configPath: string;
@@ -69,7 +78,7 @@ function remember(): void {
 }
 
 // One rc.libvirt daemon command, in this process, with the no-guests steps.
-async function rc(which: DaemonCommand, extraEnv: NodeJS.ProcessEnv = {}): Promise<{ code: number; out: string }> {
+async function rc(which: DaemonCommand, extraEnv: NodeJS.ProcessEnv = {}, steps: GuestSteps = noGuests): Promise<{ code: number; out: string }> {
   const out = sink();
   const ctx: CommandContext = {
     command: which,
@@ -81,7 +90,7 @@ async function rc(which: DaemonCommand, extraEnv: NodeJS.ProcessEnv = {}): Promi
   };
   try {
     const needs = COMMANDS.find((c) => c.name === which)!.needs(ctx.options);
-    const code = exitCodeOf(await withRun(ctx, needs, (run) => daemonCommand(run, which, noGuests), { logger: false }));
+    const code = exitCodeOf(await withRun(ctx, needs, (run) => daemonCommand(run, which, steps), { logger: false }));
     return { code, out: out.text() };
   } finally {
     remember();
@@ -204,18 +213,33 @@ describe('rc.libvirt daemons on the real libvirt', () => {
     await removeLibvirtGuests();
   });
 
-  it('stops the active networks, then libvirtd, virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
-    // A network over a host bridge: libvirt starts it without dnsmasq, iptables or the bridge itself.
+  // A network over a host bridge: libvirt starts it without dnsmasq, iptables or the bridge itself.
+  async function createNetwork(name: string): Promise<void> {
     const netXml = join(dir, 'net.xml');
-    writeFileSync(netXml, "<network><name>rcl daemons net</name><forward mode='bridge'/><bridge name='rcltest0'/></network>\n");
+    writeFileSync(netXml, `<network><name>${name}</name><forward mode='bridge'/><bridge name='rcltest0'/></network>\n`);
     const created = await runVirsh(['net-create', `--file=${netXml}`]);
     expect(created.code, created.stderr).toBe(0);
-    const pids = DAEMONS.map(runningPid) as number[];
+  }
+
+  it('stops the networks it could not list while the guests were handled (the guest step never acted)', async () => {
+    await createNetwork('rcl daemons net0');
     const r = await rc('stop');
+    expect(r.code).toBe(0);
+    expect(r.out).toContain('network rcl daemons net0 stopped');
+    expect(r.out.indexOf('network rcl daemons net0 stopped')).toBeLessThan(r.out.indexOf('libvirtd stopped'));
+    expect(DAEMONS.map(runningPid)).toEqual([undefined, undefined, undefined]);
+    expect((await rc('start')).code).toBe(0);
+  });
+
+  it('stops the active networks (listed while the guests were handled), then libvirtd, then virtlogd and virtlockd, and a second stop finds nothing to do', async () => {
+    await createNetwork('rcl daemons net');
+    const pids = DAEMONS.map(runningPid) as number[];
+    const r = await rc('stop', {}, actingGuests);
     expect(r.code).toBe(0);
     expect(r.out).toContain('network rcl daemons net stopped');
     expect(r.out.indexOf('network rcl daemons net stopped')).toBeLessThan(r.out.indexOf('libvirtd stopped'));
     expect(r.out.indexOf('libvirtd stopped')).toBeLessThan(r.out.indexOf('virtlockd stopped'));
+    expect(r.out.indexOf('libvirtd stopped')).toBeLessThan(r.out.indexOf('virtlogd stopped'));
     for (const pid of pids) expect(isPidAlive(pid)).toBe(false);
     for (const n of DAEMONS) expect(existsSync(pidfile(n))).toBe(false);
     const again = await rc('stop');
