@@ -73,6 +73,8 @@ export class StaleImages {
   async setAside(g: GuestFiles, liveOrAsk: Live | (() => Promise<Live | undefined>) | undefined, when: string): Promise<string | undefined> {
     const name = g.def.name;
     let stale = this.seen.has(name);
+    // Nothing to judge it by: no live QEMU, and the listing found no stale image of this guest.
+    if (liveOrAsk === undefined && !stale) return undefined;
     try {
       const identity = await imageIdentity(g.saved);
       if (identity === undefined) {

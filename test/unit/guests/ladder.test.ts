@@ -5,7 +5,7 @@ import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { JOURNAL_WAIT_MS, stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
-import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
+import { destroyedAfter, fellBack, judgeOutcomes, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
 import { shutdownReserveMs } from '../../../src/guests/save-slots.js';
 import { journalEntryFor } from '../../../src/guests/stop-policy.js';
 import { decidePlan } from '../../../src/guests/plan.js';
@@ -544,6 +544,8 @@ describe('stop ladder, qmp driver: a running guest listed with an image older th
     expect(ops(d, 'old')).toEqual(['shutdown', 'stale-aside', 'off']);
     expect(o!.result).toBe('shutdown');
     expect(d.guests.get('old')!.hasSavedImage).toBe(false);
+    // Handled, but found beside an image that was not its state: the run is not clean.
+    expect(judgeOutcomes([o!])).toMatchObject({ clean: false, failed: ['old'] });
   });
 });
 
