@@ -29,6 +29,10 @@ export interface Guest {
   persistent: boolean;
   autostart: boolean;
   hasSavedImage: boolean;
+  /** Which file the saved image is (qmp: device, inode, size, mtime), so that a new image is told from one the guest had before; absent when there is none or the driver cannot tell (libvirt). */
+  savedImageId?: string;
+  /** qmp: the saved image is older than the running guest (it ran without being restored from it): never restored, moved aside when the guest is saved, shut down or destroyed; `problem` says so too. */
+  staleImage?: string;
   policy: GuestPolicy;
   /** Why a save would fail (host devices, shares, transient, invtsc...); empty when none is known. */
   saveBlockers: string[];

@@ -316,7 +316,7 @@ async function saveFailedStep(l: Ladder, step: { error: unknown; tries: number }
     state = found?.state ?? 'shutoff';
     // Off with an image it did not have when listed: the save completed, only its answer was lost
     // (virsh killed or its connection dropped after libvirt finished; qmp: QEMU slow to exit once its image was in place).
-    if (state === 'shutoff' && found?.hasSavedImage && !l.guest.hasSavedImage) {
+    if (state === 'shutoff' && hasNewImage(l.guest, found)) {
       return l.end('saved', `the save completed although the call failed (${why}): off, with its saved image`);
     }
   } catch (error) {
@@ -433,7 +433,13 @@ async function deadlineStep(l: Ladder, step: { why: string; save?: SaveJob }): P
   }
   const g = deadline(DESTROY_GRACE_MS);
   try {
-    if (((await lookUp(driver, guest, g.signal))?.state ?? 'shutoff') === 'shutoff') return l.end(step.save ? 'saved' : 'shutdown', 'went off just at its deadline');
+    const found = await lookUp(driver, guest, g.signal);
+    if ((found?.state ?? 'shutoff') === 'shutoff') {
+      // Saved only with an image it did not have when listed; else it went off by itself.
+      if (step.save && hasNewImage(guest, found)) return l.end('saved', 'went off with its saved image just at its deadline');
+      if (step.save) l.action = fellBack(l.action);
+      return l.end('shutdown', step.save ? 'went off without a new saved image just at its deadline' : 'went off just at its deadline');
+    }
     if (l.interrupt.aborted) return l.end('failed', 'interrupted: not destroyed');
     l.action = destroyedAfter(l.action);
     await driver.destroy(guest.id, { signal: g.signal });
@@ -462,7 +468,7 @@ async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<
     const found = await lookUp(driver, guest, g.signal);
     const state: GuestState = found?.state ?? 'shutoff';
     // The save completed after all (its abort came too late): the image holds the guest, journal it as saved.
-    if (state === 'shutoff' && found?.hasSavedImage) return l.end('saved', 'completed while the interruption was handled');
+    if (state === 'shutoff' && hasNewImage(guest, found)) return l.end('saved', 'completed while the interruption was handled');
     if (state === 'paused' && guest.state === 'running' && driver.resume) {
       await driver.resume(guest.id, { signal: g.signal });
       l.reasons.push('interrupted: save aborted, guest resumed');
@@ -477,6 +483,17 @@ async function interruptedSaveStep(l: Ladder, step: { save: SaveJob }): Promise<
   } finally {
     g.clear();
   }
+}
+
+/**
+ * Whether `found` (the guest as it is now) has a saved image that `listed` did not have: none when listed,
+ * or another file than the one listed (qmp: an image older than the running guest, replaced by the save).
+ * An image it had when listed never counts: it does not hold the state the save was to write.
+ */
+export function hasNewImage(listed: Guest, found: Guest | undefined): boolean {
+  if (!found?.hasSavedImage) return false;
+  if (!listed.hasSavedImage) return true;
+  return listed.savedImageId !== undefined && found.savedImageId !== undefined && found.savedImageId !== listed.savedImageId;
 }
 
 /** The guest as it is now; undefined once the driver no longer knows it (a transient guest libvirt forgot: off). */

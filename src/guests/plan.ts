@@ -313,6 +313,7 @@ function firstChoice(item: DriverGuest, settings: PlanSettings, mode: StopMode):
   const requested: ShutdownAction = mode === 'shutdown' ? 'shutdown' : guest.policy.onShutdown ?? settings.onShutdown;
   const reasons: string[] = [];
   if (mode === 'policy' && guest.policy.onShutdown) reasons.push(`policy on_shutdown=${guest.policy.onShutdown}`);
+  if (guest.staleImage) reasons.push(`${guest.staleImage} is older than the running guest: never restored, set aside as it is saved or shut down`);
   let action: PlanAction = requested === 'managedsave' ? 'save' : requested;
   const missing = new Set<GuestFact>(guest.undescribed?.missing ?? []);
   if (guest.undescribed) {

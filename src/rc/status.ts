@@ -40,6 +40,8 @@ export interface GuestStatus {
   stateDetail: string;
   /** A managed save image waits for the guest's next start. */
   savedImage: boolean;
+  /** qmp: the saved image is older than the running guest (never restored; set aside when the guest is saved, shut down or destroyed). */
+  staleImage?: string;
 }
 
 /** The whole status (`status --json` prints it). */
@@ -130,7 +132,7 @@ async function collectQmpStatus(settings: Settings, signal: AbortSignal): Promis
     const d = deadline(CALL_MS * 3, signal);
     try {
       const guests = await driver.listGuests({ signal: d.signal });
-      status.guests = guests.map((g) => ({ uri: g.uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));
+      status.guests = guests.map((g) => ({ uri: g.uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage, ...(g.staleImage ? { staleImage: g.staleImage } : {}) }));
     } catch (err) {
       status.guestErrors.push(`${driver.uri}: ${errorMessage(err)}`);
     } finally {
@@ -189,7 +191,7 @@ export function formatStatus(s: Status): string {
   else if (lv && lv.answering === false) out.push('guests: not listed (libvirtd does not answer)');
   if (lv === null || lv.answering) {
     out.push(s.guests.length > 0 ? 'guests:' : s.qmp && !s.qmp.exists ? `guests: none (${s.qmp.guestsDir} is not a directory)` : 'guests: none');
-    for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
+    for (const g of s.guests) out.push(`  ${g.name}  ${g.stateDetail || g.state}${g.staleImage ? `  [${g.staleImage} is older than the running guest: never restored]` : g.savedImage ? '  (saved image)' : ''}${s.guests.some((x) => x.uri !== g.uri) ? `  ${g.uri}` : ''}`);
   }
   for (const e of s.guestErrors) out.push(`guests: cannot list ${e}`);
   if (s.pending.length > 0) {

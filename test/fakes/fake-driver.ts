@@ -24,7 +24,15 @@
 // - an unknown id throws GuestNotFoundError (so does a transient libvirt
 //   guest once it is off: libvirt forgets it);
 // - a reboot can end with the guest off (`rebootEndsOff`): refused;
-// - every wait honours its signal.
+// - every wait honours its signal;
+// - a saved image is a file with an identity (`savedImageId`): each save
+//   writes a new one.
+// qmp only, as its driver does (src/domain/qmp/stale-image.ts): a guest listed
+// running, paused or suspended with a saved image has one older than it
+// (`staleImage`, and a `problem`); save, shutdown and destroy of a live guest
+// move such an image aside (`stale-aside` in calls; `staleAsideFails`: it
+// stays), and so do a wait that sees the guest off and a start, when the
+// image is the one the listing found stale.
 import { GuestNotFoundError, InterruptedError, NotReachableError, OperationRefusedError, ProtocolError, TimedOutError } from '../../src/domain/errors.js';
 import type { DomainDriver, Guest, GuestState, LifecycleEvent, OpOptions, SaveOptions, StartOptions } from '../../src/domain/types.js';
 import { now, sleep } from '../../src/util/deadline.js';
@@ -83,6 +91,8 @@ export interface FakeScript {
   wakeFails?: string;
   /** Every wait for a state fails at once (the daemon does not answer), though single state queries work. */
   waitFails?: boolean;
+  /** qmp: moving an image older than the guest aside fails (it stays: the driver logs the error and goes on). */
+  staleAsideFails?: boolean;
   /** Any operation on this guest throws this (a bug, not a domain error). */
   explodes?: string;
 }
@@ -149,6 +159,9 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
   const reads: FakeDriver['reads'] = { listings: 0, lookups: [] };
   const requests = new Map<string, number>();
   const connection: FakeConnection = { ...opts.connection };
+  let images = 0;
+  // qmp: the image each guest was listed with while it ran (older than it), by id.
+  const staleSeen = new Map<string, string>();
   for (const g of list) {
     const id = g.id ?? g.name;
     const state = g.state ?? 'running';
@@ -162,6 +175,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       persistent: kind === 'qmp' ? true : g.persistent ?? true,
       autostart: g.autostart ?? false,
       hasSavedImage: g.hasSavedImage ?? false,
+      ...(g.hasSavedImage ? { savedImageId: g.savedImageId ?? `${g.name}.save#0` } : {}),
       policy: g.policy ?? {},
       saveBlockers: g.saveBlockers ?? [],
       ...(g.undescribed ? { undescribed: g.undescribed } : {}),
@@ -206,6 +220,31 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
     return g;
   };
   const script = (id: string): FakeScript => scripts.get(id) ?? {};
+  const live = (g: Guest): boolean => g.state === 'running' || g.state === 'paused' || g.state === 'suspended';
+  // The guest as the driver describes it: qmp names an image older than the running guest.
+  const describe = (g: Guest): Guest => {
+    if (kind !== 'qmp' || !g.hasSavedImage || !live(g)) return { ...g };
+    staleSeen.set(g.id, g.savedImageId ?? '');
+    const problem = `/fake/save/${g.name}.save is older than the running guest: never restored; set aside when the guest is saved, shut down or destroyed`;
+    return { ...g, staleImage: `/fake/save/${g.name}.save`, problem: g.problem ? `${g.problem}; ${problem}` : problem };
+  };
+  const writeImage = (g: Guest): void => {
+    g.hasSavedImage = true;
+    g.savedImageId = `${g.name}.save#${++images}`;
+  };
+  // qmp: move an image older than the guest aside (judged live, or as the very image the listing found stale).
+  const setStaleAside = (g: Guest, judgeLive: boolean): void => {
+    if (kind !== 'qmp' || !g.hasSavedImage) return;
+    if (!(judgeLive && live(g)) && staleSeen.get(g.id) !== g.savedImageId) return;
+    if (script(g.id).staleAsideFails) {
+      note('stale-kept', g.id);
+      return;
+    }
+    g.hasSavedImage = false;
+    delete g.savedImageId;
+    staleSeen.delete(g.id);
+    note('stale-aside', g.id);
+  };
   const notRunning = (g: Guest, what: string): OperationRefusedError =>
     new OperationRefusedError(kind === 'qmp' ? `cannot ${what} ${g.name}: it is not running (shut off)` : `Requested operation is not valid: domain is not running`, { guest: g.name });
   // Put a guest back after a failed or aborted save: resumed when it ran, unless the script says that fails.
@@ -283,11 +322,11 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       await pause(connection.listAnswerMs ?? 0);
       o.onAnswer?.('list');
       await pause((connection.listMs ?? 0) - (connection.listAnswerMs ?? 0));
-      return [...guests.values()].map((g) => ({ ...g }));
+      return [...guests.values()].map(describe);
     },
     async getGuest(id) {
       reads.lookups.push(id);
-      return { ...get(id) };
+      return describe(get(id));
     },
     async save(id, o: SaveOptions) {
       const g = log('save', id);
@@ -297,6 +336,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         throw new ProtocolError(kind === 'qmp' ? `/fake/run/${g.name}/qmp.sock: not JSON: ""` : `virsh domstate of ${id}: cannot read ""`, { guest: g.name });
       }
       if (g.state === 'shutoff') throw notRunning(g, 'save');
+      setStaleAside(g, true);
       if (g.state === 'suspended') throw new OperationRefusedError(kind === 'qmp' ? `cannot save ${g.name}: it is suspended (S3)` : 'Requested operation is not valid: domain is pmsuspended', { guest: g.name });
       const before = g.state;
       // Both drivers stop the guest's CPUs before its RAM is written.
@@ -333,7 +373,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
             o.onProgress?.({ fraction: i / 4 });
           }
         }
-        g.hasSavedImage = true;
+        writeImage(g);
         setState(id, 'shutoff', 'Stopped');
         note('saved', id);
         if (s.saveAnswerLost) throw answerLost(g, s.saveAnswerLost);
@@ -342,7 +382,7 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
         // The job lets go of the guest a moment after its abort.
         if (s.abortMs) await sleep(s.abortMs);
         if (s.completesDespiteAbort) {
-          g.hasSavedImage = true;
+          writeImage(g);
           setState(id, 'shutoff', 'Stopped');
           note('saved', id);
           throw new InterruptedError(`save of ${g.name} aborted`, { guest: g.name });
@@ -376,14 +416,17 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       const s = script(id);
       if (s.startFails && (s.startFailsFirst === undefined || s.startFailsFirst-- > 0)) throw new OperationRefusedError(s.startFails, { guest: g.name });
       if (g.state !== 'shutoff') throw new OperationRefusedError(kind === 'qmp' ? `cannot start ${g.name}: it is already running` : 'Requested operation is not valid: domain is already active', { guest: g.name });
+      setStaleAside(g, false);
       await sleep(s.startMs ?? 100, o.signal);
       g.hasSavedImage = false;
+      delete g.savedImageId;
       setState(id, (o.paused ?? s.startsPaused) ? 'paused' : 'running', 'Started');
     },
     async shutdown(id) {
       const g = log('shutdown', id);
       const s = script(id);
       if (g.state === 'shutoff') throw notRunning(g, 'shut down');
+      setStaleAside(g, true);
       if (s.shutdownFails) throw new OperationRefusedError(s.shutdownFails, { guest: g.name });
       const n = requests.get(id) ?? 0;
       requests.set(id, n + 1);
@@ -414,12 +457,14 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       const s = script(id);
       if (g.state === 'shutoff') return;
       if (s.destroyFails) throw new OperationRefusedError(s.destroyFails, { guest: g.name });
+      setStaleAside(g, true);
       setState(id, 'shutoff', 'Stopped');
     },
     async waitForState(id, states, o: OpOptions) {
       if (script(id).waitFails) throw new NotReachableError(kind === 'qmp' ? `monitor of ${id} does not answer` : 'libvirtd does not answer');
       let st: GuestState = get(id).state;
       await waitUntil(o.signal, () => states.includes((st = get(id).state)));
+      if (st === 'shutoff') setStaleAside(get(id), false);
       return st;
     },
     onLifecycle(l) {

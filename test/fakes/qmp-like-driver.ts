@@ -11,6 +11,11 @@
 // - destroy can fail (`destroyFails`: QEMU survived SIGKILL); of a guest
 //   already off it resolves;
 // - the listing can fail (`listFails`) or hang until its signal aborts (`listHangs`).
+// - a guest listed live with a saved image has one older than it
+//   (`staleImage`, `problem`); save, shutdown, destroy move it aside first, as
+//   do a wait that sees the guest off and a start when it is the image the
+//   listing found stale (`staleAsideFails`: the move fails, the image stays);
+//   each new image is a new file (`savedImageId`).
 // Still different from the real driver: no QEMU processes, pidfiles, monitor
 // sockets or image files; a state query never reports `other` for a monitor
 // held by another client unless the guest is given in that state; waits are

@@ -2,10 +2,12 @@
 // guests, through the built executable: every guest saved concurrently and
 // restored to the same boot (names with spaces and leading dashes), paused
 // ones paused, a guest's policy over the settings, order groups in sequence,
-// and a stubborn guest destroyed at its deadline and not before.
+// a stubborn guest destroyed at its deadline and not before, and an image
+// older than a running guest set aside at its shutdown, never restored.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DomainDriver } from '../../src/domain/types.js';
 import { withQmp } from '../../src/qmp/qmp-client.js';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readConsole } from '../helpers/console.js';
 import { makeQmpBed, type QmpBed } from '../helpers/qmp-guests.js';
@@ -87,10 +89,18 @@ describe('rc.libvirt with the qmp driver', () => {
     }
   });
 
-  it('guests_shutdown: the stubborn guest is destroyed at its deadline and not before; the others shut down; exit 1', async () => {
+  it('guests_shutdown: the stubborn guest is destroyed at its deadline and not before; the others shut down; exit 1; an older image beside a running guest is set aside, named', async () => {
     // `q first` was started afresh: wait for its ready line (a button pressed before it is lost).
     await waitFor('q first to be ready after its fresh start', () => bed.bootId('q first') !== firstBootBefore, { timeoutMs: 150_000, intervalMs: 250 });
+    // An image older than the running `q one` (as one left beside a guest booted by hand would be).
+    writeFileSync(join(bed.saveDir, 'q one.save'), 'an older image');
     const r = await runRc(['guests_shutdown', '--timeout', '20'], bed.env());
+    const aside = readdirSync(bed.saveDir).filter((f) => f.startsWith('q one.save.stale-'));
+    expect(aside, r.stdout + r.stderr).toHaveLength(1);
+    expect(readdirSync(bed.saveDir)).not.toContain('q one.save');
+    expect(readFileSync(join(bed.saveDir, aside[0]!), 'utf8')).toBe('an older image');
+    expect(r.stderr).toContain(`${join(bed.saveDir, 'q one.save')} is older than the guest`);
+    expect(r.stderr).toContain(join(bed.saveDir, aside[0]!));
     expect(r.code, r.stdout + r.stderr).toBe(1);
     const m = /^'q stubborn' +shutdown->destroy +destroyed +([\d.]+) +did not shut down within 20 s/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
@@ -100,5 +110,15 @@ describe('rc.libvirt with the qmp driver', () => {
     expect(readConsole(bed.consoleOf('q stubborn'))).not.toContain('RCL-POWEROFF');
     expect(readConsole(bed.consoleOf('q one'))).toContain('RCL-POWEROFF');
     for (const n of NAMES) expect(await state(n)).toBe('shutoff');
+  });
+
+  it('start after it: `q one` boots afresh, its older image never restored (kept aside)', async () => {
+    const before = bed.bootId('q one');
+    const r = await runRc(['start'], bed.env());
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^'q one' +start +started/m);
+    expect(r.stdout).not.toMatch(/^'q one' +restore/m);
+    await waitFor('q one to boot afresh', () => bed.bootId('q one') !== before, { timeoutMs: 150_000, intervalMs: 250 });
+    expect(readdirSync(bed.saveDir).filter((f) => f.startsWith('q one.save.stale-'))).toHaveLength(1);
   });
 });

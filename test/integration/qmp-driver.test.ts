@@ -1,12 +1,14 @@
 // The QMP driver on real QEMU with the test guest: every operation, save and
 // restore continuing the same boot, paused guests restored paused, an
-// interrupted save, a stubborn guest, concurrent saves.
+// interrupted save, a stubborn guest, concurrent saves, a QEMU left waiting to
+// be restored (its image kept, never taken for one older than the guest).
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { copyFile, mkdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DomainError, InterruptedError, NotReachableError, OperationRefusedError, TimedOutError } from '../../src/domain/errors.js';
 import { createQmpDriver } from '../../src/domain/qmp/qmp-driver.js';
+import { launchQemu, runtimePaths } from '../../src/domain/qmp/qemu-process.js';
 import { connectQmp, withQmp } from '../../src/qmp/qmp-client.js';
 import type { DomainDriver, LifecycleEvent, SaveProgress } from '../../src/domain/types.js';
 import { createMemoryLog } from '../../src/util/log.js';
@@ -289,6 +291,28 @@ describe('QMP driver on real QEMU', () => {
     await copyFile(whole, image);
     await driver.start('gamma', { signal: sig() });
     expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
+  });
+
+  it('a QEMU left waiting to be restored (inmigrate: a start killed mid-restore) keeps its image: not named older than the guest, not moved by shutdown or destroy; the next start restores the same boot', async () => {
+    const boot = readyIds('gamma').at(-1);
+    await driver.save('gamma', { signal: sig() });
+    const image = join(saveDir, 'gamma.save');
+    const saved = readFileSync(image);
+    // As a start killed before it fed the image: QEMU launched to restore, the image not yet sent.
+    const { argv } = JSON.parse(readFileSync(join(guestsDir, 'gamma.json'), 'utf8')) as { argv: string[] };
+    await launchQemu(argv, 'gamma', runtimePaths(runDir, 'gamma'), { signal: sig(), timeoutMs: 20_000, incoming: true });
+    const waiting = await driver.getGuest('gamma', { signal: sig() });
+    expect(waiting).toMatchObject({ stateDetail: 'inmigrate', hasSavedImage: true });
+    expect(waiting.staleImage).toBeUndefined();
+    expect(waiting.problem).toBeUndefined();
+    await driver.shutdown('gamma', { signal: sig() }).catch(() => undefined);
+    await driver.destroy('gamma', { signal: sig() });
+    expect(readdirSync(saveDir).filter((f) => f.startsWith('gamma.'))).toEqual(['gamma.json', 'gamma.save']);
+    expect(readFileSync(image).equals(saved)).toBe(true);
+    expect(log.lines.some((l) => l.msg.includes('is older than the guest'))).toBe(false);
+    await driver.start('gamma', { signal: sig() });
+    expect(await driver.getGuest('gamma', { signal: sig() })).toMatchObject({ state: 'running', hasSavedImage: false });
+    expect(readyIds('gamma').at(-1)).toBe(boot);
   });
 
   it('any legal file name is a guest QEMU starts, saves and restores under that name (=, commas, spaces, quotes, $)', async () => {

@@ -1,6 +1,9 @@
 // rc.libvirt status --driver qmp on one real plain-QEMU test guest, through the
 // built executable: the qmp guests (state, saved image) and the guests pending
-// restore, never the libvirt daemons; exit 0 while a guest runs, 3 once none does.
+// restore, never the libvirt daemons; exit 0 while a guest runs, 3 once none does;
+// an image older than the running guest named by status and plan, left in place.
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeQmpBed, type QmpBed } from '../helpers/qmp-guests.js';
 import { runRc } from '../helpers/rc-cli.js';
@@ -11,7 +14,7 @@ interface JsonStatus {
   qmp: unknown;
   daemons: unknown[];
   libvirtd: unknown;
-  guests: { name: string; state: string; savedImage: boolean }[];
+  guests: { name: string; state: string; savedImage: boolean; staleImage?: string }[];
   guestErrors: string[];
   pending: { name: string; action: string }[];
 }
@@ -48,6 +51,23 @@ describe('rc.libvirt status with the qmp driver', () => {
     expect(s.guestErrors).toEqual([]);
     expect(s.guests).toEqual([expect.objectContaining({ name: 'st one', state: 'running', savedImage: false })]);
     expect(s.pending).toEqual([]);
+  });
+
+  it('an older image beside the running guest: status and plan name it, and move nothing', async () => {
+    const image = join(bed.saveDir, 'st one.save');
+    writeFileSync(image, 'an older image');
+    try {
+      const r = await runRc(['status', '--driver', 'qmp'], env());
+      expect(r.code, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain(`  st one  running  [${image} is older than the running guest: never restored]`);
+      const j = await runRc(['status', '--driver', 'qmp', '--json'], env());
+      expect((JSON.parse(j.stdout) as JsonStatus).guests).toEqual([expect.objectContaining({ name: 'st one', state: 'running', savedImage: true, staleImage: image })]);
+      const p = await runRc(['plan', '--driver', 'qmp'], env());
+      expect(p.stdout + p.stderr).toContain(`${image} is older than the running guest: never restored`);
+      expect(readdirSync(bed.saveDir)).toEqual(['st one.save']);
+    } finally {
+      rmSync(image, { force: true });
+    }
   });
 
   it('after stop: the guest is shut off with its saved image and pending restore, and status exits 3', async () => {

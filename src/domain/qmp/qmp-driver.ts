@@ -18,7 +18,8 @@ import { ensurePrivateDir } from './private-dir.js';
 import { startGuest } from './qmp-restore.js';
 import { quitAndReap, saveGuest, SAVE_MAX_BANDWIDTH } from './qmp-save.js';
 import { checkProcess, runtimePaths, signalQemu } from './qemu-process.js';
-import { hasImage, savedImagePaths } from './saved-image.js';
+import { imageIdentity, savedImagePaths } from './saved-image.js';
+import { isStaleBeside, StaleImages } from './stale-image.js';
 import { SavesInFlight } from './save-in-flight.js';
 import { EXIT_GRACE_MS, ShutdownWatches } from './shutdown-watch.js';
 import { StartsInFlight } from './start-in-flight.js';
@@ -82,6 +83,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     log: opts.log,
     emit,
   };
+  const staleImages = new StaleImages(ctx);
   const uri = `qmp://${opts.guestsDir}`;
   let dirsReady: Promise<void> | undefined;
 
@@ -145,12 +147,19 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
 
   const describe = async (g: GuestFiles, signal: AbortSignal): Promise<Guest> => {
     const p = await probe(g, signal);
-    let hasSavedImage = false;
+    let savedImageId: string | undefined;
     const saveBlockers = [...g.def.saveBlockers];
     try {
-      hasSavedImage = await hasImage(g.saved);
+      savedImageId = await imageIdentity(g.saved);
     } catch (err) {
       saveBlockers.push(`unusable save path: ${errorMessage(err)}`);
+    }
+    const problems = g.problem === undefined ? [] : [g.problem];
+    // Only said here (a listing changes nothing on disk): the operations that end its run move it aside.
+    const stale = savedImageId !== undefined && p.pid !== undefined && (await isStaleBeside(p.pid, p.detail));
+    if (stale) {
+      staleImages.remember(g, savedImageId);
+      problems.push(`${g.saved.image} is older than the running guest (its QEMU, pid ${p.pid}, has run without being restored from it): never restored; set aside when the guest is saved, shut down or destroyed`);
     }
     return {
       id: g.def.name,
@@ -161,18 +170,34 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       memoryKiB: g.def.memoryKiB,
       persistent: true,
       autostart: g.def.autostart,
-      hasSavedImage,
+      hasSavedImage: savedImageId !== undefined,
+      ...(savedImageId === undefined ? {} : { savedImageId }),
+      ...(stale ? { staleImage: g.saved.image } : {}),
       policy: g.def.policy,
       saveBlockers,
-      ...(g.problem === undefined ? {} : { problem: g.problem }),
+      ...(problems.length === 0 ? {} : { problem: problems.join('; ') }),
     };
   };
 
-  /** The running guest's pid, or a refusal naming its state. */
-  const requireActive = async (g: GuestFiles, signal: AbortSignal, what: string): Promise<number> => {
+  /** The running guest's pid and run state, or a refusal naming its state. */
+  const requireLive = async (g: GuestFiles, signal: AbortSignal, what: string): Promise<{ pid: number; status: string }> => {
     const p = await probe(g, signal);
     if (p.pid === undefined) throw new OperationRefusedError(`cannot ${what} ${g.def.name}: it is not running (${p.detail})`, { guest: g.def.name });
-    return p.pid;
+    return { pid: p.pid, status: p.detail };
+  };
+  /** The running guest's pid, or a refusal naming its state. */
+  const requireActive = async (g: GuestFiles, signal: AbortSignal, what: string): Promise<number> => (await requireLive(g, signal, what)).pid;
+
+  /** QEMU's run state within a short deadline, or undefined when it does not answer (destroy goes on without it). */
+  const runState = async (qmp: QmpClient, pid: number, signal: AbortSignal): Promise<{ pid: number; status: string } | undefined> => {
+    const d = deadline(Math.min(ctx.qemuTimeoutMs, 3000), signal);
+    try {
+      return { pid, status: (await qmp.execute<QmpStatus>('query-status', undefined, { signal: d.signal })).status };
+    } catch {
+      return undefined;
+    } finally {
+      d.clear();
+    }
   };
 
   const withMonitor = <T>(g: GuestFiles, signal: AbortSignal, body: (qmp: QmpClient) => Promise<T>): Promise<T> =>
@@ -212,8 +237,10 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       }
       const { save, done } = saves.begin(id, sopts.signal);
       try {
-        const pid = await requireActive(g, save.signal, 'save');
-        await saveGuest(ctx, g, pid, save, sopts.onProgress);
+        const live = await requireLive(g, save.signal, 'save');
+        // An older image is set aside first: should the save fail, none is left to be restored.
+        await staleImages.setAside(g, live, 'before its save');
+        await saveGuest(ctx, g, live.pid, save, sopts.onProgress);
       } finally {
         done();
       }
@@ -235,6 +262,8 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         const p = await checkProcess(g.run);
         if (p.alive) throw new OperationRefusedError(`cannot start ${id}: it is already running (pid ${p.pid})`, { guest: id });
         watches.forget(id);
+        // One this process found stale while the guest ran (it has gone off since): never restored.
+        await staleImages.setAside(g, undefined, 'before its start');
         await startGuest(ctx, g, stopts);
       });
     },
@@ -247,7 +276,8 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       const lease = await pool.acquire(id, g.run.qmp, { signal, connectMs: ctx.qemuTimeoutMs });
       let kept = false;
       try {
-        await requireActive(g, signal, 'shut down');
+        const live = await requireLive(g, signal, 'shut down');
+        await staleImages.setAside(g, live, 'before its shutdown');
         await qmpCommand(ctx, lease.qmp, 'system_powerdown', undefined, signal);
         watches.hold(id, lease);
         kept = true;
@@ -302,6 +332,7 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
         d.clear();
       }
       try {
+        await staleImages.setAside(g, lease ? () => runState(lease!.qmp, pid, signal) : undefined, 'before it is destroyed');
         await quitAndReap(ctx, lease?.qmp, id, pid, g.run.qmp);
       } finally {
         await lease?.release();
@@ -325,7 +356,11 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
       try {
         for (;;) {
           const p = offOnly ? await processState(g) : await probe(g, signal);
-          if (states.includes(p.state)) return p.state;
+          if (states.includes(p.state)) {
+            // Off by itself: an image this process found stale while it ran is set aside now.
+            if (p.state === 'shutoff') await staleImages.setAside(g, undefined, 'as the guest went off');
+            return p.state;
+          }
           const downAt = watches.guestDownAt(id);
           if (p.pid !== undefined && downAt !== undefined && performance.now() - downAt > EXIT_GRACE_MS) {
             opts.log?.warn(`${id}: the guest shut down ${Math.round((performance.now() - downAt) / 1000)} s ago, but QEMU (pid ${p.pid}) has not exited; killing it`);

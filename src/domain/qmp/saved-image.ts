@@ -5,8 +5,10 @@
 // the marker: the image is renamed to it (and the directory fsynced) before the
 // restored guest is let run (`cont`), so an image the guest may have run from
 // is never restored again; a marker found at the next start is moved aside to
-// NAME.save.used-TIME for the admin, never restored and never deleted.
-import { readdir, readFile, rename, unlink } from 'node:fs/promises';
+// NAME.save.used-TIME for the admin, never restored and never deleted. An
+// image older than the running guest (see stale-image.ts) is moved aside the
+// same way, to NAME.save.stale-TIME.
+import { lstat, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ProtocolError } from '../errors.js';
 import { withFsDeadline } from './fs-deadline.js';
@@ -20,6 +22,8 @@ export interface SavedImagePaths {
   restoring: string;
   /** Where a marked image is moved aside at the next start. */
   used(at: Date): string;
+  /** Where an image older than the running guest is moved aside. */
+  stale(at: Date): string;
   /** A fresh temporary file name for an image being written. */
   temp(): string;
   dir: string;
@@ -43,16 +47,29 @@ export function savedImagePaths(saveDir: string, name: string): SavedImagePaths 
     image: join(saveDir, `${name}.save`),
     sidecar: join(saveDir, `${name}.json`),
     restoring: join(saveDir, `${name}.save.restoring`),
-    used: (at) => join(saveDir, `${name}.save.used-${at.toISOString().replace(/[:.]/g, '-')}`),
+    used: (at) => join(saveDir, `${name}.save.used-${stamp(at)}`),
+    stale: (at) => join(saveDir, `${name}.save.stale-${stamp(at)}`),
     temp: () => join(saveDir, `.${name}.save.partial-${process.pid}-${Math.random().toString(36).slice(2, 8)}`),
     dir: saveDir,
     partialPrefix: `.${name}.save.partial-`,
   };
 }
 
+const stamp = (at: Date): string => at.toISOString().replace(/[:.]/g, '-');
+
 /** Whether a complete image exists (a symlink or foreign file there is refused). */
 export function hasImage(paths: SavedImagePaths): Promise<boolean> {
   return withFsDeadline(isOwnRegularFile(paths.image), `checking ${paths.image}`);
+}
+
+/**
+ * Which file NAME.save is (device, inode, size, mtime), or undefined when there is none:
+ * a new image (renamed into place) is a new file, so it is told from one that was there before.
+ */
+export async function imageIdentity(paths: SavedImagePaths): Promise<string | undefined> {
+  if (!(await hasImage(paths))) return undefined;
+  const st = await withFsDeadline(lstat(paths.image, { bigint: true }), `checking ${paths.image}`);
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}`;
 }
 
 /** Whether an image marked as being restored is there (a symlink or foreign file is refused). */
@@ -80,6 +97,13 @@ export function unmarkRestoring(paths: SavedImagePaths): Promise<void> {
 export async function moveMarkedAside(paths: SavedImagePaths, at = new Date()): Promise<string> {
   const to = paths.used(at);
   await renameDurably(paths.restoring, to, paths.dir);
+  return to;
+}
+
+/** Move an image older than the running guest aside to NAME.save.stale-TIME, durably; returns the new name. */
+export async function moveStaleAside(paths: SavedImagePaths, at = new Date()): Promise<string> {
+  const to = paths.stale(at);
+  await renameDurably(paths.image, to, paths.dir);
   return to;
 }
 

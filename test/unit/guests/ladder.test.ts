@@ -5,7 +5,7 @@ import type { DomainDriver, Guest } from '../../../src/domain/types.js';
 import { JOURNAL_WAIT_MS, stopAll, type StopTask } from '../../../src/guests/ladder.js';
 import { SILENT_OBSERVER } from '../../../src/guests/observer.js';
 import { SHUTDOWN_REPEAT_MS, SHUTDOWN_RETRY_MS } from '../../../src/guests/shutdown-wait.js';
-import { destroyedAfter, fellBack, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
+import { destroyedAfter, fellBack, judgeOutcomes, type GuestOutcome, type StopAction } from '../../../src/guests/outcome.js';
 import { shutdownReserveMs } from '../../../src/guests/save-slots.js';
 import { journalEntryFor } from '../../../src/guests/stop-policy.js';
 import { decidePlan } from '../../../src/guests/plan.js';
@@ -487,20 +487,119 @@ describe('stop ladder, libvirt driver: a completed save whose answer could not b
   });
 });
 
-describe('stop ladder, qmp driver: a failed save of a guest that had an image already', () => {
+describe('stop ladder, qmp driver: a running guest listed with an image older than it', () => {
   fakeClock();
+  const planted = (name: string, script: FakeGuest['script'] = {}): FakeGuest => ({ name, hasSavedImage: true, savedImageId: `${name}.save#old`, script });
+  const ops = (d: FakeDriver, name: string): string[] => d.calls.filter((c) => c.name === name).map((c) => c.op);
 
-  it('the older image does not make it saved: found off after the failed save, it is a shutdown', async () => {
-    // A running qmp guest can have an image in the save directory (a save keeps it until a new one replaces it);
-    // a failed save leaves that older image, which holds no state of this run.
-    const d = qmpLikeDriver([{ name: 'old', hasSavedImage: true, script: { saveFails: 'Unable to write to socket: Broken pipe', saveFailsAfterMs: 500, saveEndsOff: true } }]);
+  it('the listing names it (a problem, so the run exits non-zero)', async () => {
+    const d = qmpLikeDriver([planted('old'), { name: 'clean' }]);
+    const [old, clean] = await d.listGuests({ signal: new AbortController().signal });
+    expect(old).toMatchObject({ hasSavedImage: true, staleImage: '/fake/save/old.save' });
+    expect(old!.problem).toContain('older than the running guest');
+    expect(clean!.staleImage).toBeUndefined();
+    expect(clean!.problem).toBeUndefined();
+  });
+
+  it('a failed save leaves no image to restore: the older one was set aside before it; found off, it is a shutdown', async () => {
+    const d = qmpLikeDriver([planted('old', { saveFails: 'Unable to write to socket: Broken pipe', saveFailsAfterMs: 500, saveEndsOff: true })]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(1000);
+    const [o] = await p;
+    expect(ops(d, 'old')).toEqual(['save', 'stale-aside', 'off']);
+    expect(d.state('old')).toBe('shutoff');
+    expect(d.guests.get('old')!.hasSavedImage).toBe(false);
+    expect(o!.result).toBe('shutdown');
+    expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+
+  it('the older image does not make it saved when it could not be set aside: found off with it after the failed save, it is a shutdown', async () => {
+    const d = qmpLikeDriver([planted('old', { staleAsideFails: true, saveFails: 'Unable to write to socket: Broken pipe', saveFailsAfterMs: 500, saveEndsOff: true })]);
     const p = run(await tasksFor([d]));
     await vi.advanceTimersByTimeAsync(1000);
     const [o] = await p;
     expect(d.state('old')).toBe('shutoff');
+    expect(d.guests.get('old')).toMatchObject({ hasSavedImage: true, savedImageId: 'old.save#old' });
+    expect(o!.result).toBe('shutdown');
+    expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+
+  it('a save that replaced it and completed although its call failed counts as saved: its image is another file', async () => {
+    const d = qmpLikeDriver([planted('old', { staleAsideFails: true, saveAnswerLost: 'unreachable' })]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(5000);
+    const [o] = await p;
+    expect(ops(d, 'old')).toEqual(['save', 'stale-kept', 'saved']);
+    expect(d.guests.get('old')!.savedImageId).not.toBe('old.save#old');
+    expect(o!.result).toBe('saved');
+    expect(o!.reason).toContain('the save completed although the call failed');
+    expect(journalEntryFor(o!, 0)?.action).toBe('saved');
+  });
+
+  it('a shutdown sets it aside before the guest is asked to power off: off, it has no image to restore', async () => {
+    const d = qmpLikeDriver([planted('old')]);
+    const p = run(await tasksFor([d], 'shutdown'));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [o] = await p;
+    expect(ops(d, 'old')).toEqual(['shutdown', 'stale-aside', 'off']);
+    expect(o!.result).toBe('shutdown');
+    expect(d.guests.get('old')!.hasSavedImage).toBe(false);
+    // Handled, but found beside an image that was not its state: the run is not clean.
+    expect(judgeOutcomes([o!])).toMatchObject({ clean: false, failed: ['old'] });
+  });
+});
+
+describe('stop ladder: off after an aborted save is saved only with a new image', () => {
+  fakeClock();
+
+  it('at the deadline: a guest found off after its save was aborted, without a new image, went off by itself: a shutdown, not saved', async () => {
+    // The job lets go 2 s after its abort; the guest powers off meanwhile.
+    const d = libvirtLikeDriver([{ name: 'quit', script: { saveMs: 'never', abortMs: 2000, offAtMs: 11_000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(13_000);
+    const [o] = await p;
+    expect(d.state('quit')).toBe('shutoff');
+    expect(d.guests.get('quit')!.hasSavedImage).toBe(false);
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+    expect(o!.result).toBe('shutdown');
+    expect(o!.action).toBe('save->shutdown');
+    expect(o!.reason).toContain('went off without a new saved image just at its deadline');
+    expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+
+  it('at the deadline: a qmp guest listed with an older image it kept, found off after the abort, is not saved', async () => {
+    const d = qmpLikeDriver([{ name: 'old', hasSavedImage: true, script: { staleAsideFails: true, saveMs: 'never', abortMs: 2000, offAtMs: 11_000 } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(13_000);
+    const [o] = await p;
     expect(d.guests.get('old')!.hasSavedImage).toBe(true);
     expect(o!.result).toBe('shutdown');
     expect(journalEntryFor(o!, 0)?.action).toBe('shutdown');
+  });
+
+  it('at the deadline: a save that completed as its abort came (off, with an image it did not have) is saved', async () => {
+    const d = libvirtLikeDriver([{ name: 'late', script: { saveMs: 'never', abortMs: 500, completesDespiteAbort: true } }]);
+    const p = run(await tasksFor([d]));
+    await vi.advanceTimersByTimeAsync(11_000);
+    const [o] = await p;
+    expect(o!.result).toBe('saved');
+    expect(o!.reason).toContain('went off with its saved image just at its deadline');
+    expect(d.calls.some((c) => c.op === 'destroy')).toBe(false);
+  });
+
+  it('interrupted: a qmp guest listed with an older image it kept, found off after the abort, is not saved', async () => {
+    const d = qmpLikeDriver([{ name: 'old', hasSavedImage: true, script: { staleAsideFails: true, saveMs: 'never', abortMs: 2000, offAtMs: 1500 } }]);
+    const ac = new AbortController();
+    const p = run(await tasksFor([d]), { signal: ac.signal });
+    await vi.advanceTimersByTimeAsync(1000);
+    ac.abort(new Error('SIGTERM'));
+    await vi.advanceTimersByTimeAsync(3000);
+    const [o] = await p;
+    expect(d.state('old')).toBe('shutoff');
+    expect(d.guests.get('old')).toMatchObject({ hasSavedImage: true, savedImageId: 'old.save#0' });
+    expect(o!.result).toBe('failed');
+    expect(o!.reason).toContain('interrupted: save aborted, guest shutoff as before');
+    expect(journalEntryFor(o!, 0)).toBeUndefined();
   });
 });
 

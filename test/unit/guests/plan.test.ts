@@ -24,6 +24,15 @@ function of(p: { guests: GuestPlan[] }, name: string): GuestPlan {
 }
 
 describe('decidePlan', () => {
+  it('names a qmp image older than its running guest, and plans the guest as any other', async () => {
+    const d = qmpLikeDriver([{ name: 'q', hasSavedImage: true }, { name: 'clean' }]);
+    const items = (await d.listGuests({ signal: new AbortController().signal })).map((guest) => ({ guest, driver: d as DomainDriver }));
+    const p = decidePlan(items, { onShutdown: 'managedsave', timeout: 300 }, 'policy', new Map([['/fake/save', { freeBytes: 1e12, totalBytes: 0 }]]));
+    expect(of(p, 'q').action).toBe('save');
+    expect(of(p, 'q').reasons.join()).toContain('/fake/save/q.save is older than the running guest: never restored');
+    expect(of(p, 'clean').reasons.join()).not.toContain('older');
+  });
+
   it('plans a save for running guests and skips inactive ones', async () => {
     const p = await plan([{ name: 'a' }, { name: 'off', state: 'shutoff' }]);
     expect(p.guests.map((g) => [g.guest.name, g.action, g.timeout, g.order])).toEqual([['a', 'save', 300, 0]]);

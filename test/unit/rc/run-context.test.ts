@@ -94,6 +94,11 @@ describe('status', () => {
     expect(text).toContain('web server  running (booted)  (saved image)');
     expect(text).toContain('db  (saved; was running)');
   });
+  it('names a qmp image older than its running guest instead of a saved image', () => {
+    const text = formatStatus({ ...base, guests: [{ ...base.guests[0]!, staleImage: '/var/lib/rc-libvirt/qemu-save/web.save' }] });
+    expect(text).toContain('web server  running (booted)  [/var/lib/rc-libvirt/qemu-save/web.save is older than the running guest: never restored]');
+    expect(text).not.toContain('(saved image)');
+  });
   it('says why the guests are not listed when libvirtd does not run or does not answer', () => {
     const down = formatStatus({ ...base, daemons: [{ ...base.daemons[0]!, running: false, pid: null }], libvirtd: { running: false, answering: null, error: null }, guests: [] });
     expect(down).toContain('libvirtd   stopped');
