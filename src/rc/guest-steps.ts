@@ -136,8 +136,8 @@ export async function stopGuests(ctx: GuestStepContext, mode: StopMode, deps: Gu
           }
         },
       });
-      // The guests' actions have begun.
-      deps.acting?.();
+      // Once the first guests' calls have gone out (they start within this turn of the event loop).
+      if (deps.acting) setImmediate(deps.acting);
       const outcomes = await stopping;
       const marked = outcomes.map((o) => {
         const miss = missed.get(guestKey(o.guest));

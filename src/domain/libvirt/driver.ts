@@ -430,7 +430,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       // The state it had as the save began is asked alongside the save, not before it: one virsh call
       // fewer ahead of every save. A guest that is off is refused by managedsave itself. Not cut by the
       // save's signal: an aborted save needs the answer most, to put the guest back as it was.
-      const before = stateAsSaveBegan(domstate(id, new AbortController().signal));
+      const before = (): Promise<GuestState | undefined> => stateAsSaveBegan(domstate(id, new AbortController().signal));
       await saveGuest({ virsh, id, before, longMs, log, domstate }, o);
     },
 

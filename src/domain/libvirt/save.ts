@@ -14,10 +14,11 @@ export interface SaveDeps {
   virsh: Virsh;
   id: string;
   /**
-   * The guest's state as the save began (see stateAsSaveBegan), asked alongside the save;
-   * undefined when it could not be read.
+   * Ask the guest's state as the save began (see stateAsSaveBegan); undefined when it
+   * could not be read. Called once, right after `managedsave` was started, so that it runs
+   * alongside it.
    */
-  before: Promise<GuestState | undefined>;
+  before: () => Promise<GuestState | undefined>;
   /** The save's own deadline (ms). */
   longMs: number;
   log?: Log;
@@ -72,8 +73,9 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
     }
   };
   let failure: { err: unknown } | undefined;
+  let before: Promise<GuestState | undefined> = Promise.resolve(undefined);
   try {
-    await virsh.run(['managedsave', '--verbose', dom], {
+    const saving = virsh.run(['managedsave', '--verbose', dom], {
       signal: own.signal,
       guest: id,
       timeoutMs: deps.longMs,
@@ -81,6 +83,8 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
       onStderr,
       watchdog: true,
     });
+    before = deps.before();
+    await saving;
   } catch (err) {
     failure = { err };
   } finally {
@@ -89,7 +93,7 @@ export async function saveGuest(deps: SaveDeps, opts: SaveOptions): Promise<void
   }
   await abortDone;
   if (failure) {
-    await putBack(deps);
+    await putBack(deps, before);
     if (abortRequested) {
       throw new InterruptedError(`save of ${id} aborted: ${errorMessage(failure.err)}`, { cause: failure.err, guest: id });
     }
@@ -124,10 +128,10 @@ async function abortJob(deps: SaveDeps): Promise<void> {
 }
 
 /** After a failed or aborted save: resume a guest that ran before and is left paused. */
-async function putBack(deps: SaveDeps): Promise<void> {
+async function putBack(deps: SaveDeps, asked: Promise<GuestState | undefined>): Promise<void> {
   const ac = new AbortController();
   try {
-    const [before, now] = await Promise.all([deps.before, deps.domstate(deps.id, ac.signal)]);
+    const [before, now] = await Promise.all([asked, deps.domstate(deps.id, ac.signal)]);
     if (before === undefined && now.state === 'paused') {
       // Resuming a guest its admin had paused would be worse than leaving it paused: the caller decides.
       deps.log?.error(`guest ${deps.id} is paused (${now.detail}) after a failed save, and its state before the save could not be read: left paused`);

@@ -94,7 +94,7 @@ async function save(s: Script, abortAfterMs: number): Promise<{ err: unknown; ca
   const log = createMemoryLog();
   const t = setTimeout(() => ac.abort(new Error('operator')), abortAfterMs);
   // As the driver does: the state before the save is asked alongside it.
-  const before = stateAsSaveBegan(lv.domstate());
+  const before = (): Promise<GuestState | undefined> => stateAsSaveBegan(lv.domstate());
   const err = await saveGuest(
     { virsh: lv.virsh, id: 'g', before, longMs: 60_000, log, domstate: async () => ({ state: lv.state(), detail: lv.state() }) },
     { signal: ac.signal },
