@@ -80,6 +80,11 @@ export interface OpOptions {
 /** Options of a save. */
 export interface SaveOptions extends OpOptions {
   onProgress?: (progress: SaveProgress) => void;
+  /**
+   * The state the caller last saw the guest in (its listing, or a look after a failed try): what a
+   * failed save puts it back to. Without it the driver asks, alongside the save.
+   */
+  stateBefore?: GuestState;
 }
 
 /** Options of a start. */

@@ -270,7 +270,8 @@ async function saveStep(l: Ladder, step: { tries?: number }): Promise<Step> {
   // (libvirt: `domjobabort` repeated while managedsave runs, and its fallback when libvirtd does not answer).
   const abort = new AbortController();
   const saveSignal = anySignal(abort.signal, l.interrupt);
-  const saving = l.driver.save(l.guest.id, { signal: saveSignal.signal, onProgress: (p) => l.obs.progress(l.guest, p.fraction) });
+  // Its state as last seen (listed, or looked at after a failed try) is what a failed save puts it back to.
+  const saving = l.driver.save(l.guest.id, { signal: saveSignal.signal, stateBefore: l.state, onProgress: (p) => l.obs.progress(l.guest, p.fraction) });
   saving.catch(() => undefined);
   void saving.then(free, free).finally(() => saveSignal.clear());
   const job: SaveJob = { saving, abort };

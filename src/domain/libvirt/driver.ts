@@ -427,10 +427,12 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     getGuest,
 
     async save(id, o: SaveOptions) {
-      // The state it had as the save began is asked alongside the save, not before it: one virsh call
-      // fewer ahead of every save. A guest that is off is refused by managedsave itself. Not cut by the
-      // save's signal: an aborted save needs the answer most, to put the guest back as it was.
-      const before = (): Promise<GuestState | undefined> => stateAsSaveBegan(domstate(id, new AbortController().signal));
+      // The state to put it back to after a failed save: the caller's, else asked alongside the save
+      // (not before it: no virsh call ahead of the save). A guest that is off is refused by managedsave
+      // itself. Not cut by the save's signal: an aborted save needs the answer most.
+      const known = o.stateBefore;
+      const before = (): Promise<GuestState | undefined> =>
+        known !== undefined ? Promise.resolve(known) : stateAsSaveBegan(domstate(id, new AbortController().signal));
       await saveGuest({ virsh, id, before, longMs, log, domstate }, o);
     },
 

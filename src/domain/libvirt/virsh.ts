@@ -89,7 +89,7 @@ export function createVirsh(cfg: VirshConfig): Virsh {
       }
       const timeoutMs = call.timeoutMs ?? callTimeoutMs;
       const full = argv(args);
-      cfg.log?.debug(`run: ${full.join(' ')}`);
+      cfg.log?.debug(`run: ${full.map(shortened).join(' ')}`);
       const stop = new AbortController();
       const both = anySignal(call.signal, stop.signal);
       let silent: DomainError | undefined;
@@ -198,4 +198,11 @@ export function virshMessage(r: Pick<RunResult, 'stderr' | 'stdout'>): string {
   const errors = lines.filter((l) => l.startsWith('error:')).map((l) => l.slice('error:'.length).trim());
   const picked = errors.length > 0 ? errors : lines.length > 0 ? lines : r.stdout.trim().split('\n').slice(-3);
   return picked.filter(Boolean).join(' / ');
+}
+
+/** An argument as `-v` shows it: a listing's batch (kilobytes of commands) by its start and its size. */
+function shortened(arg: string): string {
+  if (arg.length <= 160) return arg;
+  const commands = arg.split('; ').length;
+  return `${arg.slice(0, 120)}… (${commands} commands, ${arg.length} bytes)`;
 }

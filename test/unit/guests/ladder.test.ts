@@ -9,6 +9,7 @@ import { destroyedAfter, fellBack, judgeOutcomes, type GuestOutcome, type StopAc
 import { shutdownReserveMs } from '../../../src/guests/save-slots.js';
 import { journalEntryFor } from '../../../src/guests/stop-policy.js';
 import { decidePlan } from '../../../src/guests/plan.js';
+import { runController } from '../../../src/util/deadline.js';
 import { libvirtLikeDriver, type FakeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 
@@ -29,7 +30,7 @@ function byName(outcomes: GuestOutcome[], name: string): GuestOutcome {
 }
 
 function run(tasks: StopTask[], opts: { parallel?: number; signal?: AbortSignal } = {}): Promise<GuestOutcome[]> {
-  return stopAll(tasks, { parallel: opts.parallel ?? 0, signal: opts.signal ?? new AbortController().signal, observer: SILENT_OBSERVER });
+  return stopAll(tasks, { parallel: opts.parallel ?? 0, signal: opts.signal ?? runController().signal, observer: SILENT_OBSERVER });
 }
 
 function at(d: FakeDriver, op: string, name: string): number {
@@ -196,7 +197,7 @@ describe('stop ladder', () => {
       { name: 'queued', script: { saveMs: 100 } },
       { name: 'later', policy: { order: -1 } },
     ]);
-    const ac = new AbortController();
+    const ac = runController();
     const p = run(await tasksFor([d]), { parallel: 2, signal: ac.signal });
     await vi.advanceTimersByTimeAsync(1000);
     expect(d.state('a')).toBe('paused');
@@ -213,7 +214,7 @@ describe('stop ladder', () => {
 
   it('on interruption: a save that completed although its abort was asked for is reported saved (so it is journaled)', async () => {
     const d = libvirtLikeDriver([{ name: 'late', script: { saveMs: 'never', completesDespiteAbort: true } }, { name: 'aborted', script: { saveMs: 'never' } }]);
-    const ac = new AbortController();
+    const ac = runController();
     const recorded: string[] = [];
     const p = stopAll(await tasksFor([d]), {
       parallel: 0,
@@ -234,7 +235,7 @@ describe('stop ladder', () => {
 
   it('interrupted during a shutdown: no destroy', async () => {
     const d = libvirtLikeDriver([{ name: 's', script: { shutdownMs: 'never' } }]);
-    const ac = new AbortController();
+    const ac = runController();
     const p = run(await tasksFor([d], 'shutdown'), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(1000);
     ac.abort(new Error('SIGINT'));
@@ -292,7 +293,7 @@ describe.each([
   it('interrupted while the save is being aborted at its deadline: the guest is left running, not destroyed', async () => {
     // The save job lets go 3 s after its abort; SIGTERM comes 1 s into that.
     const d = make([{ name: 'slow', script: { saveMs: 'never', abortMs: 3000 } }]);
-    const ac = new AbortController();
+    const ac = runController();
     const p = run(await tasksFor([d]), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(10_000);
     expect(d.calls.map((c) => c.op)).toEqual(['save', 'abort']);
@@ -424,7 +425,7 @@ describe.each([
 
   it('interrupted in the pause before the next try: the guest is left running, not saved again, not destroyed', async () => {
     const d = make([{ name: 'flaky', script: { saveUnreadable: 1, shutdownMs: 'never' } }]);
-    const ac = new AbortController();
+    const ac = runController();
     const p = run(await tasksFor([d]), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(500);
     ac.abort(new Error('SIGTERM'));
@@ -589,7 +590,7 @@ describe('stop ladder: off after an aborted save is saved only with a new image'
 
   it('interrupted: a qmp guest listed with an older image it kept, found off after the abort, is not saved', async () => {
     const d = qmpLikeDriver([{ name: 'old', hasSavedImage: true, script: { staleAsideFails: true, saveMs: 'never', abortMs: 2000, offAtMs: 1500 } }]);
-    const ac = new AbortController();
+    const ac = runController();
     const p = run(await tasksFor([d]), { signal: ac.signal });
     await vi.advanceTimersByTimeAsync(1000);
     ac.abort(new Error('SIGTERM'));

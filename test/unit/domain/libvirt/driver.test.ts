@@ -1,7 +1,7 @@
 // The libvirt driver against a fake virsh: waits woken by the event stream,
 // the fall back to polling when the stream dies, and output no real libvirtd
 // gives (garbage, odd states).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -21,6 +21,8 @@ case "$4" in
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
   version) exec sleep 600 ;;
+  managedsave) if [ -f "$D/save-fails" ]; then echo 'paused (I/O error)' > "$D/state"; echo 'error: operation failed: No space left on device' >&2; exit 1; fi; echo 'shut off (saved)' > "$D/state" ;;
+  resume) echo resume >> "$D/resumed"; echo 'running (unpaused)' > "$D/state" ;;
   event) ${eventBody} ;;
   *) echo "error: unexpected $4" >&2; exit 1 ;;
 esac`;
@@ -72,11 +74,35 @@ describe('libvirt driver (fake virsh)', () => {
 
   it('falls back to polling when the event stream dies', async () => {
     const d = make(`echo 'error: failed to connect to the hypervisor' >&2; exit 1`, { pollMs: 50 });
-    setTimeout(() => writeFileSync(join(dir, 'state'), 'shut off (destroyed)\n'), 300);
-    expect(await d.waitForState(UUID, ['shutoff'], op())).toBe('shutoff');
+    const waiting = d.waitForState(UUID, ['shutoff'], op());
+    // The guest goes off only once the wait has asked for its state and the stream has died, however slow the machine.
+    for (let i = 0; i < 500 && (d.eventsAlive || !existsSync(join(dir, 'queries'))); i++) await new Promise((r) => setTimeout(r, 20));
+    writeFileSync(join(dir, 'state'), 'shut off (destroyed)\n');
+    expect(await waiting).toBe('shutoff');
     expect(d.eventsAlive).toBe(false);
     expect(d.waitStats.byPoll).toBe(1);
     expect(log.lines.some((l) => l.level === 'warn' && /event --loop --event lifecycle --timestamp ended .*failed to connect.*waits poll instead/.test(l.msg))).toBe(true);
+  });
+
+  it('a save given the state the caller last saw asks no domstate; without it, one is asked alongside the save', async () => {
+    const d = make('exec sleep 600');
+    await d.save(UUID, { ...op(), stateBefore: 'running' });
+    expect(existsSync(join(dir, 'queries'))).toBe(false);
+    writeFileSync(join(dir, 'state'), 'running (booted)\n');
+    await d.save(UUID, op());
+    for (let i = 0; i < 250 && !existsSync(join(dir, 'queries')); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(readFileSync(join(dir, 'queries'), 'utf8')).toBe('q\n');
+  });
+
+  it('a failed save puts the guest back to the state the caller gave: running is resumed, paused stays paused', async () => {
+    const d = make('exec sleep 600');
+    writeFileSync(join(dir, 'save-fails'), '');
+    await expect(d.save(UUID, { ...op(), stateBefore: 'running' })).rejects.toThrow(/No space left on device/);
+    expect(readFileSync(join(dir, 'resumed'), 'utf8')).toBe('resume\n');
+    expect(readFileSync(join(dir, 'state'), 'utf8')).toBe('running (unpaused)\n');
+    await expect(d.save(UUID, { ...op(), stateBefore: 'paused' })).rejects.toThrow(/No space left on device/);
+    expect(readFileSync(join(dir, 'resumed'), 'utf8')).toBe('resume\n');
+    expect(readFileSync(join(dir, 'state'), 'utf8')).toBe('paused (I/O error)\n');
   });
 
   it('answers a wait at once when the guest is there already', async () => {

@@ -54,7 +54,9 @@ export function writeFakeVirsh(script: string, opts: { connect?: string; xpath?:
   writeFileSync(
     path,
     `#!/bin/sh
-(for a in "$@"; do printf '%s|' "$a"; done; printf ' LC_ALL=%s\\n' "$LC_ALL") >> '${callsFile}'
+# One write per call, so that calls made at once do not interleave in the log.
+line=; for a in "$@"; do line="$line$a|"; done
+printf '%s LC_ALL=%s\\n' "$line" "$LC_ALL" >> '${callsFile}'
 one() {
 ${script}
 }

@@ -11,6 +11,7 @@ import {
   ProtocolError,
   TimedOutError,
 } from '../../../../src/domain/errors.js';
+import { createMemoryLog } from '../../../../src/util/log.js';
 import { writeFakeVirsh, type FakeVirsh } from './fake-virsh.js';
 
 let fake: FakeVirsh | undefined;
@@ -29,6 +30,19 @@ describe('virsh runner', () => {
     expect(out).toBe('running (booted)\n');
     const call = readFileSync(fake!.callsFile, 'utf8');
     expect(call).toBe('-q|-c|qemu:///system|domstate|--reason|--domain=--dd web| LC_ALL=C\n');
+  });
+
+  it('-v shows a batch of commands by its start and size; virsh still gets all of it', async () => {
+    fake = writeFakeVirsh('echo ok');
+    const log = createMemoryLog();
+    const v = createVirsh({ uri: 'qemu:///system', virsh: fake.path, callTimeoutMs: 5000, log });
+    const batch = Array.from({ length: 40 }, (_, i) => `dominfo --domain=guest-${i}`).join('; ');
+    await v.run([batch], { signal });
+    const shown = log.lines.filter((l) => l.level === 'debug' && l.msg.startsWith('run: ')).map((l) => l.msg);
+    expect(shown).toEqual([`run: ${fake.path} -q -c qemu:///system ${batch.slice(0, 120)}… (40 commands, ${batch.length} bytes)`]);
+    expect(readFileSync(fake.callsFile, 'utf8')).toBe(`-q|-c|qemu:///system|${batch}| LC_ALL=C\n`);
+    await v.run(['domstate', '--domain=x'], { signal });
+    expect(log.lines.at(-1)?.msg).toBe(`run: ${fake.path} -q -c qemu:///system domstate --domain=x`);
   });
 
   it.each([
