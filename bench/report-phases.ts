@@ -36,20 +36,21 @@ export function tracePhases(r: BenchResults): Phases[] {
       const firstAction = at(trace, /: (save|shutdown)$/);
       const lastDone = at(trace, /: (saved|shutdown) \(\d/, true);
       const daemonsFrom = at(trace, /^stopping libvirtd/);
-      const daemonsTo = at(trace, /^virtlockd stopped/);
+      // The last of the daemons to go (virtlogd and virtlockd stop together after libvirtd).
+      const daemonsTo = at(trace, /^(virtlockd|virtlogd) stopped/, true);
       const end = at(trace, /^(stop|guests_shutdown|guests shut down).*(done|in \d)/, true) ?? trace[trace.length - 1]?.[0];
       out.push({ key, phases: between([
         ['startup, listing, plan', firstAction],
         ['guests (first action to last result)', lastDone],
         ['summary, journal, to the first daemon', daemonsFrom],
-        ['daemons (SIGTERM to exit, one by one)', daemonsTo],
+        ['daemons (SIGTERM to exit)', daemonsTo],
         ['modules, end', end],
       ]) });
     } else if (key.startsWith('start')) {
       out.push({ key, phases: between([
         ['startup, settings, checks', at(trace, /^starting virtlockd/)],
         ['daemons started, libvirtd answers', at(trace, /^libvirtd answers/)],
-        ['journal, guest lookups', at(trace, /: (restore|start)$/)],
+        ['journal, listing', at(trace, /: (restore|start)$/)],
         ['restores (first to last)', at(trace, /: (restored|started) \(\d/, true)],
         ['summary, end', trace[trace.length - 1]?.[0]],
       ]) });
