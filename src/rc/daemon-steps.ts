@@ -71,8 +71,9 @@ export async function launchDaemons(ctx: DaemonStepContext): Promise<LaunchedDae
   try {
     await makeRuntimeDirs(ctx.settings, ctx.log);
     // virtlockd and virtlogd together (neither needs the other), libvirtd once
-    // both pidfiles name them (the guests it autostarts need them); whether virtlockd and virtlogd outlive their first
-    // SETTLE_MS is checked while libvirtd starts.
+    // both pidfiles name them (the guests it autostarts need them); whether
+    // virtlockd and virtlogd outlive their first SETTLE_MS is checked while
+    // libvirtd starts.
     const notStarted = (spec: DaemonSpec): { result: DaemonResult; settled: Promise<DaemonResult> } => {
       const r: DaemonResult = { name: spec.name, action: 'failed', error: `${spec.name} not started: interrupted` };
       return { result: r, settled: Promise.resolve(r) };
