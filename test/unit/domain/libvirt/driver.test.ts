@@ -17,7 +17,7 @@ const op = () => ({ signal: AbortSignal.timeout(10_000) });
 function script(stateDir: string, eventBody: string): string {
   return `D='${stateDir}'
 case "$4" in
-  domstate) echo q >> "$D/queries"; cat "$D/state" ;;
+  domstate) cat "$D/state"; echo q >> "$D/queries" ;;
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
   version) exec sleep 600 ;;
@@ -75,7 +75,8 @@ describe('libvirt driver (fake virsh)', () => {
   it('falls back to polling when the event stream dies', async () => {
     const d = make(`echo 'error: failed to connect to the hypervisor' >&2; exit 1`, { pollMs: 50 });
     const waiting = d.waitForState(UUID, ['shutoff'], op());
-    // The guest goes off only once the wait has asked for its state and the stream has died, however slow the machine.
+    // The guest goes off only once the wait's first query has read its state (the fake marks a query after
+    // answering it) and the stream has died, however slow the machine.
     for (let i = 0; i < 500 && (d.eventsAlive || !existsSync(join(dir, 'queries'))); i++) await new Promise((r) => setTimeout(r, 20));
     writeFileSync(join(dir, 'state'), 'shut off (destroyed)\n');
     expect(await waiting).toBe('shutoff');
