@@ -1,6 +1,6 @@
 // Process plumbing for the integration-test helpers: run a program with an
 // argv array and a timeout, look at and end processes by PID. No shells.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -21,6 +21,10 @@ export interface CommandResult {
 export interface RunOptions {
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** Called with the child as soon as it is spawned (its pid, to signal it). */
+  onSpawn?: (child: ChildProcess) => void;
+  /** Called with each piece of its stdout as it comes. */
+  onStdout?: (data: string) => void;
 }
 
 // Resolves after `ms` milliseconds.
@@ -37,7 +41,11 @@ export function runCommand(file: string, args: readonly string[], opts: RunOptio
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    opts.onSpawn?.(child);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      opts.onStdout?.(d);
+    });
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => {
       timedOut = true;

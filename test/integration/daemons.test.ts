@@ -328,12 +328,32 @@ describe('rc.libvirt daemons on the real libvirt', () => {
   it('runs one at a time: a second run waits for the first', async () => {
     const bin = join(repoRoot, 'dist', 'rc.libvirt');
     expect(existsSync(bin)).toBe(true);
-    const run = () => runCommand(process.execPath, [bin, 'soft_restart'], { timeoutMs: 170_000, env });
-    const [a, b] = await Promise.all([run(), run()]);
+    // The first run is held still (SIGSTOP) once the lock file names it, so the second starts while it holds the lock.
+    let first: ChildProcess | undefined;
+    const runA = runCommand(process.execPath, [bin, 'soft_restart'], { timeoutMs: 170_000, env, onSpawn: (c) => (first = c) });
+    const holder = (): number | undefined => {
+      try {
+        return Number(readFileSync(join(dir, 'run', 'rc.libvirt.lock'), 'utf8').split(' ')[0]);
+      } catch {
+        return undefined; // not created yet
+      }
+    };
+    await waitFor('the first run to hold the lock', () => first?.pid !== undefined && holder() === first.pid, { timeoutMs: 60_000, intervalMs: 20 });
+    const a0 = first as ChildProcess;
+    expect(a0.kill('SIGSTOP')).toBe(true);
+    let bOut = '';
+    let runB: Promise<Awaited<typeof runA>>;
+    try {
+      runB = runCommand(process.execPath, [bin, 'soft_restart'], { timeoutMs: 170_000, env, onStdout: (d) => (bOut += d) });
+      await waitFor('the second run to wait for the first', () => bOut.includes('waiting up to'), { timeoutMs: 60_000, intervalMs: 20 });
+    } finally {
+      a0.kill('SIGCONT');
+    }
+    const [a, b] = await Promise.all([runA, runB]);
     remember();
     expect([a.code, b.code]).toEqual([0, 0]);
-    const waited = [a, b].filter((r) => /waiting up to 30\.0 s for another rc\.libvirt run \(pid \d+, "soft_restart"\)/.test(r.stdout));
-    expect(waited).toHaveLength(1);
+    expect(a.stdout).not.toContain('waiting up to');
+    expect(b.stdout).toMatch(new RegExp(`waiting up to 30\\.0 s for another rc\\.libvirt run \\(pid ${a0.pid}, "soft_restart"\\)`));
     expect(lockIsFree()).toBe(true);
   });
 
