@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DEFAULTS, type Settings } from '../config/settings.js';
 import type { DomainDriver } from '../domain/types.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
+import { hintDirsFor } from '../domain/libvirt/guest-hints.js';
 import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
 import type { Log } from '../util/log.js';
 
@@ -23,7 +24,7 @@ export function qmpRunDir(settings: Pick<Settings, 'runDir'>): string {
 export async function openDrivers(settings: Settings, _signal: AbortSignal, log?: Log): Promise<DomainDriver[]> {
   const withLog = log ? { log } : {};
   const qmp = (): DomainDriver => createQmpDriver({ guestsDir: settings.guestsDir, runDir: qmpRunDir(settings), saveDir: settings.qemuSaveDir, ...withLog });
-  const libvirt = (uris: readonly string[]): DomainDriver[] => uris.map((uri) => createLibvirtDriver({ uri, virsh: settings.virsh, ...withLog }));
+  const libvirt = (uris: readonly string[]): DomainDriver[] => uris.map((uri) => createLibvirtDriver({ uri, virsh: settings.virsh, hintDirs: hintDirsFor(uri), ...withLog }));
   if (settings.everyDriver) return [...libvirt(libvirtUris(settings)), qmp()];
   if (settings.driver === 'qmp') return [qmp()];
   return libvirt(settings.uris);

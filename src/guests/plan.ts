@@ -292,7 +292,8 @@ export function watchDaemon(
     signal.addEventListener('abort', onAbort, { once: true });
     timer = setInterval(askPing, PING_RETRY_MS);
     window = setTimeout(() => finish('silent', `nothing answered within ${HUNG_WINDOW_MS / 1000} s`), HUNG_WINDOW_MS);
-    askPing();
+    // Once the calls made in this turn have gone out: the listing's first virsh is spawned before the ping's.
+    setImmediate(askPing);
   }
   return { verdict, answered, stop };
 }

@@ -9,6 +9,7 @@ import { describePidfileProblem, describeStrays, findStrayProcesses, inspectPidf
 import { askLibvirtd } from '../daemons/readiness.js';
 import { errorMessage } from '../util/error-message.js';
 import { createLibvirtDriver } from '../domain/libvirt/driver.js';
+import { hintDirsFor } from '../domain/libvirt/guest-hints.js';
 import { createQmpDriver } from '../domain/qmp/qmp-driver.js';
 import type { GuestState } from '../domain/types.js';
 import { qmpRunDir } from '../guests/open-drivers.js';
@@ -146,7 +147,7 @@ async function collectQmpStatus(settings: Settings, signal: AbortSignal): Promis
 
 // Every guest of one URI through the libvirt driver (each virsh call with a deadline).
 async function listGuestsForStatus(settings: Settings, uri: string, signal: AbortSignal): Promise<GuestStatus[]> {
-  const driver = createLibvirtDriver({ uri, virsh: settings.virsh, callTimeoutMs: CALL_MS });
+  const driver = createLibvirtDriver({ uri, virsh: settings.virsh, callTimeoutMs: CALL_MS, hintDirs: hintDirsFor(uri) });
   try {
     const guests = await driver.listGuests({ signal });
     return guests.map((g) => ({ uri, id: g.id, name: g.name, state: g.state, stateDetail: g.stateDetail, savedImage: g.hasSavedImage }));

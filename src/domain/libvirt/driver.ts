@@ -9,6 +9,7 @@ import { randomHex } from '../../util/random-hex.js';
 import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
 import { DOMAIN_FACTS_XPATH, createDomainXmlReader } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
+import { readGuestHints } from './guest-hints.js';
 import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
 import { saveGuest, stateAsSaveBegan } from './save.js';
 import { createVirsh, type Virsh } from './virsh.js';
@@ -31,6 +32,8 @@ export interface LibvirtDriverOptions {
   describeTimeoutMs?: number;
   /** Deadline of one virsh process describing many guests in a listing (ms, default batchTimeoutMs(guests)). */
   batchTimeoutMs?: number;
+  /** Folders of libvirt's XML files whose guests the listing describes along with its list (guest-hints.ts; default none; qemu:///system: hintDirsFor). */
+  hintDirs?: readonly string[];
   /** Poll interval of waits while the event stream is dead (ms, default 500). */
   pollMs?: number;
   /** Poll interval of waits while the event stream runs, in case it is silent (ms, default 5000). */
@@ -295,17 +298,35 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   // on its own, so its errors are classified as ever). Guests not reported
   // when this resolves (the batch was cut at its deadline, or failed) were not
   // described.
-  const describeBatch = async (ids: readonly string[], o: ListOptions, done: (id: string, guest: Guest | undefined) => void): Promise<void> => {
+  //
+  // With `onList`, the batch asks `list --all --uuid` first (the guests were
+  // hinted, guest-hints.ts): onList is called once, with what the list printed,
+  // or with undefined when the batch ended without it.
+  const describeBatch = async (
+    ids: readonly string[],
+    o: ListOptions,
+    done: (id: string, guest: Guest | undefined) => void,
+    onList?: (out: string | undefined) => void,
+  ): Promise<void> => {
     const nonce = randomHex(6);
+    const first = onList ? 1 : 0;
     const mark = (i: number): string => `@@rcl-${nonce}-${i}@@`;
     // Only the parts of the XML the facts come from, when this virsh can select them.
     const selected = xpath;
     const args = (c: DescribeCall, id: string): string[] =>
       selected && c.what.startsWith('dumpxml') ? [...c.args(id), '--xpath', DOMAIN_FACTS_XPATH, '--wrap'] : c.args(id);
-    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(g * 4 + k)}; ${args(c, id).join(' ')}`));
-    const line = `${commands.join('; ')}; echo ${mark(ids.length * 4)}`;
+    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(first + g * 4 + k)}; ${args(c, id).join(' ')}`));
+    if (onList) commands.unshift(`echo ${mark(0)}; list --all --uuid`);
+    const line = `${commands.join('; ')}; echo ${mark(first + ids.length * 4)}`;
+    let listed = false;
     let answers: string[] = [];
-    const read = createSectionReader(mark, (i, text) => {
+    const read = createSectionReader(mark, (section, text) => {
+      if (onList && section === 0) {
+        listed = true;
+        onList(text);
+        return;
+      }
+      const i = section - first;
       const id = ids[Math.floor(i / 4)]!;
       const c = DESCRIBE_CALLS[i % 4]!;
       // An empty section is a failed call (virsh printed its error on stderr): not counted as an answer, asked again alone.
@@ -337,6 +358,8 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       const what = `${opts.uri}: the virsh describing ${ids.length} guest${ids.length === 1 ? '' : 's'} at once`;
       const why = now() - t0 >= ms ? `was not done within ${formatMs(ms)} (ended)` : `failed: ${errorMessage(err).split(line).join('…')}`;
       log?.warn(`${what} ${why}; the guests it had not described are asked one by one`);
+    } finally {
+      if (onList && !listed) onList(undefined);
     }
   };
 
@@ -392,10 +415,12 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     },
 
     async listGuests(o: ListOptions) {
-      const ids = parseUuidList(await run(['list', '--all', '--uuid'], o));
-      o.onAnswer?.('list --all --uuid');
-      // Many calls listen on one signal: one made to take them all.
-      const all = anySignal(o.signal);
+      // Guests libvirt's files name are described by the first batches while
+      // the first of them lists the connection; the others once the list is known.
+      const hints = opts.hintDirs?.length ? readGuestHints(opts.hintDirs) : [];
+      // Many calls listen on one signal: one made to take them all (and to end the batches when the listing fails).
+      const end = new AbortController();
+      const all = anySignal(o.signal, end.signal);
       const lo = { ...o, signal: all.signal };
       const limit = pLimit(LIST_CONCURRENCY);
       const listed = new Map<string, Promise<Guest | undefined>>();
@@ -409,17 +434,49 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
         p.catch(() => undefined); // awaited below
         listed.set(id, p);
       };
+      // What a batch learnt: kept until the list is known, then used for the guests on it only (a hint may name a guest libvirtd does not have).
+      let onConnection: Set<string> | undefined;
+      const early: [string, Guest | undefined][] = [];
+      const report = (id: string, guest: Guest | undefined): void => {
+        if (!onConnection) return void early.push([id, guest]);
+        if (!onConnection.has(id) || listed.has(id)) return;
+        if (guest) listed.set(id, Promise.resolve(guest));
+        else alone(id);
+      };
+      const batches = pLimit(BATCH_CONCURRENCY);
+      const work: Promise<void>[] = [];
+      const describeInBatches = (ids: readonly string[], onList?: (out: string | undefined) => void): void => {
+        for (let i = 0; i < ids.length; i += BATCH_GUESTS) {
+          const chunk = ids.slice(i, i + BATCH_GUESTS);
+          work.push(batches(() => describeBatch(chunk, lo, report, i === 0 ? onList : undefined)));
+        }
+      };
       try {
-        const chunks: string[][] = [];
-        for (let i = 0; i < ids.length; i += BATCH_GUESTS) chunks.push(ids.slice(i, i + BATCH_GUESTS));
-        const batches = pLimit(BATCH_CONCURRENCY);
-        await Promise.all(chunks.map((chunk) => batches(() =>
-          describeBatch(chunk, lo, (id, guest) => (guest ? listed.set(id, Promise.resolve(guest)) : alone(id))),
-        )));
+        let fromBatch: string | undefined;
+        if (hints.length > 0) {
+          fromBatch = await new Promise<string | undefined>((resolve) => describeInBatches(hints, resolve));
+        }
+        // The list from the first batch; else (no hint, or the batch did not list: failed, cut, or printed nothing) on its own.
+        let ids: string[] | undefined;
+        if (fromBatch !== undefined && fromBatch.trim() !== '') {
+          try {
+            ids = parseUuidList(fromBatch);
+          } catch {
+            ids = undefined; // asked again on its own, which says what is wrong
+          }
+        }
+        ids ??= parseUuidList(await run(['list', '--all', '--uuid'], o));
+        o.onAnswer?.('list --all --uuid');
+        onConnection = new Set(ids);
+        for (const [id, guest] of early.splice(0)) report(id, guest);
+        const hinted = new Set(hints);
+        describeInBatches(ids.filter((id) => !hinted.has(id)));
+        await Promise.all(work);
         for (const id of ids) alone(id);
         const guests = await Promise.all(ids.map((id) => listed.get(id)));
         return guests.filter((g): g is Guest => g !== undefined);
       } finally {
+        end.abort(new Error('the listing ended'));
         all.clear();
       }
     },

@@ -113,7 +113,10 @@ describe('buildStopPlan: connections that do not answer', () => {
 
   it('a ping refused at once (nothing listens: libvirtd down) is a verdict at once, hung for the rescue path', async () => {
     const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingFails: 'failed to connect socket', listHangs: true } });
-    const plan = await buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
+    const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
+    // The ping goes out in the next turn, after the listing's first call.
+    await vi.advanceTimersByTimeAsync(0);
+    const plan = await p;
     expect(plan.unreachable).toMatchObject([{ uri: 'qemu:///system', error: 'failed to connect socket', hung: true }]);
   });
 
@@ -130,6 +133,15 @@ describe('buildStopPlan: connections that do not answer', () => {
     expect(log.lines.some((l) => l.level === 'warn' && /slow to answer its ping, but not hung: .*list answered/.test(l.msg))).toBe(true);
   });
 
+  it('a listing that answers before the ping would go out: no ping is asked at all', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system' });
+    const p = buildStopPlan([d], settings, 'policy', new AbortController().signal);
+    await vi.advanceTimersByTimeAsync(PING_RETRY_MS * 2);
+    const plan = await p;
+    expect(plan.guests.map((g) => g.guest.name)).toEqual(['a']);
+    expect(d.calls.filter((c) => c.op === 'ping')).toEqual([]);
+  });
+
   it('a ping that answers after 15 s, with a listing that hangs, is not hung: the listing is given up after LIST_TIMEOUT_MS (libvirtd is not ended for it)', async () => {
     const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 15_000, listHangs: true } });
     const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
@@ -139,11 +151,11 @@ describe('buildStopPlan: connections that do not answer', () => {
   });
 
   it('lists a slow libvirtd once it answers, and a qmp connection without any ping; a failing listing is reported', async () => {
-    const slow = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 5000 } });
+    const slow = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingMs: 4000, listAnswerMs: 4000, listMs: 4000 } });
     const qmp = qmpLikeDriver([{ name: 'q' }]);
     const broken = qmpLikeDriver([{ name: 'r' }], { uri: 'qmp:///broken', connection: { listFails: 'EACCES: /etc/qemu/guests' } });
     const p = buildStopPlan([slow, qmp, broken], settings, 'shutdown', new AbortController().signal);
-    await vi.advanceTimersByTimeAsync(5000);
+    await vi.advanceTimersByTimeAsync(4000);
     const plan = await p;
     expect(plan.guests.map((g) => g.guest.name).sort()).toEqual(['a', 'q']);
     expect(plan.unreachable).toEqual([{ uri: 'qmp:///broken', error: 'EACCES: /etc/qemu/guests', hung: false }]);

@@ -3,7 +3,7 @@
 // batch virsh; a guest whose calls hang or fail is asked on its own, and is
 // still listed, by UUID, with what could be learnt and what is missing; the
 // other guests are described in full.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -55,8 +55,8 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     rmSync(dir, { recursive: true, force: true });
   });
   // The batch's deadline is far off unless a call hangs (the fake takes a fork per command: slow on a busy machine).
-  const withBatchDeadline = (batchTimeoutMs: number, describeTimeoutMs = 1500): LibvirtDriver =>
-    createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, describeTimeoutMs, batchTimeoutMs, safetyPollMs: 600_000, log });
+  const withBatchDeadline = (batchTimeoutMs: number, describeTimeoutMs = 1500, hintDirs?: string[]): LibvirtDriver =>
+    createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, describeTimeoutMs, batchTimeoutMs, safetyPollMs: 600_000, log, ...(hintDirs ? { hintDirs } : {}) });
   const hangs = async (): Promise<void> => {
     await driver.close();
     driver = withBatchDeadline(1000);
@@ -243,5 +243,73 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     expect((await driver.getGuest(B, op())).undescribed?.missing).toEqual(['policy', 'saveBlockers']);
     hang('domstate', B);
     await expect(driver.getGuest(B, op())).rejects.toThrow(/domstate/);
+  });
+
+  describe('guests hinted by libvirt\'s files (the list asked in the first batch)', () => {
+    // A folder of libvirt-like XML files: one definition per hinted UUID.
+    const hinting = async (ids: readonly string[]): Promise<void> => {
+      const hintDir = join(dir, 'hints');
+      mkdirSync(hintDir, { recursive: true });
+      ids.forEach((id, i) => writeFileSync(join(hintDir, `h${i}.xml`), `<domain type='kvm'>\n  <name>h${i}</name>\n  <uuid>${id.toUpperCase()}</uuid>\n</domain>\n`));
+      await driver.close();
+      driver = withBatchDeadline(10_000, 1500, [hintDir]);
+    };
+    const listFirst = (batch: string): boolean => /^-q\|-c\|qemu:\/\/\/system\|echo @@rcl-[0-9a-f]+-0@@; list --all --uuid; echo /.test(batch);
+
+    it('every guest hinted: one virsh process lists and describes them, the same guests as without hints', async () => {
+      const plain = await driver.listGuests(op());
+      const before = calls().length;
+      await hinting([A, B]);
+      const answers: string[] = [];
+      const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
+      const mine = calls().slice(before);
+      expect(mine).toHaveLength(1);
+      expect(listFirst(mine[0]!)).toBe(true);
+      expect(guests).toEqual(plain);
+      expect(answers).toContain('list --all --uuid');
+      expect(answers).toContain(`dominfo of ${B}`);
+    });
+
+    it('a hint names a guest libvirtd does not have: it is neither listed nor asked on its own; a guest not hinted is described by a second batch', async () => {
+      const gone = 'deadbeef-0000-4000-8000-000000000001';
+      for (const sub of ['dominfo', 'domstate', 'dumpxml']) fail(sub, gone, `failed to get domain '${gone}'`);
+      await hinting([gone, A]);
+      const guests = await driver.listGuests(op());
+      expect(guests.map((g) => [g.id, g.name, g.undescribed])).toEqual([[A, 'web', undefined], [B, 'db', undefined]]);
+      expect(batches()).toHaveLength(2);
+      expect(listFirst(batches()[0]!)).toBe(true);
+      expect(batches()[0]).toContain(`dominfo --domain=${gone};`);
+      expect(batches()[1]).toContain(`dominfo --domain=${B};`);
+      expect(batches()[1]).not.toContain('list --all');
+      for (const id of [gone, A, B]) expect(askedAlone(id)).toEqual([]);
+      expect(calls().filter((l) => l.includes('|list|'))).toEqual([]);
+    });
+
+    it('the list fails in the batch: it is asked on its own, and the hinted guest described by the batch is not asked again', async () => {
+      once('list', '', 'internal error: list once');
+      await hinting([A, B]);
+      const guests = await driver.listGuests(op());
+      expect(guests.map((g) => g.name)).toEqual(['web', 'db']);
+      expect(calls().filter((l) => l.includes('|list|--all|--uuid|'))).toHaveLength(1);
+      expect(batches()).toHaveLength(1);
+      for (const id of [A, B]) expect(askedAlone(id)).toEqual([]);
+    });
+
+    it('the batch cannot connect: the list and every guest are asked on their own', async () => {
+      writeFileSync(join(dir, 'refuse-batch'), '');
+      await hinting([A, B]);
+      const guests = await driver.listGuests(op());
+      expect(guests.map((g) => [g.name, g.undescribed])).toEqual([['web', undefined], ['db', undefined]]);
+      expect(calls().filter((l) => l.includes('|list|--all|--uuid|'))).toHaveLength(1);
+      for (const id of [A, B]) expect(askedAlone(id)).toHaveLength(4);
+    });
+
+    it('no guest at all: the empty list is asked again on its own, and nothing is listed', async () => {
+      writeFileSync(join(dir, 'list'), '');
+      await hinting([A]);
+      expect(await driver.listGuests(op())).toEqual([]);
+      expect(calls().filter((l) => l.includes('|list|--all|--uuid|'))).toHaveLength(1);
+      expect(askedAlone(A)).toEqual([]);
+    });
   });
 });
