@@ -2,7 +2,8 @@
 // in each way the ladder, restore, reboot, plan and the guest steps depend on:
 // - kind 'libvirt'; `ping` answers after `connection.pingMs` (`never`: hangs;
 //   past its `timeoutMs` it is NotReachableError, as a killed `virsh version`),
-//   or fails at once (`pingFails`: libvirtd down);
+//   or fails at once (`pingFails`: libvirtd down), and then the listing fails
+//   at once too, with no call of it answered, as virsh cannot connect;
 // - the listing can fail (`listFails`) or hang until its signal aborts (`listHangs`);
 // - a save pauses the guest first (Suspended); a failed one resumes it again, as
 //   the driver's putBack does after libvirt gives up (`putBackFails`: left paused,
@@ -37,6 +38,14 @@ export interface LibvirtLikeDriver extends FakeDriver {
 /** Build a libvirt-like fake over the given guests (id = name unless given; uri default `fake:///one`). */
 export function libvirtLikeDriver(list: FakeGuest[], opts: FakeDriverOptions = {}): LibvirtLikeDriver {
   const d = createScriptedDriver('libvirt', list, opts) as LibvirtLikeDriver;
+  const listGuests = d.listGuests.bind(d);
+  d.listGuests = async (o) => {
+    if (d.connection.pingFails !== undefined) {
+      d.reads.listings++;
+      throw new NotReachableError(d.connection.pingFails);
+    }
+    return listGuests(o);
+  };
   d.ping = async (o) => {
     d.calls.push({ at: performance.now(), op: 'ping', name: '' });
     if (d.connection.pingFails !== undefined) throw new NotReachableError(d.connection.pingFails);

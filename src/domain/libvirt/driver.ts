@@ -1,16 +1,16 @@
 // The libvirt driver: the DomainDriver contract over virsh (one URI), guests
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
 import pLimit from 'p-limit';
-import { InterruptedError, OperationRefusedError, isDomainError } from '../errors.js';
+import { InterruptedError, OperationRefusedError, ProtocolError, isDomainError } from '../errors.js';
 import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
 import { errorMessage } from '../../util/error-message.js';
 import { randomHex } from '../../util/random-hex.js';
 import { anySignal, deadline, formatMs, now } from '../../util/deadline.js';
-import { DOMAIN_FACTS_XPATH, createDomainXmlReader } from './domain-xml.js';
+import { DOMAIN_FACTS_XPATH, createDomainXmlReader, type DomainXmlFacts } from './domain-xml.js';
 import { createEventStream, type StreamEvent } from './events.js';
 import { readGuestHints } from './guest-hints.js';
-import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState } from './parse.js';
+import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState, type DomInfo } from './parse.js';
 import { saveGuest, stateAsSaveBegan } from './save.js';
 import { createVirsh, type Virsh } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
@@ -76,7 +76,7 @@ const BATCH_CONCURRENCY = 4;
 
 /**
  * Deadline of a batch of `guests`: 2 s for virsh to start and connect, plus
- * 100 ms a guest. A healthy libvirtd answers a guest's four calls in a few
+ * 100 ms a guest. A healthy libvirtd answers a guest's calls in a few
  * ms (docs/benchmarks.md), so the deadline passes only when some call hangs
  * (a guest whose QEMU does not answer holds dominfo until libvirt's 30 s job
  * timeout); it is short because a hung guest's batch is then asked again
@@ -102,8 +102,65 @@ const DESCRIBE_CALLS: readonly DescribeCall[] = [
   // the policy (set with `virsh metadata --config`)
   { what: 'dumpxml --inactive', args: (id) => ['dumpxml', '--inactive', `--domain=${id}`] },
 ];
+/** The calls of a guest in a batch: DESCRIBE_CALLS but dominfo, whose facts the listing's lists give (LIST_FACTS). */
+const BATCH_CALLS: readonly DescribeCall[] = DESCRIBE_CALLS.slice(1);
+/** What a guest's BATCH_CALLS printed (none empty), and whether the XML is `--xpath` selected. */
+interface BatchAnswers {
+  state: string;
+  live: string;
+  config: string;
+  selected: boolean;
+}
 /** What each of DESCRIBE_CALLS printed, or why it did not answer. */
 type RawAnswers = [Settled<string>, Settled<string>, Settled<string>, Settled<string>];
+
+/**
+ * The facts of dominfo that the listing learns for every guest at once, each
+ * from a pair of filtered lists (`list --all --uuid --persistent` and
+ * `--transient`...): a guest on exactly one list of the pair has the fact; on
+ * neither or both (a list failed, or the guest changed between the two) it is
+ * not known, and the guest is asked on its own (dominfo).
+ */
+const LIST_FACTS = [
+  { fact: 'persistent', yes: '--persistent', no: '--transient' },
+  { fact: 'autostart', yes: '--autostart', no: '--no-autostart' },
+  { fact: 'managedSave', yes: '--with-managed-save', no: '--without-managed-save' },
+] as const;
+/** What the listing's lists say of one guest. */
+type ListedFacts = { [K in (typeof LIST_FACTS)[number]['fact']]: boolean };
+/** The list calls at the head of the listing's first batch: all guests, then each pair of LIST_FACTS. */
+const LIST_CALLS: readonly string[] = ['list --all --uuid', ...LIST_FACTS.flatMap((f) => [`list --all --uuid ${f.yes}`, `list --all --uuid ${f.no}`])];
+
+/** Each guest's ListedFacts, for the guests whose every fact the lists tell; `outs` are LIST_CALLS's outputs after the first. */
+function listedFacts(outs: readonly string[]): Map<string, ListedFacts> {
+  const sets = outs.map((out) => {
+    try {
+      return new Set(parseUuidList(out));
+    } catch {
+      return new Set<string>(); // not a list: no guest learns the fact from it
+    }
+  });
+  const known = new Map<string, ListedFacts>();
+  for (const id of new Set(sets.flatMap((set) => [...set]))) {
+    const facts: Partial<ListedFacts> = {};
+    let all = true;
+    LIST_FACTS.forEach((f, i) => {
+      const yes = sets[2 * i]!.has(id);
+      if (yes === sets[2 * i + 1]!.has(id)) all = false;
+      else facts[f.fact] = yes;
+    });
+    if (all) known.set(id, facts as ListedFacts);
+  }
+  return known;
+}
+
+/** A guest's DomInfo from the listing's lists and its XML (name, UUID, maximum memory); an error when the XML does not name this guest. */
+function infoFromListing(id: string, listed: ListedFacts, xml: DomainXmlFacts | undefined, state: string): Settled<DomInfo> {
+  if (!xml || xml.uuid.toLowerCase() !== id.toLowerCase() || !xml.name) {
+    return { ok: false, error: new ProtocolError(`the XML of ${id} does not name it (${xml ? `uuid ${xml.uuid}` : 'no XML'})`) };
+  }
+  return { ok: true, value: { name: xml.name, uuid: id.toLowerCase(), state, maxMemoryKiB: xml.memoryKiB, ...listed } };
+}
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 function settle<T>(p: Promise<T>): Promise<Settled<T>> {
@@ -170,7 +227,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   // domstate answered; otherwise (getGuest) their failure is thrown.
   // `problem` says why a call gave no answer.
   // `selected`: the XML answers are `dumpxml --xpath DOMAIN_FACTS_XPATH --wrap`'s.
-  const toGuest = (id: string, raw: RawAnswers, tolerant: boolean, problem: (error: unknown) => string, selected = false): Guest => {
+  // `listed`: the batch's guest, whose dominfo facts come from the listing's
+  // lists (ListedFacts) and its name, UUID and maximum memory from its XML;
+  // raw[0] is then not read.
+  const toGuest = (id: string, raw: RawAnswers, tolerant: boolean, problem: (error: unknown) => string, selected = false, listed?: ListedFacts): Guest => {
     const xml = createDomainXmlReader(selected ? 'selected' : 'domain');
     const read = <T>(r: Settled<string>, parse: (out: string) => T): Settled<T> => {
       if (!r.ok) return r;
@@ -180,10 +240,12 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
         return { ok: false, error };
       }
     };
-    const infoR = read(raw[0], (out) => parseDominfo(out, `virsh dominfo of ${id}`));
     const stR = read(raw[1], (out) => parseDomstate(out, `virsh domstate of ${id}`));
     const liveR = read(raw[2], (out) => xml(out, `dumpxml of ${id}`));
     const configR = read(raw[3], (out) => xml(out, `dumpxml --inactive of ${id}`));
+    const infoR: Settled<DomInfo> = listed
+      ? infoFromListing(id, listed, configR.ok ? configR.value : liveR.ok ? liveR.value : undefined, stR.ok ? stR.value.detail : 'unknown')
+      : read(raw[0], (out) => parseDominfo(out, `virsh dominfo of ${id}`));
     // Gone between the list and its description: not found, as libvirt says.
     for (const r of [infoR, stR]) if (!r.ok && isDomainError(r.error, 'not-found')) throw r.error;
     if (!tolerant) {
@@ -291,63 +353,61 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   };
 
   // Many guests described by one virsh process (docs/libvirt-driver.md, "One
-  // virsh for the listing"): the four calls of each guest between `echo`
-  // marks, in one command string. `done(id, guest)` is called for each guest
-  // as soon as its four answers have arrived: with the Guest when all four
-  // answered and read well, else with undefined (the caller asks that guest
-  // on its own, so its errors are classified as ever). Guests not reported
-  // when this resolves (the batch was cut at its deadline, or failed) were not
-  // described.
+  // virsh for the listing"): the three calls of each guest that dominfo is
+  // not needed beside (BATCH_CALLS) between `echo` marks, in one command
+  // string. `done(id, answers)` is called for each guest as soon as its
+  // three sections have arrived: with what they printed when none is empty,
+  // else with undefined (the caller asks that guest on its own, so its errors
+  // are classified as ever). Guests not reported when this resolves (the
+  // batch was cut at its deadline, or failed) were not described.
   //
-  // With `onList`, the batch asks `list --all --uuid` first (the guests were
-  // hinted, guest-hints.ts): onList is called once, with what the list printed,
-  // or with undefined when the batch ended without it.
+  // With `onList`, the batch asks LIST_CALLS first: onList is called once,
+  // with what they printed, or with undefined when the batch ended before
+  // the first of them had answered.
   const describeBatch = async (
     ids: readonly string[],
     o: ListOptions,
-    done: (id: string, guest: Guest | undefined) => void,
-    onList?: (out: string | undefined) => void,
+    done: (id: string, answers: BatchAnswers | undefined) => void,
+    onList?: (outs: string[] | undefined) => void,
   ): Promise<void> => {
     const nonce = randomHex(6);
-    const first = onList ? 1 : 0;
+    const head = onList ? LIST_CALLS.length : 0;
+    const per = BATCH_CALLS.length;
     const mark = (i: number): string => `@@rcl-${nonce}-${i}@@`;
     // Only the parts of the XML the facts come from, when this virsh can select them.
     const selected = xpath;
     const args = (c: DescribeCall, id: string): string[] =>
       selected && c.what.startsWith('dumpxml') ? [...c.args(id), '--xpath', DOMAIN_FACTS_XPATH, '--wrap'] : c.args(id);
-    const commands = ids.flatMap((id, g) => DESCRIBE_CALLS.map((c, k) => `echo ${mark(first + g * 4 + k)}; ${args(c, id).join(' ')}`));
-    if (onList) commands.unshift(`echo ${mark(0)}; list --all --uuid`);
-    const line = `${commands.join('; ')}; echo ${mark(first + ids.length * 4)}`;
-    let listed = false;
+    const commands = [
+      ...(onList ? LIST_CALLS : []).map((c, k) => `echo ${mark(k)}; ${c}`),
+      ...ids.flatMap((id, g) => BATCH_CALLS.map((c, k) => `echo ${mark(head + g * per + k)}; ${args(c, id).join(' ')}`)),
+    ];
+    const line = `${commands.join('; ')}; echo ${mark(head + ids.length * per)}`;
+    const lists: string[] = [];
+    let told = false;
+    const tell = (outs: string[] | undefined): void => {
+      if (told || !onList) return;
+      told = true;
+      onList(outs);
+    };
     let answers: string[] = [];
     const read = createSectionReader(mark, (section, text) => {
-      if (onList && section === 0) {
-        listed = true;
-        onList(text);
+      if (section < head) {
+        lists.push(text);
+        if (lists.length === head) tell(lists);
         return;
       }
-      const i = section - first;
-      const id = ids[Math.floor(i / 4)]!;
-      const c = DESCRIBE_CALLS[i % 4]!;
+      const i = section - head;
+      const id = ids[Math.floor(i / per)]!;
+      const c = BATCH_CALLS[i % per]!;
       // An empty section is a failed call (virsh printed its error on stderr): not counted as an answer, asked again alone.
       const failed = text.trim() === '';
       if (!failed) o.onAnswer?.(`${c.what} of ${id}`);
       answers.push(failed ? '' : text);
-      if (answers.length < 4) return;
-      const [info = '', state = '', live = '', config = ''] = answers;
+      if (answers.length < per) return;
+      const [state = '', live = '', config = ''] = answers;
       answers = [];
-      let guest: Guest | undefined;
-      if (info && state && live && config) {
-        const ok = (value: string): Settled<string> => ({ ok: true, value });
-        try {
-          guest = toGuest(id, [ok(info), ok(state), ok(live), ok(config)], true, errorMessage, selected);
-        } catch {
-          guest = undefined;
-        }
-        // Something did not read well: its own calls will say what.
-        if (guest?.undescribed) guest = undefined;
-      }
-      done(id, guest);
+      done(id, state && live && config ? { state, live, config, selected } : undefined);
     });
     const ms = batchMs(ids.length);
     const t0 = now();
@@ -355,11 +415,23 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
       await virsh.run([line], { signal: o.signal, timeoutMs: ms, onStdout: read, onStderr: selected ? watchForNoXpath() : undefined });
     } catch (err) {
       if (o.signal.aborted) return;
-      const what = `${opts.uri}: the virsh describing ${ids.length} guest${ids.length === 1 ? '' : 's'} at once`;
+      const what = `${opts.uri}: the virsh ${ids.length === 0 ? 'listing the guests' : `describing ${ids.length} guest${ids.length === 1 ? '' : 's'} at once`}`;
       const why = now() - t0 >= ms ? `was not done within ${formatMs(ms)} (ended)` : `failed: ${errorMessage(err).split(line).join('…')}`;
-      log?.warn(`${what} ${why}; the guests it had not described are asked one by one`);
+      log?.warn(`${what} ${why}; ${ids.length === 0 ? 'the list is asked on its own' : 'the guests it had not described are asked one by one'}`);
     } finally {
-      if (onList && !listed) onList(undefined);
+      // The lists that arrived, when the first did (the others then count as printing nothing: their facts are not known).
+      tell(lists.length > 0 ? [...lists, ...Array<string>(head - lists.length).fill('')] : undefined);
+    }
+  };
+
+  // A guest of a batch, from its answers and what the listing's lists say of it; undefined when something did not read well (its own calls will say what).
+  const fromBatch = (id: string, a: BatchAnswers, listed: ListedFacts): Guest | undefined => {
+    const ok = (value: string): Settled<string> => ({ ok: true, value });
+    try {
+      const guest = toGuest(id, [ok(''), ok(a.state), ok(a.live), ok(a.config)], true, errorMessage, a.selected, listed);
+      return guest.undescribed ? undefined : guest;
+    } catch {
+      return undefined;
     }
   };
 
@@ -415,8 +487,9 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     },
 
     async listGuests(o: ListOptions) {
-      // Guests libvirt's files name are described by the first batches while
-      // the first of them lists the connection; the others once the list is known.
+      // The first batch lists the connection (LIST_CALLS) and describes the
+      // guests libvirt's files name (guest-hints.ts); the guests on the list
+      // they did not name are described once it is known.
       const hints = opts.hintDirs?.length ? readGuestHints(opts.hintDirs) : [];
       // Many calls listen on one signal: one made to take them all (and to end the batches when the listing fails).
       const end = new AbortController();
@@ -434,41 +507,46 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
         p.catch(() => undefined); // awaited below
         listed.set(id, p);
       };
-      // What a batch learnt: kept until the list is known, then used for the guests on it only (a hint may name a guest libvirtd does not have).
+      // What a batch learnt: kept until the lists are known, then used for the guests on the list only (a hint may name a guest libvirtd does not have).
       let onConnection: Set<string> | undefined;
-      const early: [string, Guest | undefined][] = [];
-      const report = (id: string, guest: Guest | undefined): void => {
-        if (!onConnection) return void early.push([id, guest]);
+      let facts = new Map<string, ListedFacts>();
+      const early: [string, BatchAnswers | undefined][] = [];
+      const report = (id: string, answers: BatchAnswers | undefined): void => {
+        if (!onConnection) return void early.push([id, answers]);
         if (!onConnection.has(id) || listed.has(id)) return;
+        const known = facts.get(id);
+        const guest = answers && known ? fromBatch(id, answers, known) : undefined;
         if (guest) listed.set(id, Promise.resolve(guest));
         else alone(id);
       };
       const batches = pLimit(BATCH_CONCURRENCY);
       const work: Promise<void>[] = [];
-      const describeInBatches = (ids: readonly string[], onList?: (out: string | undefined) => void): void => {
+      const describeInBatches = (ids: readonly string[]): void => {
         for (let i = 0; i < ids.length; i += BATCH_GUESTS) {
           const chunk = ids.slice(i, i + BATCH_GUESTS);
-          work.push(batches(() => describeBatch(chunk, lo, report, i === 0 ? onList : undefined)));
+          work.push(batches(() => describeBatch(chunk, lo, report)));
         }
       };
       try {
-        let fromBatch: string | undefined;
-        if (hints.length > 0) {
-          fromBatch = await new Promise<string | undefined>((resolve) => describeInBatches(hints, resolve));
-        }
-        // The list from the first batch; else (no hint, or the batch did not list: failed, cut, or printed nothing) on its own.
+        const first = hints.slice(0, BATCH_GUESTS);
+        const outs = await new Promise<string[] | undefined>((resolve) => {
+          work.push(batches(() => describeBatch(first, lo, report, resolve)));
+          describeInBatches(hints.slice(BATCH_GUESTS));
+        });
+        // The list from the first batch; else (it did not list: failed, cut, printed nothing or not UUIDs) on its own.
         let ids: string[] | undefined;
-        if (fromBatch !== undefined && fromBatch.trim() !== '') {
+        if (outs !== undefined && outs[0]!.trim() !== '') {
           try {
-            ids = parseUuidList(fromBatch);
+            ids = parseUuidList(outs[0]!);
           } catch {
             ids = undefined; // asked again on its own, which says what is wrong
           }
         }
+        if (outs !== undefined) facts = listedFacts(outs.slice(1));
         ids ??= parseUuidList(await run(['list', '--all', '--uuid'], o));
         o.onAnswer?.('list --all --uuid');
         onConnection = new Set(ids);
-        for (const [id, guest] of early.splice(0)) report(id, guest);
+        for (const [id, answers] of early.splice(0)) report(id, answers);
         const hinted = new Set(hints);
         describeInBatches(ids.filter((id) => !hinted.has(id)));
         await Promise.all(work);

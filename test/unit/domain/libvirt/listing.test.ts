@@ -18,8 +18,9 @@ const B = '1b6a0c2e-5f0d-4d8e-9c51-0c7a2b9f3e11';
 const op = () => ({ signal: AbortSignal.timeout(20_000) });
 
 // $4 is the subcommand (virsh -q -c URI SUB ...); files in $D steer each call:
-// hang-SUB-UUID hangs it, fail-SUB-UUID fails it with the file's text (once-SUB-UUID: only the next such call).
-// `list` prints $D/list when there is one; dumpxml prints $D/xml-UUID when there is one.
+// hang-SUB-UUID hangs it, fail-SUB-UUID fails it with the file's text (once-SUB-UUID: only the next such call);
+// transient-UUID, autostart-UUID and saved-UUID change what dominfo and the filtered lists say of the guest.
+// `list` prints $D/list when there is one (a filtered list: see below); dumpxml prints $D/xml-UUID when there is one.
 function script(d: string): string {
   return `D='${d}'
 sub="$4"; dom=
@@ -28,8 +29,25 @@ for a in "$@"; do case "$a" in --domain=*) dom="\${a#--domain=}" ;; esac; done
 if [ -e "$D/fail-$sub-$dom" ]; then echo "error: $(cat "$D/fail-$sub-$dom")" >&2; exit 1; fi
 if [ -e "$D/once-$sub-$dom" ]; then echo "error: $(cat "$D/once-$sub-$dom")" >&2; rm "$D/once-$sub-$dom"; exit 1; fi
 case "$sub" in
-  list) if [ -e "$D/list" ]; then cat "$D/list"; else printf '%s\\n%s\\n' '${A}' '${B}'; fi ;;
-  dominfo) printf 'Name:           %s\\nUUID:           %s\\nState:          paused\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' "$(cat "$D/name-$dom")" "$dom" ;;
+  list)
+    # A filter prints $D/listFILTER when there is one, else the guests it selects by the files that steer dominfo.
+    f=; for a in "$@"; do case "$a" in --persistent|--transient|--autostart|--no-autostart|--with-managed-save|--without-managed-save) f=$a ;; esac; done
+    if [ -n "$f" ] && [ -e "$D/list$f" ]; then cat "$D/list$f"; exit 0; fi
+    if [ -e "$D/list" ]; then all=$(cat "$D/list"); else all='${A} ${B}'; fi
+    for id in $all; do
+      case "$f" in
+        --persistent) [ -e "$D/transient-$id" ] && continue ;;
+        --transient) [ -e "$D/transient-$id" ] || continue ;;
+        --autostart) [ -e "$D/autostart-$id" ] || continue ;;
+        --no-autostart) [ -e "$D/autostart-$id" ] && continue ;;
+        --with-managed-save) [ -e "$D/saved-$id" ] || continue ;;
+        --without-managed-save) [ -e "$D/saved-$id" ] && continue ;;
+      esac
+      echo "$id"
+    done ;;
+  dominfo)
+    p=yes; [ -e "$D/transient-$dom" ] && p=no; a=disable; [ -e "$D/autostart-$dom" ] && a=enable; m=no; [ -e "$D/saved-$dom" ] && m=yes
+    printf 'Name:           %s\\nUUID:           %s\\nState:          paused\\nMax memory:     131072 KiB\\nPersistent:     %s\\nAutostart:      %s\\nManaged save:   %s\\n' "$(cat "$D/name-$dom")" "$dom" "$p" "$a" "$m" ;;
   domstate) echo 'running (booted)' ;;
   dumpxml) [ -e "$D/xml-$dom" ] && { cat "$D/xml-$dom"; exit 0; }; printf "<domain type='qemu'><name>%s</name><uuid>%s</uuid><memory unit='KiB'>262144</memory><metadata><p:policy xmlns:p='${POLICY_NAMESPACE}' order='3' timeout='90'/></metadata></domain>" "$(cat "$D/name-$dom")" "$dom" ;;
   *) echo "error: unexpected $sub" >&2; exit 1 ;;
@@ -68,6 +86,9 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
   // The fake's processes: one line each; a batch has its commands in one argument, separated by `;`.
   const calls = (): string[] => readFileSync(fake.callsFile, 'utf8').split('\n').filter(Boolean);
   const batches = (): string[] => calls().filter((l) => l.includes(';'));
+  // The batches that describe guests, and the one (the first) that lists the connection.
+  const guestBatches = (): string[] => batches().filter((l) => l.includes('--domain='));
+  const listBatches = (): string[] => batches().filter((l) => l.includes('; list --all --uuid;'));
   const askedAlone = (id: string): string[] => calls().filter((l) => !l.includes(';') && l.includes(`|--domain=${id}|`)).map((l) => l.split('|')[3]!);
   // `n` more guests (names g0, g1...), listed after A and B.
   const more = (n: number): string[] => {
@@ -81,9 +102,16 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     const ids = [A, B, ...more(15)];
     const answers: string[] = [];
     const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
-    // `list`, then 17 guests in two batches (16 + 1): no guest asked on its own.
+    // The lists, then 17 guests in two batches (16 + 1): no guest asked on its own.
     expect(calls()).toHaveLength(3);
-    expect(batches()).toHaveLength(2);
+    expect(batches()).toHaveLength(3);
+    // The first lists the connection: every guest, then each pair of lists that stands for dominfo's facts.
+    expect(batches()[0]!.split('; ').filter((c) => !c.includes('echo '))).toEqual([
+      'list --all --uuid', 'list --all --uuid --persistent', 'list --all --uuid --transient', 'list --all --uuid --autostart',
+      'list --all --uuid --no-autostart', 'list --all --uuid --with-managed-save', 'list --all --uuid --without-managed-save',
+    ]);
+    expect(guestBatches()).toHaveLength(2);
+    expect(batches().join('\n')).not.toContain('dominfo');
     for (const id of ids) expect(askedAlone(id)).toEqual([]);
     expect(guests.map((g) => g.id)).toEqual(ids);
     expect(guests.every((g) => g.undescribed === undefined)).toBe(true);
@@ -101,14 +129,36 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     for (const id of [A, ids[16]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
     // Each call of the batch that answered counts as an answer (the hung check).
     for (const id of ids) {
-      for (const what of ['dominfo', 'domstate', 'dumpxml', 'dumpxml --inactive']) expect(answers).toContain(`${what} of ${id}`);
+      for (const what of ['domstate', 'dumpxml', 'dumpxml --inactive']) expect(answers).toContain(`${what} of ${id}`);
     }
+    expect(answers).toContain('list --all --uuid');
+  });
+
+  it('the lists stand for dominfo: a transient guest, one that autostarts and one with a managed save image are described by the batch as dominfo describes them', async () => {
+    writeFileSync(join(dir, `transient-${A}`), '');
+    writeFileSync(join(dir, `autostart-${A}`), '');
+    writeFileSync(join(dir, `saved-${B}`), '');
+    const guests = await driver.listGuests(op());
+    for (const id of [A, B]) expect(askedAlone(id)).toEqual([]);
+    expect(byId(guests, A)).toMatchObject({ persistent: false, autostart: true, hasSavedImage: false });
+    expect(byId(guests, A)?.saveBlockers.join()).toMatch(/transient guest/);
+    expect(byId(guests, B)).toMatchObject({ persistent: true, autostart: false, hasSavedImage: true });
+    for (const id of [A, B]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
+  });
+
+  it('a guest the lists do not agree on (on both lists of a pair, or on neither) is asked on its own, and dominfo decides', async () => {
+    writeFileSync(join(dir, 'list--transient'), `${B}\n`);
+    writeFileSync(join(dir, 'list--no-autostart'), `${B}\n`);
+    const guests = await driver.listGuests(op());
+    expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(askedAlone(A).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
+    expect(guests.map((g) => [g.name, g.persistent, g.autostart, g.undescribed])).toEqual([['web', true, false, undefined], ['db', true, false, undefined]]);
   });
 
   it("a guest's dumpxml fails in the batch: that guest is asked on its own (and described), the others are not asked again", async () => {
     once('dumpxml', B, 'internal error: once');
     const guests = await driver.listGuests(op());
-    expect(batches()).toHaveLength(1);
+    expect(guestBatches()).toHaveLength(1);
     expect(askedAlone(A)).toEqual([]);
     expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
     expect(byId(guests, B)).toMatchObject({ name: 'db', policy: { order: 3, timeout: 90 } });
@@ -118,7 +168,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
   it("a guest whose selected XML has no name and uuid (<nodes/>: not a domain's) is asked on its own", async () => {
     writeFileSync(join(dir, `xml-${B}`), "<network><name>db</name></network>");
     const guests = await driver.listGuests(op());
-    expect(batches()).toHaveLength(1);
+    expect(guestBatches()).toHaveLength(1);
     expect(askedAlone(A)).toEqual([]);
     expect(askedAlone(B).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
     expect(byId(guests, A)?.undescribed).toBeUndefined();
@@ -133,15 +183,15 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     const said = (): number => log.lines.filter((l) => l.level === 'info' && /has no dumpxml --xpath/.test(l.msg)).length;
     const before = said();
     const first = await driver.listGuests(op());
-    expect(batches()).toHaveLength(1);
-    expect(batches()[0]).toContain('--xpath');
+    expect(guestBatches()).toHaveLength(1);
+    expect(guestBatches()[0]).toContain('--xpath');
     for (const id of [A, B]) expect(askedAlone(id).sort()).toEqual(['dominfo', 'domstate', 'dumpxml', 'dumpxml']);
     expect(first.map((g) => [g.name, g.policy, g.undescribed])).toEqual([['web', { order: 3, timeout: 90 }, undefined], ['db', { order: 3, timeout: 90 }, undefined]]);
     expect(said()).toBe(before + 1);
     const second = await driver.listGuests(op());
-    expect(batches()).toHaveLength(2);
-    expect(batches()[1]).not.toContain('--xpath');
-    expect(batches()[1]).toContain(`; dumpxml --inactive --domain=${B};`);
+    expect(guestBatches()).toHaveLength(2);
+    expect(guestBatches()[1]).not.toContain('--xpath');
+    expect(guestBatches()[1]).toContain(`; dumpxml --inactive --domain=${B};`);
     for (const id of [A, B]) expect(askedAlone(id)).toHaveLength(4);
     expect(second).toEqual(first);
     expect(said()).toBe(before + 1);
@@ -156,28 +206,28 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
   });
 
   it('the batch hangs on one guest past its deadline: it is killed, the guests it had not described are asked alone; the hung one undescribed, the others in full', async () => {
-    const ids = more(6);
-    const last = ids[5]!;
+    const ids = more(12);
+    const last = ids[11]!;
     hang('dumpxml', last);
     await driver.close();
     driver = withBatchDeadline(1500);
     const guests = await driver.listGuests(op());
-    expect(batches()).toHaveLength(1);
-    expect(guests).toHaveLength(8);
+    expect(guestBatches()).toHaveLength(1);
+    expect(guests).toHaveLength(14);
     expect(byId(guests, last)?.undescribed).toEqual({ missing: ['policy', 'saveBlockers'], problems: ['dumpxml: no answer within 1.5 s', 'dumpxml --inactive: no answer within 1.5 s'] });
     for (const g of guests.filter((x) => x.id !== last)) expect(g.undescribed, g.name).toBeUndefined();
     // What virsh had flushed (whole 4 KiB blocks) described the first guests; only the rest were asked alone.
     const alone = [A, B, ...ids].filter((id) => askedAlone(id).length > 0);
     expect(alone).toContain(last);
     expect(alone).not.toContain(A);
-    expect(alone.length).toBeLessThan(8);
-    expect(log.lines.some((l) => l.level === 'warn' && /describing 8 guests at once was not done within 1.5 s.*asked one by one/.test(l.msg))).toBe(true);
+    expect(alone.length).toBeLessThan(14);
+    expect(log.lines.some((l) => l.level === 'warn' && /describing 14 guests at once was not done within 1.5 s.*asked one by one/.test(l.msg))).toBe(true);
   });
 
   it('the batch fails altogether (virsh cannot connect): every guest is asked on its own', async () => {
     writeFileSync(join(dir, 'refuse-batch'), '');
     const guests = await driver.listGuests(op());
-    expect(batches()).toHaveLength(1);
+    expect(guestBatches()).toHaveLength(1);
     for (const id of [A, B]) expect(askedAlone(id)).toHaveLength(4);
     expect(guests.map((g) => [g.name, g.undescribed])).toEqual([['web', undefined], ['db', undefined]]);
     expect(log.lines.some((l) => l.level === 'warn' && /describing 2 guests at once failed: .*failed to connect to the hypervisor/.test(l.msg))).toBe(true);
@@ -267,7 +317,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       expect(listFirst(mine[0]!)).toBe(true);
       expect(guests).toEqual(plain);
       expect(answers).toContain('list --all --uuid');
-      expect(answers).toContain(`dominfo of ${B}`);
+      expect(answers).toContain(`domstate of ${B}`);
     });
 
     it('a hint names a guest libvirtd does not have: it is neither listed nor asked on its own; a guest not hinted is described by a second batch', async () => {
@@ -278,8 +328,8 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       expect(guests.map((g) => [g.id, g.name, g.undescribed])).toEqual([[A, 'web', undefined], [B, 'db', undefined]]);
       expect(batches()).toHaveLength(2);
       expect(listFirst(batches()[0]!)).toBe(true);
-      expect(batches()[0]).toContain(`dominfo --domain=${gone};`);
-      expect(batches()[1]).toContain(`dominfo --domain=${B};`);
+      expect(batches()[0]).toContain(`domstate --reason --domain=${gone};`);
+      expect(batches()[1]).toContain(`domstate --reason --domain=${B};`);
       expect(batches()[1]).not.toContain('list --all');
       for (const id of [gone, A, B]) expect(askedAlone(id)).toEqual([]);
       expect(calls().filter((l) => l.includes('|list|'))).toEqual([]);
