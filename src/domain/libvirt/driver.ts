@@ -78,7 +78,7 @@ const BATCH_CONCURRENCY = 4;
  * Deadline of a batch of `guests`: 2 s for virsh to start and connect, plus
  * 100 ms a guest. A healthy libvirtd answers a guest's calls in a few
  * ms (docs/benchmarks.md), so the deadline passes only when some call hangs
- * (a guest whose QEMU does not answer holds dominfo until libvirt's 30 s job
+ * (a guest whose QEMU does not answer can hold a call until libvirt's 30 s job
  * timeout); it is short because a hung guest's batch is then asked again
  * guest by guest, each within DESCRIBE_TIMEOUT_MS: 3.6 s + 15 s at most for
  * a full batch, inside the plan's 20 s hung window and 60 s listing deadline.
