@@ -7,7 +7,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
+import { BATCH_GUESTS, createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
 import { DOMAIN_FACTS_XPATH, POLICY_NAMESPACE } from '../../../../src/domain/libvirt/domain-xml.js';
 import type { Guest } from '../../../../src/domain/types.js';
 import { createMemoryLog } from '../../../../src/util/log.js';
@@ -98,11 +98,11 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
     return ids;
   };
 
-  it('describes every guest with one virsh process per 16 guests, each as its own calls would, and reports every answer', async () => {
-    const ids = [A, B, ...more(15)];
+  it('describes every guest with one virsh process per BATCH_GUESTS guests, each as its own calls would, and reports every answer', async () => {
+    const ids = [A, B, ...more(BATCH_GUESTS - 1)];
     const answers: string[] = [];
     const guests = await driver.listGuests({ ...op(), onAnswer: (w) => answers.push(w) });
-    // The lists, then 17 guests in two batches (16 + 1): no guest asked on its own.
+    // The lists, then BATCH_GUESTS + 1 guests in two batches: no guest asked on its own.
     expect(calls()).toHaveLength(3);
     expect(batches()).toHaveLength(3);
     // The first lists the connection: every guest, then each pair of lists that stands for dominfo's facts.
@@ -126,7 +126,7 @@ describe('libvirt driver: listing guests that cannot be described in time', () =
       }
     }
     // The same Guest as its own four calls make (getGuest, whole XML).
-    for (const id of [A, ids[16]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
+    for (const id of [A, ids[BATCH_GUESTS]!]) expect(byId(guests, id)).toEqual(await driver.getGuest(id, op()));
     // Each call of the batch that answered counts as an answer (the hung check).
     for (const id of ids) {
       for (const what of ['domstate', 'dumpxml', 'dumpxml --inactive']) expect(answers).toContain(`${what} of ${id}`);
