@@ -31,6 +31,8 @@ export interface VirshConfig {
 
 /** Default window of the long calls' watchdog: at least 15 s without any answer before libvirtd counts as hung. */
 export const WATCHDOG_WINDOW_MS = 20_000;
+/** After a `virsh version` of the watchdog that got no answer, the next is asked this soon (ms). */
+const WATCHDOG_RETRY_MS = 1000;
 
 /** One virsh call. */
 export interface VirshCall {
@@ -77,6 +79,8 @@ export function createVirsh(cfg: VirshConfig): Virsh {
   const callTimeoutMs = cfg.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
   const argv = (args: readonly string[]): string[] => [program, '-q', '-c', cfg.uri, ...args];
   const env = (): NodeJS.ProcessEnv => ({ ...process.env, LC_ALL: 'C', LANG: 'C', LANGUAGE: 'C' });
+  // One watchdog for every long call of this runner in flight: libvirtd's answer is the connection's, not a call's.
+  const watchdog = createWatchdog(() => self, callTimeoutMs, cfg.hungWindowMs ?? WATCHDOG_WINDOW_MS);
   const self: Virsh = {
     uri: cfg.uri,
     program,
@@ -93,12 +97,12 @@ export function createVirsh(cfg: VirshConfig): Virsh {
       const stop = new AbortController();
       const both = anySignal(call.signal, stop.signal);
       let silent: DomainError | undefined;
-      const watching = call.watchdog
-        ? watch(self, callTimeoutMs, cfg.hungWindowMs ?? WATCHDOG_WINDOW_MS, stop.signal, (err) => {
+      const unwatch = call.watchdog
+        ? watchdog.add((err) => {
             silent = err;
             stop.abort(err);
           })
-        : Promise.resolve();
+        : () => undefined;
       try {
         const r = await runProcess(full, {
           timeoutMs,
@@ -114,31 +118,69 @@ export function createVirsh(cfg: VirshConfig): Virsh {
         }
         throw classifyVirshFailure(r, { uri: cfg.uri, timeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
       } finally {
+        unwatch();
         both.clear();
         if (!stop.signal.aborted) stop.abort();
-        await watching;
       }
     },
   };
   return self;
 }
 
-/** Every `everyMs`, ask whether libvirtd answers `virsh version`; call `onSilent` (once) when nothing answered for `windowMs` (a slow answer is an answer). */
-async function watch(v: Virsh, everyMs: number, windowMs: number, stop: AbortSignal, onSilent: (err: DomainError) => void): Promise<void> {
-  let lastAnswer = now();
-  while (!stop.aborted) {
-    try {
-      await sleep(everyMs, stop);
-      await v.run(['version'], { signal: stop, timeoutMs: windowMs });
-      lastAnswer = now();
-    } catch (err) {
-      if (stop.aborted) return;
-      if (err instanceof NotReachableError && now() - lastAnswer >= windowMs) {
-        onSilent(err);
-        return;
+/**
+ * The watchdog of a runner's long calls: while at least one runs, one `virsh
+ * version` every `everyMs` (one at a time, each within `windowMs`; a second
+ * after one that got no answer), however many calls are in flight. A call is told it is silent (once; then it is
+ * forgotten) when a version fails "not reachable" and nothing answered for
+ * `windowMs`, counted from its own start or from the last answer, whichever is
+ * later (a slow answer is an answer). When the last call ends the loop stops,
+ * a version in flight included.
+ */
+function createWatchdog(v: () => Virsh, everyMs: number, windowMs: number): { add(onSilent: (err: DomainError) => void): () => void } {
+  const calls = new Map<symbol, { since: number; onSilent: (err: DomainError) => void }>();
+  let lastAnswer = -Infinity;
+  let stop: AbortController | undefined;
+  const loop = async (signal: AbortSignal): Promise<void> => {
+    let pause = everyMs;
+    while (!signal.aborted) {
+      try {
+        await sleep(pause, signal);
+        await v().run(['version'], { signal, timeoutMs: windowMs });
+        lastAnswer = now();
+        pause = everyMs;
+      } catch (err) {
+        if (signal.aborted) return;
+        pause = everyMs;
+        if (!(err instanceof NotReachableError)) continue;
+        const t = now();
+        for (const [key, c] of calls) {
+          if (t - Math.max(c.since, lastAnswer) < windowMs) continue;
+          calls.delete(key);
+          c.onSilent(err);
+        }
+        // Not answering: asked again soon, so a call that began during this version is told in time too.
+        pause = Math.min(everyMs, WATCHDOG_RETRY_MS);
       }
     }
-  }
+  };
+  return {
+    add(onSilent) {
+      const key = Symbol('call');
+      calls.set(key, { since: now(), onSilent });
+      if (!stop) {
+        const ac = new AbortController();
+        stop = ac;
+        void loop(ac.signal);
+      }
+      return () => {
+        calls.delete(key);
+        if (calls.size === 0 && stop) {
+          stop.abort();
+          stop = undefined;
+        }
+      };
+    },
+  };
 }
 
 // libvirt's messages (virerror.c) that say which kind of failure it was.

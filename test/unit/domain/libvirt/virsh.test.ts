@@ -126,6 +126,18 @@ describe('virsh runner', () => {
     expect(calls.match(/\|version\|/g)?.length).toBeGreaterThanOrEqual(2);
   });
 
+  it('long calls at once share one watchdog: one `virsh version` at a time, not one per call', async () => {
+    const v = runner('if [ "$4" = version ]; then echo ok; else sleep 1.5; echo done; fi', 150);
+    const t0 = performance.now();
+    const outs = await Promise.all([1, 2, 3, 4].map((i) => v.run(['start', `--domain=x${i}`], { signal, timeoutMs: 600_000, watchdog: true })));
+    const took = performance.now() - t0;
+    expect(outs).toEqual(['done\n', 'done\n', 'done\n', 'done\n']);
+    const versions = readFileSync(fake!.callsFile, 'utf8').match(/\|version\|/g)?.length ?? 0;
+    // One loop asks every 150 ms (each version takes some ms more): at most took / 150; four loops would ask four times that.
+    expect(versions).toBeGreaterThanOrEqual(2);
+    expect(versions).toBeLessThanOrEqual(Math.ceil(took / 150));
+  });
+
   it('kills a virsh that ignores SIGTERM too', async () => {
     const v = runner("trap '' TERM; while :; do sleep 1; done", 200);
     await expect(v.run(['list'], { signal })).rejects.toBeInstanceOf(NotReachableError);
