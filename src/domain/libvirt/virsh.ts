@@ -130,11 +130,11 @@ export function createVirsh(cfg: VirshConfig): Virsh {
 /**
  * The watchdog of a runner's long calls: while at least one runs, one `virsh
  * version` every `everyMs` (one at a time, each within `windowMs`; a second
- * after one that got no answer), however many calls are in flight. A call is told it is silent (once; then it is
- * forgotten) when a version fails "not reachable" and nothing answered for
- * `windowMs`, counted from its own start or from the last answer, whichever is
- * later (a slow answer is an answer). When the last call ends the loop stops,
- * a version in flight included.
+ * after one that got no answer), however many calls are in flight. A call is
+ * told it is silent (once; then it is forgotten) when a version fails "not
+ * reachable" and nothing answered for `windowMs`, counted from its own start
+ * or from the last answer, whichever is later (a slow answer is an answer).
+ * When the last call ends the loop stops, a version in flight included.
  */
 function createWatchdog(v: () => Virsh, everyMs: number, windowMs: number): { add(onSilent: (err: DomainError) => void): () => void } {
   const calls = new Map<symbol, { since: number; onSilent: (err: DomainError) => void }>();
