@@ -79,6 +79,12 @@ export type PlanSettings = Pick<Settings, 'onShutdown' | 'timeout'> & Partial<Pi
 export const HUNG_WINDOW_MS = 20_000;
 /** A new ping is asked this often within HUNG_WINDOW_MS until something answers. */
 export const PING_RETRY_MS = 5_000;
+/**
+ * The first ping waits this long for the listing to answer first (it usually
+ * does within a few hundred ms: then no ping is asked, and no virsh process
+ * competes with the listing's); a listing that fails sends it at once.
+ */
+export const FIRST_PING_MS = 1_000;
 /** How long listing one connection's guests may take (many guests, a busy host) before it is given up. */
 export const LIST_TIMEOUT_MS = 60_000;
 
@@ -179,7 +185,8 @@ export async function buildStopPlan(
     const watch = driver.ping ? watchDaemon(driver.ping.bind(driver), signal) : undefined;
     try {
       const listing = driver.listGuests({ signal: listSignal.signal, onAnswer: (what) => watch?.answered(what) });
-      listing.then(() => watch?.answered('the listing'), () => undefined);
+      // A listing that failed (virsh could not connect, say) does not wait for the first ping: refused or not, the verdict comes from it.
+      listing.then(() => watch?.answered('the listing'), () => watch?.pingNow());
       if (watch) {
         const seen = await watch.verdict;
         if (signal.aborted) throw signal.reason;
@@ -232,17 +239,18 @@ export interface DaemonVerdict {
 }
 
 /**
- * Watch whether a daemon answers: a ping at once and a new one every
- * PING_RETRY_MS, each allowed to run past the window's end; `answered` is
- * called for any other call that answered (the listing's). The verdict is
- * `answered` at the first answer, `refused` when a ping fails before the
- * window ends (virsh could not connect: no daemon listens), else `silent`
- * once HUNG_WINDOW_MS passed without any answer. Interrupted: `silent`.
+ * Watch whether a daemon answers: a ping after FIRST_PING_MS (at once on
+ * `pingNow`, when the listing failed) and a new one every PING_RETRY_MS,
+ * each allowed to run past the window's end; `answered` is called for any
+ * other call that answered (the listing's). The verdict is `answered` at the
+ * first answer, `refused` when a ping fails before the window ends (virsh
+ * could not connect: no daemon listens), else `silent` once HUNG_WINDOW_MS
+ * passed without any answer. Interrupted: `silent`.
  */
 export function watchDaemon(
   ping: (o: { signal: AbortSignal; timeoutMs?: number }) => Promise<void>,
   signal: AbortSignal,
-): { verdict: Promise<DaemonVerdict>; answered: (what: string) => void; stop: () => void } {
+): { verdict: Promise<DaemonVerdict>; answered: (what: string) => void; pingNow: () => void; stop: () => void } {
   const t0 = now();
   const evidence: string[] = [];
   const at = (): string => `+${((now() - t0) / 1000).toFixed(1)} s`;
@@ -254,6 +262,7 @@ export function watchDaemon(
   const verdict = new Promise<DaemonVerdict>((r) => (resolve = r));
   let timer: ReturnType<typeof setInterval> | undefined;
   let window: ReturnType<typeof setTimeout> | undefined;
+  let first: ReturnType<typeof setTimeout> | undefined;
   const finish = (v: DaemonVerdict['verdict'], line: string, refusal?: string): void => {
     if (end.signal.aborted) return;
     evidence.push(`${at()}: ${line}`);
@@ -265,6 +274,7 @@ export function watchDaemon(
   const stop = (): void => {
     clearInterval(timer);
     clearTimeout(window);
+    clearTimeout(first);
     signal.removeEventListener('abort', onAbort);
     if (!end.signal.aborted) end.abort(new Error('watch ended'));
     pings.clear();
@@ -292,10 +302,14 @@ export function watchDaemon(
     signal.addEventListener('abort', onAbort, { once: true });
     timer = setInterval(askPing, PING_RETRY_MS);
     window = setTimeout(() => finish('silent', `nothing answered within ${HUNG_WINDOW_MS / 1000} s`), HUNG_WINDOW_MS);
-    // Once the calls made in this turn have gone out: the listing's first virsh is spawned before the ping's.
-    setImmediate(askPing);
+    first = setTimeout(askPing, FIRST_PING_MS);
   }
-  return { verdict, answered, stop };
+  // The first ping at once, unless one was asked already.
+  const pingNow = (): void => {
+    clearTimeout(first);
+    if (pingsAsked === 0) askPing();
+  };
+  return { verdict, answered, pingNow, stop };
 }
 
 /** The line that names every active guest handled without its full description (what was missing and why), or undefined when there is none. */

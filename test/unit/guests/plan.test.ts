@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { fakeClock } from '../../fakes/clock.js';
 import { qmpLikeDriver } from '../../fakes/qmp-like-driver.js';
 import type { DomainDriver, Guest } from '../../../src/domain/types.js';
-import { buildStopPlan, decidePlan, HUNG_WINDOW_MS, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_RETRY_MS, undescribedNote, type GuestPlan } from '../../../src/guests/plan.js';
+import { buildStopPlan, decidePlan, FIRST_PING_MS, HUNG_WINDOW_MS, LIST_TIMEOUT_MS, MARGIN_BYTES, PING_RETRY_MS, undescribedNote, type GuestPlan } from '../../../src/guests/plan.js';
 import { createMemoryLog } from '../../../src/util/log.js';
 import { libvirtLikeDriver, type FakeGuest } from '../../fakes/libvirt-like-driver.js';
 import { estimateSaveQueue, PLAN_SAVE_RATE_BYTES_PER_S } from '../../../src/guests/save-slots.js';
@@ -108,16 +108,16 @@ describe('buildStopPlan: connections that do not answer', () => {
     // Pings retried within the window.
     expect(d.calls.filter((c) => c.op === 'ping')).toHaveLength(pings);
     const logged = log.lines.find((l) => l.level === 'error' && l.msg.includes('counted as hung'));
-    expect(logged?.msg).toMatch(/\+0\.0 s: ping 1 asked; \+5\.0 s: ping 2 asked; .*nothing answered within 20 s/);
+    expect(logged?.msg).toMatch(/\+1\.0 s: ping 1 asked; \+5\.0 s: ping 2 asked; .*nothing answered within 20 s/);
   });
 
-  it('a ping refused at once (nothing listens: libvirtd down) is a verdict at once, hung for the rescue path', async () => {
-    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingFails: 'failed to connect socket', listHangs: true } });
+  it('libvirtd down: the listing fails at once and sends the first ping at once, whose refusal is the verdict (hung, for the rescue path)', async () => {
+    const d = libvirtLikeDriver([{ name: 'a' }], { uri: 'qemu:///system', connection: { pingFails: 'failed to connect socket' } });
     const p = buildStopPlan([d], settings, 'shutdown', new AbortController().signal);
-    // The ping goes out in the next turn, after the listing's first call.
     await vi.advanceTimersByTimeAsync(0);
     const plan = await p;
     expect(plan.unreachable).toMatchObject([{ uri: 'qemu:///system', error: 'failed to connect socket', hung: true }]);
+    expect(d.calls.filter((c) => c.op === 'ping')).toHaveLength(1);
   });
 
   it('a ping that never answers does not cut a listing that makes progress: not hung, every guest listed, the slowness logged', async () => {
