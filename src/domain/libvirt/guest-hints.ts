@@ -33,21 +33,28 @@ const DOMAIN_UUID = /<domain[\s>][\s\S]*?<uuid>\s*([0-9A-Fa-f-]{36})\s*<\/uuid>/
 /**
  * The UUIDs (lower case, each once) of the guests the `*.xml` files of `dirs`
  * describe. Read at once, without yielding (a few small local files): the
- * listing's first virsh is spawned right after.
+ * listing's first virsh is spawned right after. Both libvirt folders name a
+ * guest's file after the guest, so a file named as one that gave a UUID in
+ * an earlier folder (the definition of a running guest, after its status
+ * file) is not read.
  */
 export function readGuestHints(dirs: readonly string[]): string[] {
-  const files: string[] = [];
+  const files: [string, string][] = [];
   for (const dir of dirs) {
     try {
-      for (const entry of readdirSync(dir).sort()) if (entry.endsWith('.xml')) files.push(join(dir, entry));
+      for (const entry of readdirSync(dir).sort()) if (entry.endsWith('.xml')) files.push([dir, entry]);
     } catch {
       // not there, or not ours to read: no hint from it
     }
   }
   const ids = new Set<string>();
-  for (const file of files.slice(0, MAX_HINT_FILES)) {
-    const id = uuidOfFile(file);
-    if (id !== undefined) ids.add(id);
+  const named = new Set<string>();
+  for (const [dir, entry] of files.slice(0, MAX_HINT_FILES)) {
+    if (named.has(entry)) continue;
+    const id = uuidOfFile(join(dir, entry));
+    if (id === undefined) continue;
+    ids.add(id);
+    named.add(entry);
   }
   return [...ids];
 }

@@ -41,6 +41,15 @@ describe('readGuestHints', () => {
     expect(readGuestHints([status, config]).sort()).toEqual([B, A].sort());
   });
 
+  it("does not read a guest's definition after its status file gave the UUID; reads it when the status file gave none", () => {
+    writeFileSync(join(status, 'web.xml'), `<domstatus><domain type='kvm'><name>web</name><uuid>${A}</uuid></domain></domstatus>`);
+    // Not read: a definition that would give another UUID shows it.
+    writeFileSync(join(config, 'web.xml'), `<domain><name>web</name><uuid>${C}</uuid></domain>`);
+    writeFileSync(join(status, 'db.xml'), '<domstatus>cut short');
+    writeFileSync(join(config, 'db.xml'), `<domain><name>db</name><uuid>${B}</uuid></domain>`);
+    expect(readGuestHints([status, config]).sort()).toEqual([A, B].sort());
+  });
+
   it('skips what is not a hint: other files, a UUID outside a domain, a bad UUID, a symlink, a FIFO, a folder; a missing folder', () => {
     writeFileSync(join(config, 'good.xml'), `<domain><uuid>${A}</uuid></domain>`);
     writeFileSync(join(config, 'notes.txt'), `<domain><uuid>${B}</uuid></domain>`);
