@@ -121,8 +121,8 @@ export interface DomainDriver {
   save(id: string, opts: SaveOptions): Promise<void>;
   /** Abort an operation in flight on the guest (a save job), leaving the guest as it was. */
   abort(id: string, opts: OpOptions): Promise<void>;
-  /** Start the guest, restoring its saved image when it has one. */
-  start(id: string, opts: StartOptions): Promise<void>;
+  /** Start the guest, restoring its saved image when it has one; resolves with its state right after, when the driver read it along with the start (libvirt: in the same virsh process), else with nothing (the caller asks). */
+  start(id: string, opts: StartOptions): Promise<GuestState | void>;
   /** Ask the guest to shut down (ACPI); resolves once the request is accepted, not when it is off. */
   shutdown(id: string, opts: OpOptions): Promise<void>;
   /** Reboot the guest; resolves once it has been reset and runs again (the driver watches for the reset). */

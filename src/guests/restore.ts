@@ -5,7 +5,7 @@
 // is (state, saved image, policy) comes from one listing per connection taken
 // right before its order group, not from a lookup per guest.
 import type { BootAction } from '../config/settings.js';
-import type { DomainDriver, Guest } from '../domain/types.js';
+import type { DomainDriver, Guest, GuestState } from '../domain/types.js';
 import { isDomainError } from '../domain/errors.js';
 import { errorMessage } from '../util/error-message.js';
 import { deadline, now, sleep } from '../util/deadline.js';
@@ -171,9 +171,10 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
   try {
     // A paused guest is asked to come back paused; any other comes back as its image says, and is resumed
     // below if that was paused (one state query fewer per guest than asking the driver to make sure).
+    let after: GuestState | void;
     for (let attempt = 1; ; attempt++) {
       try {
-        await driver.start(guest.id, paused ? { signal: dl.signal, paused } : { signal: dl.signal });
+        after = await driver.start(guest.id, paused ? { signal: dl.signal, paused } : { signal: dl.signal });
         break;
       } catch (err) {
         // A resource the host lacks for a moment (many guests coming back at once) is worth another try.
@@ -182,7 +183,8 @@ export async function restoreGuest(task: RestoreTask, opts: RestoreOptions): Pro
         await sleep(START_RETRY_MS, dl.signal);
       }
     }
-    let state = await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
+    // The state the start read along with it, when it is one the wait would end on; else the wait asks.
+    let state = after === 'running' || after === 'paused' ? after : await driver.waitForState(guest.id, ['running', 'paused'], { signal: dl.signal });
     if (state === 'paused' && !paused && driver.resume) {
       await driver.resume(guest.id, { signal: dl.signal });
       state = await driver.waitForState(guest.id, ['running'], { signal: dl.signal });

@@ -421,6 +421,8 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       g.hasSavedImage = false;
       delete g.savedImageId;
       setState(id, (o.paused ?? s.startsPaused) ? 'paused' : 'running', 'Started');
+      // libvirt's start reads the state after it in the same virsh process; qmp's gives none.
+      return kind === 'libvirt' ? get(id).state : undefined;
     },
     async shutdown(id) {
       const g = log('shutdown', id);

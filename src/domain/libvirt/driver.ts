@@ -12,7 +12,7 @@ import { createEventStream, type StreamEvent } from './events.js';
 import { readGuestHints } from './guest-hints.js';
 import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState, type DomInfo } from './parse.js';
 import { saveGuest, stateAsSaveBegan } from './save.js';
-import { createVirsh, type Virsh } from './virsh.js';
+import { createVirsh, runFollowedBy, type Virsh } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
 
 /** Options of createLibvirtDriver. */
@@ -210,6 +210,28 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
 
   const domstate = async (id: string, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> =>
     parseDomstate(await run(['domstate', '--reason', dom(id)], { signal, guest: id }), `virsh domstate of ${id}`);
+
+  // Whether this virsh runs a start and a domstate in one process (runFollowedBy); false once it showed it cannot.
+  let followedBy = true;
+  // Start the guest; resolves with its state right after, read by the same virsh process (undefined when that read failed, or could not be made).
+  const startThenState = async (id: string, args: string[], o: OpOptions): Promise<GuestState | undefined> => {
+    const call = { signal: o.signal, guest: id, timeoutMs: longMs, onDeadline: 'timed-out' as const, watchdog: true };
+    if (followedBy && isUuid(id)) {
+      const r = await runFollowedBy(virsh, args, ['domstate', '--reason', dom(id)], call);
+      if (r !== undefined) {
+        if (r.then === undefined) return undefined;
+        try {
+          return parseDomstate(r.then, `virsh domstate of ${id}`).state;
+        } catch {
+          return undefined; // the caller asks again, which says what is wrong
+        }
+      }
+      followedBy = false;
+      log?.debug(`${opts.uri}: this virsh's echo has no --err: a start and the state after it are asked apart`);
+    }
+    await run(args, { ...o, guest: id, long: true });
+    return undefined;
+  };
 
   const nameOf = async (id: string, signal: AbortSignal): Promise<string> => {
     const known = names.get(id);
@@ -586,10 +608,12 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     async start(id, o: StartOptions) {
       const args = ['start', dom(id)];
       if (o.paused === true) args.push('--paused');
-      await run(args, { ...o, guest: id, long: true });
-      if (o.paused === false && (await domstate(id, o.signal)).state === 'paused') {
+      const after = await startThenState(id, args, o);
+      if (o.paused === false && (after ?? (await domstate(id, o.signal)).state) === 'paused') {
         await run(['resume', dom(id)], { ...o, guest: id });
+        return undefined;
       }
+      return after;
     },
 
     async shutdown(id, o) {

@@ -4,6 +4,7 @@
 // deadline and reported as "not reachable".
 import { runProcess, describeRun, type RunResult } from '../../util/run.js';
 import { anySignal, formatMs, now, sleep } from '../../util/deadline.js';
+import { randomHex } from '../../util/random-hex.js';
 import {
   DomainError,
   GuestNotFoundError,
@@ -125,6 +126,53 @@ export function createVirsh(cfg: VirshConfig): Virsh {
     },
   };
   return self;
+}
+
+/** What runFollowedBy learnt: `then`'s output, or undefined when it failed (the first call succeeded). */
+export interface FollowedBy {
+  then: string | undefined;
+}
+
+/** What an older virsh (its `echo` without `--err`) says of the command string; it then runs none of it. */
+const NO_ECHO_ERR = /command 'echo' doesn't support option --err/;
+
+/**
+ * Run `args` and then `then` in one virsh process: the state after a start
+ * without a process of its own. virsh runs every command of the string and
+ * exits with the last one's status, so a marker written to stderr (`echo
+ * --err`) between the two tells which errors are the first call's: its
+ * failure is thrown as if it had run alone, `then`'s failure only leaves
+ * `then` undefined. Arguments must need no quoting in virsh's command string
+ * (options and UUIDs). Resolves with undefined, and runs nothing, on a virsh
+ * whose `echo` has no `--err` (the caller then runs the two apart).
+ */
+export async function runFollowedBy(virsh: Virsh, args: readonly string[], then: readonly string[], call: VirshCall): Promise<FollowedBy | undefined> {
+  const mark = `@@rcl-${randomHex(6)}@@`;
+  const line = `${args.join(' ')}; echo --err ${mark}; echo ${mark}; ${then.join(' ')}`;
+  let stderr = '';
+  let stdout = '';
+  const collect = { onStdout: (c: string) => void (stdout += c), onStderr: (c: string) => void (stderr += c) };
+  let failure: unknown;
+  try {
+    await virsh.run([line], { ...call, ...collect });
+  } catch (err) {
+    failure = err;
+  }
+  const at = stderr.indexOf(`error: ${mark}\n`);
+  if (at < 0) {
+    if (failure === undefined) throw new ProtocolError(`virsh ${line}: no marker on stderr after ${args.join(' ')}`, { guest: call.guest });
+    if (NO_ECHO_ERR.test(stderr)) return undefined;
+    // Ended before the first call was through (not reachable, deadline, interrupted): its failure, named as itself.
+    if (failure instanceof Error) failure.message = failure.message.split(line).join(args.join(' '));
+    throw failure;
+  }
+  const own = stderr.slice(0, at);
+  if (virshMessage({ stderr: own, stdout: '' }) !== '') {
+    const r: RunResult = { argv: virsh.argv(args), exitCode: 1, killedBy: null, stdout: '', stderr: own, timedOut: false, aborted: false, forced: false, ms: 0 };
+    throw classifyVirshFailure(r, { uri: virsh.uri, timeoutMs: call.timeoutMs ?? virsh.callTimeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
+  }
+  const out = stdout.indexOf(mark);
+  return { then: failure === undefined && out >= 0 ? stdout.slice(out + mark.length) : undefined };
 }
 
 /**

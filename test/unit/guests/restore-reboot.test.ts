@@ -81,6 +81,22 @@ describe('restore at start', () => {
     expect(j.cleared.sort()).toEqual(['was paused', 'was running']);
   });
 
+  it('takes the state a start read along with it (libvirt) without waiting; asks when the start gave none (qmp)', async () => {
+    // waitFails: a wait would fail; only a restore that needs none comes back.
+    const lv = libvirtLikeDriver([{ name: 'lv', state: 'shutoff', hasSavedImage: true, script: { waitFails: true } }], { uri: 'fake:///one' });
+    const q = qmpLikeDriver([{ name: 'q', state: 'shutoff', hasSavedImage: true, script: { waitFails: true } }], { uri: 'qmp:///g' });
+    const j = memJournal([entry('lv'), entry('q', 0, { uri: 'qmp:///g' })]);
+    const p = restoreAll(j.entries().map((e) => ({ entry: e })), {
+      drivers: [lv, q], journal: j, timeout: 60, onBoot: 'restore', startDelay: 0, parallel: 0, signal: new AbortController().signal, observer: SILENT_OBSERVER,
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    const byName = new Map((await p).map((o) => [o.guest.name, o]));
+    expect(byName.get('lv')).toMatchObject({ result: 'restored' });
+    expect(byName.get('q')).toMatchObject({ result: 'failed' });
+    expect(byName.get('q')!.reason).toMatch(/does not answer/);
+    expect(j.cleared).toEqual(['lv']);
+  });
+
   it('tries a start that failed for a resource unavailable for a moment again, and no other failure', async () => {
     const eagain = "Failed to start domain 'x' / failed to load cgroup BPF prog: Resource temporarily unavailable";
     const d = libvirtLikeDriver([

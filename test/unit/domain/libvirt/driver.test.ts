@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLibvirtDriver, type LibvirtDriver } from '../../../../src/domain/libvirt/driver.js';
-import { NotReachableError, ProtocolError } from '../../../../src/domain/errors.js';
+import { NotReachableError, OperationRefusedError, ProtocolError, TimedOutError } from '../../../../src/domain/errors.js';
 import { createMemoryLog } from '../../../../src/util/log.js';
 import { writeFakeVirsh, type FakeVirsh } from './fake-virsh.js';
 
@@ -17,7 +17,8 @@ const op = () => ({ signal: AbortSignal.timeout(10_000) });
 function script(stateDir: string, eventBody: string): string {
   return `D='${stateDir}'
 case "$4" in
-  domstate) cat "$D/state"; echo q >> "$D/queries" ;;
+  domstate) if [ -f "$D/domstate-fails" ]; then echo 'error: failed to get domain state' >&2; exit 1; fi; cat "$D/state"; echo q >> "$D/queries" ;;
+  start) if [ -f "$D/start-hangs" ]; then exec sleep 600; fi; if [ -f "$D/start-fails" ]; then printf "error: Failed to start domain '%s'\\nerror: Requested operation is not valid: domain is already active\\n" "\${5#--domain=}" >&2; exit 1; fi; if [ -f "$D/start-paused" ]; then echo 'paused (restored)'; else echo 'running (restored)'; fi > "$D/state" ;;
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
   version) exec sleep 600 ;;
@@ -42,8 +43,8 @@ describe('libvirt driver (fake virsh)', () => {
     fake.remove();
     rmSync(dir, { recursive: true, force: true });
   });
-  const make = (eventBody: string, extra: { pollMs?: number; callTimeoutMs?: number } = {}): LibvirtDriver => {
-    fake = writeFakeVirsh(script(dir, eventBody));
+  const make = (eventBody: string, extra: { pollMs?: number; callTimeoutMs?: number; longCallTimeoutMs?: number } = {}, echoErr = true): LibvirtDriver => {
+    fake = writeFakeVirsh(script(dir, eventBody), { echoErr });
     driver = createLibvirtDriver({ uri: 'qemu:///system', virsh: fake.path, safetyPollMs: 600_000, log, ...extra });
     return driver;
   };
@@ -118,6 +119,63 @@ describe('libvirt driver (fake virsh)', () => {
     await expect(d.listGuests(op())).rejects.toBeInstanceOf(ProtocolError);
     writeFileSync(join(dir, 'state'), 'levitating (magic)\n');
     await expect(d.waitForState(UUID, ['shutoff'], op())).rejects.toThrow(/unknown domain state "levitating"/);
+  });
+
+  // The virsh processes the fake ran, one line each: its arguments joined by '|'.
+  const calls = (): string[] => readFileSync(fake.callsFile, 'utf8').trim().split('\n');
+
+  describe('start', () => {
+    beforeEach(() => writeFileSync(join(dir, 'state'), 'shut off (saved)\n'));
+
+    it('reads the state right after the start in the same virsh process', async () => {
+      const d = make('exec sleep 600');
+      expect(await d.start(UUID, op())).toBe('running');
+      expect(calls()).toHaveLength(1);
+      expect(calls()[0]).toMatch(new RegExp(`^-q\\|-c\\|qemu:///system\\|start --domain=${UUID}; echo --err @@rcl-[0-9a-f]{12}@@; echo @@rcl-[0-9a-f]{12}@@; domstate --reason --domain=${UUID}\\|`));
+    });
+
+    it("a start that fails throws its own error, as if it had run alone, though the domstate after it answered", async () => {
+      const d = make('exec sleep 600');
+      writeFileSync(join(dir, 'start-fails'), '');
+      const err = await d.start(UUID, op()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OperationRefusedError);
+      expect((err as Error).message).toBe(`-q -c qemu:///system start --domain=${UUID}: Failed to start domain '${UUID}' / Requested operation is not valid: domain is already active`);
+      expect(readFileSync(join(dir, 'queries'), 'utf8')).toBe('q\n');
+    });
+
+    it('a start cut at its deadline is named as the start alone', async () => {
+      const d = make('exec sleep 600', { longCallTimeoutMs: 300 });
+      writeFileSync(join(dir, 'start-hangs'), '');
+      const err = await d.start(UUID, op()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TimedOutError);
+      expect((err as Error).message).toBe(`-q -c qemu:///system start --domain=${UUID}: not done within 300 ms (virsh killed)`);
+    });
+
+    it('a start whose state cannot be read after it has started all the same: no state, the caller asks', async () => {
+      const d = make('exec sleep 600');
+      writeFileSync(join(dir, 'domstate-fails'), '');
+      expect(await d.start(UUID, op())).toBeUndefined();
+      expect(readFileSync(join(dir, 'state'), 'utf8')).toBe('running (restored)\n');
+      expect(calls()).toHaveLength(1);
+    });
+
+    it("on a virsh whose echo has no --err, starts on its own (nothing ran of the refused string), and from then on", async () => {
+      const d = make('exec sleep 600', {}, false);
+      expect(await d.start(UUID, op())).toBeUndefined();
+      expect(readFileSync(join(dir, 'state'), 'utf8')).toBe('running (restored)\n');
+      writeFileSync(join(dir, 'state'), 'shut off (saved)\n');
+      expect(await d.start(UUID, op())).toBeUndefined();
+      expect(calls().map((c) => c.split('|')[3]!.split(' ')[0])).toEqual(['start', 'start', 'start']);
+      expect(calls().filter((c) => c.includes('echo --err'))).toHaveLength(1);
+      expect(log.lines.some((l) => /echo has no --err: a start and the state after it are asked apart/.test(l.msg))).toBe(true);
+    });
+
+    it('started with paused: false, a guest that came back paused is resumed', async () => {
+      const d = make('exec sleep 600');
+      writeFileSync(join(dir, 'start-paused'), '');
+      expect(await d.start(UUID, { ...op(), paused: false })).toBeUndefined();
+      expect(readFileSync(join(dir, 'resumed'), 'utf8')).toBe('resume\n');
+    });
   });
 
   it('gives up on a hung libvirtd at the call deadline: not reachable', async () => {

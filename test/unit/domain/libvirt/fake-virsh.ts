@@ -8,7 +8,7 @@
 // one process, each as if alone: a failing command prints its `error:` on
 // stderr and nothing on stdout, and does not stop the next; the exit status is
 // the last command's. `echo WORD` is virsh's own (under -q it prints WORD with
-// no newline). stdout to a pipe is block-buffered (4 KiB blocks; the rest at
+// no newline; `echo --err WORD` prints `error: WORD` and a newline on stderr). stdout to a pipe is block-buffered (4 KiB blocks; the rest at
 // exit), so a process killed while a command hangs loses what it had not
 // flushed; stderr is not buffered.
 //
@@ -42,9 +42,11 @@ export const FAKE_BLOCK = 4096;
  * sleep 600`); for `dumpxml --xpath EXPR --wrap` it is given the dumpxml
  * without those options. `opts.connect` (sh) runs once before any command, as
  * virsh's connection does: it may fail the whole process. `opts.xpath: false`
- * makes it a virsh without `dumpxml --xpath`.
+ * makes it a virsh without `dumpxml --xpath`; `opts.echoErr: false` one whose
+ * `echo` has no `--err` (it refuses a command string that uses it, running
+ * none of it, as virsh does with an option it does not know).
  */
-export function writeFakeVirsh(script: string, opts: { connect?: string; xpath?: boolean } = {}): FakeVirsh {
+export function writeFakeVirsh(script: string, opts: { connect?: string; xpath?: boolean; echoErr?: boolean } = {}): FakeVirsh {
   const dir = mkdtempSync(join(tmpdir(), 'rcl-fake-virsh-'));
   const path = join(dir, 'virsh');
   const callsFile = join(dir, 'calls');
@@ -79,6 +81,7 @@ cmd() {
 ${opts.connect ?? ''}
 case "$4" in
 *';'*)
+  ${opts.echoErr === false ? `case "$4" in *'echo --err'*) echo "error: command 'echo' doesn't support option --err" >&2; exit 1 ;; esac` : ':'}
   # Several commands in one argument: run each as if alone, stdout through a block buffer.
   q=$1; c=$2; uri=$3; rest=$4; buf='${dir}'/out.$$; : > "$buf"; size=0; rc=0
   while [ -n "$rest" ]; do
@@ -86,7 +89,8 @@ case "$4" in
     case "$rest" in *';'*) rest=\${rest#*;} ;; *) rest= ;; esac
     set -f; set -- "$q" "$c" "$uri" $cmd; set +f
     [ -z "$4" ] && continue
-    if [ "$4" = echo ]; then out=$5; rc=0
+    if [ "$4" = echo ] && [ "$5" = --err ]; then echo "error: $6" >&2; out=; rc=0
+    elif [ "$4" = echo ]; then out=$5; rc=0
     else out=$(cmd "$@"; r=$?; printf x; exit $r); rc=$?; out=\${out%x}
     fi
     printf '%s' "$out" >> "$buf"; size=$((size + \${#out}))
