@@ -77,6 +77,12 @@ export interface OpOptions {
   signal: AbortSignal;
 }
 
+/** Options of a wait for a guest's state. */
+export interface WaitOptions extends OpOptions {
+  /** The guest's state as the caller read it just now, with the driver's events already watched (what shutdown resolved with): taken instead of the wait's first query. */
+  stateNow?: GuestState;
+}
+
 /** Options of a save. */
 export interface SaveOptions extends OpOptions {
   onProgress?: (progress: SaveProgress) => void;
@@ -123,8 +129,8 @@ export interface DomainDriver {
   abort(id: string, opts: OpOptions): Promise<void>;
   /** Start the guest, restoring its saved image when it has one; resolves with its state right after, when the driver read it along with the start (libvirt: in the same virsh process), else with nothing (the caller asks). */
   start(id: string, opts: StartOptions): Promise<GuestState | void>;
-  /** Ask the guest to shut down (ACPI); resolves once the request is accepted, not when it is off. */
-  shutdown(id: string, opts: OpOptions): Promise<void>;
+  /** Ask the guest to shut down (ACPI); resolves once the request is accepted, not when it is off: with its state right after, when the driver read it along with the request (libvirt), else with nothing. */
+  shutdown(id: string, opts: OpOptions): Promise<GuestState | void>;
   /** Reboot the guest; resolves once it has been reset and runs again (the driver watches for the reset). */
   reboot(id: string, opts: OpOptions): Promise<void>;
   /** Resolves when the hypervisor's daemon answers; NotReachableError when it does not within `timeoutMs` (optional: a driver without a daemon to hang, such as qmp, has none; the plan asks it alongside the listing and calls the listing off when it does not answer). */
@@ -136,7 +142,7 @@ export interface DomainDriver {
   /** Power the guest off at once (data in it may be lost). */
   destroy(id: string, opts: OpOptions): Promise<void>;
   /** Resolve with the state once the guest is in one of `states`; rejects when the signal aborts. */
-  waitForState(id: string, states: readonly GuestState[], opts: OpOptions): Promise<GuestState>;
+  waitForState(id: string, states: readonly GuestState[], opts: WaitOptions): Promise<GuestState>;
   /** Subscribe to lifecycle events; returns the unsubscribe function. */
   onLifecycle(listener: (event: LifecycleEvent) => void): () => void;
   /** Release connections, event streams and sockets. */

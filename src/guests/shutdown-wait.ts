@@ -3,7 +3,7 @@
 // has no power-button driver yet), and a request can fail while its daemon or
 // monitor is busy. One lost press must never end in a destroy at the deadline.
 import { isDomainError } from '../domain/errors.js';
-import type { DomainDriver } from '../domain/types.js';
+import type { DomainDriver, GuestState } from '../domain/types.js';
 import { deadline, sleep } from '../util/deadline.js';
 
 /** How long to wait before asking again when a wait for the guest to go off failed (the daemon hiccuped). */
@@ -21,15 +21,17 @@ export interface ShutdownNotes {
   repeated(): void;
 }
 
-/** Wait until the guest is off; a failing wait is retried until the signal aborts, so a daemon's hiccup never turns into a destroy before the deadline. */
-export async function waitOff(driver: DomainDriver, id: string, signal: AbortSignal): Promise<void> {
+/** Wait until the guest is off; a failing wait is retried until the signal aborts, so a daemon's hiccup never turns into a destroy before the deadline. `stateNow`: what the request read along with it, for the first wait. */
+export async function waitOff(driver: DomainDriver, id: string, signal: AbortSignal, stateNow?: GuestState | void): Promise<void> {
+  let known = stateNow ?? undefined;
   for (;;) {
     try {
-      await driver.waitForState(id, ['shutoff'], { signal });
+      await driver.waitForState(id, ['shutoff'], known === undefined ? { signal } : { signal, stateNow: known });
       return;
     } catch (err) {
       if (signal.aborted) throw err;
       if (isDomainError(err, 'not-found')) return;
+      known = undefined;
       await sleep(WAIT_RETRY_MS, signal);
     }
   }
@@ -42,8 +44,9 @@ export async function shutdownUntilOff(driver: DomainDriver, id: string, signal:
     let waitMs = SHUTDOWN_REPEAT_MS;
     if (pressed) notes.repeated();
     pressed = false;
+    let after: GuestState | void = undefined;
     try {
-      await driver.shutdown(id, { signal });
+      after = await driver.shutdown(id, { signal });
       pressed = true;
     } catch (err) {
       if (signal.aborted) throw err;
@@ -53,7 +56,7 @@ export async function shutdownUntilOff(driver: DomainDriver, id: string, signal:
     }
     const wait = deadline(waitMs, signal);
     try {
-      await waitOff(driver, id, wait.signal);
+      await waitOff(driver, id, wait.signal, after);
       return 'off';
     } catch (err) {
       if (signal.aborted) throw err;

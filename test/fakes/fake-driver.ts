@@ -433,14 +433,17 @@ export function createScriptedDriver(kind: 'libvirt' | 'qmp', list: FakeGuest[],
       const n = requests.get(id) ?? 0;
       requests.set(id, n + 1);
       if (n < (s.failedRequests ?? 0)) throw new NotReachableError('the daemon is busy', { guest: g.name });
-      if (g.state === 'paused' || g.state === 'suspended') return; // accepted, but a paused or sleeping guest cannot act on it
-      if (s.shutdownMs === 'never' || n - (s.failedRequests ?? 0) < (s.lostPresses ?? 0)) return;
+      // libvirt's request reads the state after it in the same virsh process; qmp's gives none.
+      const after = kind === 'libvirt' ? g.state : undefined;
+      if (g.state === 'paused' || g.state === 'suspended') return after; // accepted, but a paused or sleeping guest cannot act on it
+      if (s.shutdownMs === 'never' || n - (s.failedRequests ?? 0) < (s.lostPresses ?? 0)) return after;
       setTimeout(() => {
         if (g.state === 'running') {
           setState(id, 'shutoff', 'Stopped');
           note('off', id);
         }
       }, s.shutdownMs ?? 1000);
+      return after;
     },
     async reboot(id, o: OpOptions) {
       const g = log('reboot', id);

@@ -14,8 +14,8 @@
 //   `abortMs` later; with no job it resolves (the driver swallows "no job");
 // - destroy can fail (`destroyFails`); of a guest already off it resolves;
 // - transient guests (`persistent: false`) are listed as such;
-// - start resolves with the state the guest is in right after it (the real
-//   driver reads it in the start's own virsh process);
+// - start and shutdown resolve with the state the guest is in right after
+//   them (the real driver reads it in the call's own virsh process);
 // - it can resume; `canResume: false` makes a driver without `resume`, which
 //   the contract allows (no real driver is one today).
 // Still different from the real driver: no virsh processes, no event stream

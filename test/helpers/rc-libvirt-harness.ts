@@ -32,7 +32,9 @@
 //   (`delayMs`) and then runs the real virsh, or fails it (`fail`: the message
 //   virsh prints after "error: ", exit 1) after its delay. setRules() replaces
 //   them between runs; calls() reads the log: argv, subcommand (`batch` for a
-//   batch), guest, the commands (a batch's each), start and
+//   listing's batch; a call followed by the state read in its process, as
+//   start and shutdown are, by that call), guest, the commands (a batch's
+//   each), start and
 //   end (epoch ms), exit code, and what the rule did. A call the program killed
 //   (its deadline) has no end; nor has an event stream (`virsh event`, exec'd
 //   by the wrapper so that the program can end it).
@@ -76,7 +78,7 @@ export interface VirshCommand {
 /** One call of the wrapper (one virsh process), from its log. */
 export interface VirshCall {
   argv: string[];
-  /** The subcommand; `batch` for several commands in one argument (the listing's). */
+  /** The subcommand; `batch` for the listing's several commands in one argument; a call followed by the state read in its process is named by that call. */
   sub: string;
   /** The `--domain=` value, when there is one (never for a batch). */
   guest: string | undefined;
@@ -215,10 +217,12 @@ function parseCalls(text: string): VirshCall[] {
       const first = argv.find((a, i) => !a.startsWith('-') && argv[i - 1] !== '-c' && argv[i - 1] !== '--connect') ?? '';
       const batch = first.includes(';');
       const commands = batch ? first.split(';').map((c) => command(c.trim().split(/\s+/))) : [command(argv.filter((a, i) => argv[i - 1] !== '-c' && argv[i - 1] !== '--connect'))];
+      // A call followed by the state read in its process (`start --domain=X; echo --err M; echo M; domstate ...`) is named by its call; a listing's batch begins with an echo.
+      const named = !batch || commands[0]!.sub !== 'echo';
       const call: VirshCall = {
         argv,
-        sub: batch ? 'batch' : first,
-        guest: batch ? undefined : commands[0]!.guest,
+        sub: named ? commands[0]!.sub : 'batch',
+        guest: named ? commands[0]!.guest : undefined,
         commands,
         startedAt: Number(f[2]),
         endedAt: undefined,

@@ -2,7 +2,7 @@
 // addressed by UUID as `--domain=UUID`, waits fed by the lifecycle event stream.
 import pLimit from 'p-limit';
 import { InterruptedError, OperationRefusedError, ProtocolError, isDomainError } from '../errors.js';
-import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions } from '../types.js';
+import type { DomainDriver, Guest, GuestFact, GuestState, LifecycleEvent, ListOptions, OpOptions, SaveOptions, StartOptions, WaitOptions } from '../types.js';
 import type { Log } from '../../util/log.js';
 import { errorMessage } from '../../util/error-message.js';
 import { randomHex } from '../../util/random-hex.js';
@@ -211,11 +211,13 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const domstate = async (id: string, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> =>
     parseDomstate(await run(['domstate', '--reason', dom(id)], { signal, guest: id }), `virsh domstate of ${id}`);
 
-  // Whether this virsh runs a start and a domstate in one process (runFollowedBy); false once it showed it cannot.
+  // Whether this virsh runs a call and a domstate in one process (runFollowedBy); false once it showed it cannot.
   let followedBy = true;
-  // Start the guest; resolves with its state right after, read by the same virsh process (undefined when that read failed, or could not be made).
-  const startThenState = async (id: string, args: string[], o: OpOptions): Promise<GuestState | undefined> => {
-    const call = { signal: o.signal, guest: id, timeoutMs: longMs, onDeadline: 'timed-out' as const, watchdog: true };
+  // Run a call about the guest (a start, a shutdown request); resolves with the guest's state right after, read by the same virsh process (undefined when that read failed, or could not be made).
+  const thenState = async (id: string, args: string[], o: OpOptions & { long?: boolean }): Promise<GuestState | undefined> => {
+    const call = o.long
+      ? { signal: o.signal, guest: id, timeoutMs: longMs, onDeadline: 'timed-out' as const, watchdog: true }
+      : { signal: o.signal, guest: id };
     if (followedBy && isUuid(id)) {
       const r = await runFollowedBy(virsh, args, ['domstate', '--reason', dom(id)], call);
       if (r !== undefined) {
@@ -227,9 +229,9 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
         }
       }
       followedBy = false;
-      log?.debug(`${opts.uri}: this virsh's echo has no --err: a start and the state after it are asked apart`);
+      log?.debug(`${opts.uri}: this virsh's echo has no --err: a call and the state after it are asked apart`);
     }
-    await run(args, { ...o, guest: id, long: true });
+    await run(args, { ...o, guest: id });
     return undefined;
   };
 
@@ -495,10 +497,10 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     return { promise, cancel };
   };
 
-  const waitForState = async (id: string, states: readonly GuestState[], o: OpOptions): Promise<GuestState> => {
+  const waitForState = async (id: string, states: readonly GuestState[], o: WaitOptions): Promise<GuestState> => {
     lifecycle.ensure();
     const name = await nameOf(id, o.signal);
-    return waitForGuestState(waitDeps(id), (ev) => ev.name === name, states, o.signal);
+    return waitForGuestState(waitDeps(id), (ev) => ev.name === name, states, o.signal, o.stateNow);
   };
 
   const driver: LibvirtDriver = {
@@ -608,7 +610,7 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     async start(id, o: StartOptions) {
       const args = ['start', dom(id)];
       if (o.paused === true) args.push('--paused');
-      const after = await startThenState(id, args, o);
+      const after = await thenState(id, args, { ...o, long: true });
       if (o.paused === false && (after ?? (await domstate(id, o.signal)).state) === 'paused') {
         await run(['resume', dom(id)], { ...o, guest: id });
         return undefined;
@@ -617,7 +619,9 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     },
 
     async shutdown(id, o) {
-      await run(['shutdown', dom(id)], { ...o, guest: id });
+      // Events watched before the request, so that the state read after it leaves no gap for the stop to slip through.
+      lifecycle.ensure();
+      return thenState(id, ['shutdown', dom(id)], o);
     },
 
     async resume(id, o) {

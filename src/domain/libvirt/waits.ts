@@ -30,12 +30,13 @@ export function stateFromEvent(ev: Pick<StreamEvent, 'event'>): GuestState | und
   return ev.event === 'Stopped' ? 'shutoff' : undefined;
 }
 
-/** Resolve with the guest's state once it is one of `states`; `matches` picks the guest's events. */
+/** Resolve with the guest's state once it is one of `states`; `matches` picks the guest's events; `stateNow`, read by the caller after the stream was started, stands for the first query. */
 export async function waitForGuestState(
   deps: WaitDeps,
   matches: (ev: StreamEvent) => boolean,
   states: readonly GuestState[],
   signal: AbortSignal,
+  stateNow?: GuestState,
 ): Promise<GuestState> {
   deps.stream.ensure();
   let eventState: GuestState | undefined;
@@ -58,6 +59,7 @@ export async function waitForGuestState(
   });
   const unsubDeath = deps.stream.onDeath(() => poke('poll'));
   let cause: 'immediate' | 'event' | 'poll' = 'immediate';
+  let known = stateNow;
   try {
     for (;;) {
       if (signal.aborted) throw interrupted(signal);
@@ -67,7 +69,8 @@ export async function waitForGuestState(
       }
       eventState = undefined;
       pending = undefined;
-      const state = await deps.query(signal);
+      const state = known ?? (await deps.query(signal));
+      known = undefined;
       if (states.includes(state)) {
         if (cause === 'event') deps.stats.byEvent++;
         else if (cause === 'poll') deps.stats.byPoll++;

@@ -18,6 +18,7 @@ function script(stateDir: string, eventBody: string): string {
   return `D='${stateDir}'
 case "$4" in
   domstate) if [ -f "$D/domstate-fails" ]; then echo 'error: failed to get domain state' >&2; exit 1; fi; cat "$D/state"; echo q >> "$D/queries" ;;
+  shutdown) echo shutdown >> "$D/requests" ;;
   start) if [ -f "$D/start-hangs" ]; then exec sleep 600; fi; if [ -f "$D/start-fails" ]; then printf "error: Failed to start domain '%s'\\nerror: Requested operation is not valid: domain is already active\\n" "\${5#--domain=}" >&2; exit 1; fi; if [ -f "$D/start-paused" ]; then echo 'paused (restored)'; else echo 'running (restored)'; fi > "$D/state" ;;
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
@@ -167,7 +168,7 @@ describe('libvirt driver (fake virsh)', () => {
       expect(await d.start(UUID, op())).toBeUndefined();
       expect(calls().map((c) => c.split('|')[3]!.split(' ')[0])).toEqual(['start', 'start', 'start']);
       expect(calls().filter((c) => c.includes('echo --err'))).toHaveLength(1);
-      expect(log.lines.some((l) => /echo has no --err: a start and the state after it are asked apart/.test(l.msg))).toBe(true);
+      expect(log.lines.some((l) => /echo has no --err: a call and the state after it are asked apart/.test(l.msg))).toBe(true);
     });
 
     it('started with paused: false, a guest that came back paused is resumed', async () => {
@@ -176,6 +177,18 @@ describe('libvirt driver (fake virsh)', () => {
       expect(await d.start(UUID, { ...op(), paused: false })).toBeUndefined();
       expect(readFileSync(join(dir, 'resumed'), 'utf8')).toBe('resume\n');
     });
+  });
+
+  it('a shutdown request reads the state after it in the same process, with the events already watched; a wait given that state asks none', async () => {
+    const d = make(`sleep 0.5; echo "2026-11-26 22:47:35.695+0000: event 'lifecycle' for domain 'web server': Stopped Shutdown"; exec sleep 600`);
+    expect(await d.shutdown(UUID, op())).toBe('running');
+    // The event stream runs (started before the request), and the request asked no state apart.
+    expect(calls().map((c) => c.split('|')[3]!.split(' ')[0]).sort()).toEqual(['event', 'shutdown']);
+    expect(calls()[1]).toContain(`shutdown --domain=${UUID}; echo --err @@rcl-`);
+    expect(await d.waitForState(UUID, ['shutoff'], { ...op(), stateNow: 'running' })).toBe('shutoff');
+    expect(readFileSync(join(dir, 'queries'), 'utf8')).toBe('q\n');
+    expect(readFileSync(join(dir, 'requests'), 'utf8')).toBe('shutdown\n');
+    expect(d.waitStats).toEqual({ byEvent: 1, byPoll: 0, immediate: 0 });
   });
 
   it('gives up on a hung libvirtd at the call deadline: not reachable', async () => {
