@@ -167,7 +167,8 @@ export async function runFollowedBy(virsh: Virsh, args: readonly string[], then:
     throw failure;
   }
   const own = stderr.slice(0, at);
-  if (virshMessage({ stderr: own, stdout: '' }) !== '') {
+  // virsh reports a failed command with `error:` lines; anything else it printed is not a failure.
+  if (/^error:/m.test(own)) {
     const r: RunResult = { argv: virsh.argv(args), exitCode: 1, killedBy: null, stdout: '', stderr: own, timedOut: false, aborted: false, forced: false, ms: 0 };
     throw classifyVirshFailure(r, { uri: virsh.uri, timeoutMs: call.timeoutMs ?? virsh.callTimeoutMs, onDeadline: call.onDeadline ?? 'not-reachable', guest: call.guest, signal: call.signal });
   }

@@ -19,7 +19,7 @@ function script(stateDir: string, eventBody: string): string {
 case "$4" in
   domstate) if [ -f "$D/domstate-fails" ]; then echo 'error: failed to get domain state' >&2; exit 1; fi; cat "$D/state"; echo q >> "$D/queries" ;;
   shutdown) echo shutdown >> "$D/requests" ;;
-  start) if [ -f "$D/start-hangs" ]; then exec sleep 600; fi; if [ -f "$D/start-fails" ]; then printf "error: Failed to start domain '%s'\\nerror: Requested operation is not valid: domain is already active\\n" "\${5#--domain=}" >&2; exit 1; fi; if [ -f "$D/start-paused" ]; then echo 'paused (restored)'; else echo 'running (restored)'; fi > "$D/state" ;;
+  start) if [ -f "$D/start-hangs" ]; then exec sleep 600; fi; if [ -f "$D/start-warns" ]; then echo 'warning: the guest uses a deprecated machine type' >&2; fi; if [ -f "$D/start-fails" ]; then printf "error: Failed to start domain '%s'\\nerror: Requested operation is not valid: domain is already active\\n" "\${5#--domain=}" >&2; exit 1; fi; if [ -f "$D/start-paused" ]; then echo 'paused (restored)'; else echo 'running (restored)'; fi > "$D/state" ;;
   dominfo) printf 'Name:           web server\\nUUID:           ${UUID}\\nState:          running\\nMax memory:     131072 KiB\\nPersistent:     yes\\nAutostart:      disable\\nManaged save:   no\\n' ;;
   list) cat "$D/list" ;;
   version) exec sleep 600 ;;
@@ -142,6 +142,12 @@ describe('libvirt driver (fake virsh)', () => {
       expect(err).toBeInstanceOf(OperationRefusedError);
       expect((err as Error).message).toBe(`-q -c qemu:///system start --domain=${UUID}: Failed to start domain '${UUID}' / Requested operation is not valid: domain is already active`);
       expect(readFileSync(join(dir, 'queries'), 'utf8')).toBe('q\n');
+    });
+
+    it('a start that printed a warning, not an error, has started', async () => {
+      const d = make('exec sleep 600');
+      writeFileSync(join(dir, 'start-warns'), '');
+      expect(await d.start(UUID, op())).toBe('running');
     });
 
     it('a start cut at its deadline is named as the start alone', async () => {
