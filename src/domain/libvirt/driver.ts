@@ -619,9 +619,26 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
     },
 
     async shutdown(id, o) {
-      // Events watched before the request, so that the state read after it leaves no gap for the stop to slip through.
+      // The state read after the request stands for a wait's first query only when no stop can slip by
+      // between that read and the wait's own subscription: the guest's events are watched from before the
+      // request until it resolves (a wait subscribes in the same turn), and a guest whose name (which
+      // events carry) is not known yet gets no state.
       lifecycle.ensure();
-      return thenState(id, ['shutdown', dom(id)], o);
+      const name = names.get(id);
+      if (name === undefined) {
+        await run(['shutdown', dom(id)], { ...o, guest: id });
+        return undefined;
+      }
+      let stopped = false;
+      const unsubscribe = lifecycle.subscribe((ev) => {
+        if (ev.name === name && ev.event === 'Stopped') stopped = true;
+      });
+      try {
+        const after = await thenState(id, ['shutdown', dom(id)], o);
+        return stopped ? 'shutoff' : after;
+      } finally {
+        unsubscribe();
+      }
     },
 
     async resume(id, o) {
