@@ -116,9 +116,10 @@ describe('stop: faults around the listing', () => {
     expect(journal.entries.map((e) => [e.id, e.action, e.stateBefore]).sort()).toEqual([[healthy.uuid, 'saved', 'running'], [stuck.uuid, 'saved', 'running']].sort());
   }, 10 * 60_000);
 
-  it('libvirtd answers `virsh version` after 15 s, everything else at once: not hung, both saved, libvirtd stopped (not killed), exit 0', async () => {
+  it('libvirtd answers `virsh version` after 15 s and the listing after 2 s, so that the ping goes out: not hung, both saved, libvirtd stopped (not killed), exit 0', async () => {
     const libvirtd = libvirtdPid();
-    const { code, out, since } = await stopWith([{ sub: 'version', delayMs: 15_000 }]);
+    // A listing that answers within FIRST_PING_MS (1 s) needs no ping: held 2 s, it has one asked.
+    const { code, out, since } = await stopWith([{ sub: 'version', delayMs: 15_000 }, { sub: 'list', delayMs: 2_000 }]);
     expect(code, out).toBe(0);
     await expectSaved(healthy, since, out);
     await expectSaved(stuck, since, out);
@@ -128,11 +129,15 @@ describe('stop: faults around the listing', () => {
     // Both saves ran through libvirtd, which answered them.
     const calls = bed.virsh.calls().slice(since);
     for (const g of [healthy, stuck]) expect(calls.some((c) => c.sub === 'managedsave' && c.guest === g.uuid && c.exitCode === 0)).toBe(true);
-    expect(calls.some((c) => c.sub === 'version' && c.rule === 'delayed')).toBe(true);
+    // One ping, asked a second after the listing's virsh (FIRST_PING_MS), which was still held then.
+    const pings = calls.filter((c) => c.sub === 'version' && c.rule === 'delayed');
+    expect(pings).toHaveLength(1);
+    const listing = calls.find((c) => c.sub === 'batch')!;
+    expect(pings[0]!.startedAt - listing.startedAt).toBeGreaterThanOrEqual(900);
     // The listing: one virsh that lists the connection and describes both guests (three calls each; their
     // definitions name them, and the filtered lists give what dominfo would), none asked on its own, no `list` alone.
     const batches = calls.filter((c) => c.sub === 'batch');
-    expect(batches.map((c) => [c.rule, c.exitCode])).toEqual([['passed', 0]]);
+    expect(batches.map((c) => [c.rule, c.exitCode])).toEqual([['delayed', 0]]);
     expect(batches[0]!.commands.filter((c) => c.sub === 'list')).toHaveLength(7);
     for (const g of [healthy, stuck]) expect(batches[0]!.commands.filter((c) => c.guest === g.uuid).map((c) => c.sub)).toEqual(['domstate', 'dumpxml', 'dumpxml']);
     expect(calls.filter((c) => c.sub === 'list' || c.sub === 'dominfo')).toEqual([]);
