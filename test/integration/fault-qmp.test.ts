@@ -130,6 +130,8 @@ describe('qmp faults on real QEMU', () => {
     expect(r.stdout).toMatch(/^'?runas'? +shutdown +shutdown +[\d.]+ +cannot be saved \(drops privileges \(-runas nobody\)/m);
     expect(r.stdout).toMatch(/^'?keep'? +save +saved/m);
     await waitForConsoleLine(bed.consoleOf('orphan'), /^RCL-POWEROFF/m, { timeoutMs: READY_MS, fromOffset: from });
+    // Off, with its definition still broken: a wait for that says so at once.
+    expect(await driver.waitForState('orphan', ['shutoff'], { signal: sig() })).toBe('shutoff');
     await waitForConsoleLine(bed.consoleOf('runas'), /^RCL-POWEROFF/m, { timeoutMs: READY_MS, fromOffset: fromRunas });
     expect((await driver.getGuest('orphan', { signal: sig() }).catch(() => undefined))?.state ?? 'shutoff').toBe('shutoff');
     expect(r.code, r.stdout + r.stderr).not.toBe(0);

@@ -341,7 +341,13 @@ export function createQmpDriver(opts: QmpDriverOptions): DomainDriver {
     },
 
     async waitForState(id: string, states: readonly GuestState[], { signal }: OpOptions): Promise<GuestState> {
-      const g = await load(id);
+      // A guest whose definition broke while it ran is loaded from its run directory only while its QEMU runs
+      // (load): once that QEMU has exited, which a wait for shutoff waits for, its run and save paths are still
+      // the orphan's, and it is off, not unknown.
+      const g = await load(id).catch((err: unknown) => {
+        if (err instanceof GuestDefinitionError && states.includes('shutoff')) return orphanGuestFiles(opts, id, errorMessage(err));
+        throw err;
+      });
       // Waiting for the guest to go off asks QEMU nothing: a QMP command in flight as
       // QEMU exits can hang it (see EXIT_GRACE_MS). An idle connection is held for the
       // guest's SHUTDOWN event, and the process is watched.

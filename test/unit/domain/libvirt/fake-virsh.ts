@@ -8,7 +8,8 @@
 // one process, each as if alone: a failing command prints its `error:` on
 // stderr and nothing on stdout, and does not stop the next; the exit status is
 // the last command's. `echo WORD` is virsh's own (under -q it prints WORD with
-// no newline; `echo --err WORD` prints `error: WORD` and a newline on stderr). stdout to a pipe is block-buffered (4 KiB blocks; the rest at
+// no newline; `echo --err WORD` prints `error: WORD` and a newline on
+// stderr). stdout to a pipe is block-buffered (4 KiB blocks; the rest at
 // exit), so a process killed while a command hangs loses what it had not
 // flushed; stderr is not buffered.
 //
