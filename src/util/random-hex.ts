@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 // import.meta.url in an ES module (tests); __filename where the code is bundled as CommonJS without it.
 const load = createRequire((import.meta.url as string | undefined) ?? __filename);
 
-/** The kernel's random source; a character device, read whole in one call for the few bytes asked here. */
+/** The kernel's random source. */
 export const URANDOM = '/dev/urandom';
 
 /** `bytes` bytes from `source` (a character device such as URANDOM), or undefined when it cannot give them all. */

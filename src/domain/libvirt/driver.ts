@@ -12,7 +12,7 @@ import { createEventStream, type StreamEvent } from './events.js';
 import { readGuestHints } from './guest-hints.js';
 import { createSectionReader, isUuid, parseDominfo, parseDomstate, parseUuidList, toGuestState, type DomInfo } from './parse.js';
 import { saveGuest, stateAsSaveBegan } from './save.js';
-import { createVirsh, runFollowedBy, type Virsh } from './virsh.js';
+import { createVirsh, runFollowedBy, type Virsh, type VirshCall } from './virsh.js';
 import { waitForGuestState, type WaitStats } from './waits.js';
 
 /** Options of createLibvirtDriver. */
@@ -198,15 +198,17 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   const warned = new Set<string>();
   const dom = (id: string): string => `--domain=${id}`;
 
-  const run = (args: string[], o: OpOptions & { guest?: string; timeoutMs?: number; long?: boolean }): Promise<string> =>
-    virsh.run(args, {
-      signal: o.signal,
-      guest: o.guest,
-      timeoutMs: o.long ? longMs : o.timeoutMs,
-      onDeadline: o.long ? 'timed-out' : 'not-reachable',
-      // A call that may rightly take long still fails fast when libvirtd stops answering.
-      watchdog: o.long === true || (o.timeoutMs ?? 0) > virsh.callTimeoutMs,
-    });
+  type CallOptions = OpOptions & { guest?: string; timeoutMs?: number; long?: boolean };
+  // The deadline and watchdog of a call: a long one (save, start) runs to longMs.
+  const callOf = (o: CallOptions): VirshCall => ({
+    signal: o.signal,
+    guest: o.guest,
+    timeoutMs: o.long ? longMs : o.timeoutMs,
+    onDeadline: o.long ? 'timed-out' : 'not-reachable',
+    // A call that may rightly take long still fails fast when libvirtd stops answering.
+    watchdog: o.long === true || (o.timeoutMs ?? 0) > virsh.callTimeoutMs,
+  });
+  const run = (args: string[], o: CallOptions): Promise<string> => virsh.run(args, callOf(o));
 
   const domstate = async (id: string, signal: AbortSignal): Promise<{ state: GuestState; detail: string }> =>
     parseDomstate(await run(['domstate', '--reason', dom(id)], { signal, guest: id }), `virsh domstate of ${id}`);
@@ -215,11 +217,8 @@ export function createLibvirtDriver(opts: LibvirtDriverOptions): LibvirtDriver {
   let followedBy = true;
   // Run a call about the guest (a start, a shutdown request); resolves with the guest's state right after, read by the same virsh process (undefined when that read failed, or could not be made).
   const thenState = async (id: string, args: string[], o: OpOptions & { long?: boolean }): Promise<GuestState | undefined> => {
-    const call = o.long
-      ? { signal: o.signal, guest: id, timeoutMs: longMs, onDeadline: 'timed-out' as const, watchdog: true }
-      : { signal: o.signal, guest: id };
     if (followedBy && isUuid(id)) {
-      const r = await runFollowedBy(virsh, args, ['domstate', '--reason', dom(id)], call);
+      const r = await runFollowedBy(virsh, args, ['domstate', '--reason', dom(id)], callOf({ ...o, guest: id }));
       if (r !== undefined) {
         if (r.then === undefined) return undefined;
         try {
