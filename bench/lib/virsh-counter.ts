@@ -55,8 +55,9 @@ export async function virshCounter(dir: string): Promise<VirshCounter> {
   if (!real) throw new Error('virsh is not installed; run: node testbed/setup.mjs');
   const path = join(dir, 'virsh-counting');
   const log = join(dir, 'virsh-calls.log');
-  // One short line per call, appended (O_APPEND keeps concurrent lines whole).
-  await writeFile(path, `#!/bin/sh\nprintf '%s\\n' "$*" >> '${log}'\nexec '${real}' "$@"\n`);
+  // One line per call, appended in one write (O_APPEND keeps concurrent lines whole; dash's
+  // printf would write a long batch apart from its newline).
+  await writeFile(path, `#!/bin/sh\nline="$*\n"\nprintf '%s' "$line" >> '${log}'\nexec '${real}' "$@"\n`);
   await chmod(path, 0o755);
   return {
     path,

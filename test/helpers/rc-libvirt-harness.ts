@@ -177,7 +177,11 @@ rule
 how=passed
 [ -n "$delay" ] && how=delayed
 [ -n "$fail" ] && how=\${delay:+delayed+}failed
-{ printf 'start\\t%s\\t%s\\t%s\\t' "$$" "$(date +%s%3N)" "$how"; for a in "$@"; do printf '%s${SEP}' "$a"; done; printf '\\n'; } >> "$log"
+# One write per line: dash's printf writes a long argument apart from what surrounds it, and
+# calls that start together (a save and the state read beside it) would interleave their lines.
+line=$(printf 'start\\t%s\\t%s\\t%s\\t' "$$" "$(date +%s%3N)" "$how")
+for a in "$@"; do line="$line$a${SEP}"; done
+printf '%s' "$line$nl" >> "$log"
 [ -n "$delay" ] && sleep "$delay"
 # An event stream runs until the program ends it: exec, so that ending the wrapper ends virsh too
 # (a virsh left behind would hold the program's pipes open, and the program would never exit).

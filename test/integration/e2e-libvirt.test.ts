@@ -234,7 +234,7 @@ describe('rc/rc.libvirt end to end on libvirt, across simulated reboots', () => 
     expect(modprobe.calls()).toEqual([]);
     expect(stop.stdout).toContain('no /proc/modules: cannot tell which modules are in use, none unloaded');
     const saves = bed.virsh.calls().slice(from).filter((c) => c.sub === 'managedsave');
-    expect(saves.map((c) => c.guest).sort()).toEqual([A.uuid, P.uuid].sort());
+    expect(saves.map((c) => c.guest).sort(), out(stop)).toEqual([A.uuid, P.uuid].sort());
     expect(saves.every((c) => c.exitCode === 0)).toBe(true);
     expect(overlapping(saves)).toBe(false);
     for (const pid of [...qemu, ...daemons]) expect(isPidAlive(pid), String(pid)).toBe(false);

@@ -3,8 +3,13 @@
 // libvirtd through a VIRSH wrapper that makes chosen calls slow or fail, and
 // the wrapper's log shows each call and what was done to it. One guest,
 // defined but not booted: `status` lists it all the same.
+import { execFile } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openLibvirtBed, type LibvirtBed } from '../helpers/rc-libvirt-harness.js';
+import { createVirshWrapper, openLibvirtBed, type LibvirtBed } from '../helpers/rc-libvirt-harness.js';
 import { LIBVIRT_URI } from '../helpers/virsh.js';
 
 describe('rc/rc.libvirt through the harness', () => {
@@ -44,4 +49,36 @@ describe('rc/rc.libvirt through the harness', () => {
     const calls = bed.virsh.calls().slice(before);
     expect(calls.map((c) => [c.sub, c.rule, c.exitCode])).toEqual([['version', 'failed', 1]]);
   });
+});
+
+// The wrapper's log is what the fault tests read: calls that start at the same
+// moment (a save and the state read beside it) must each leave a whole line.
+describe('the VIRSH wrapper\'s log', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rcl-wrapper-'));
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('keeps every call whole when many start together, short calls beside a batch of 20 kB', async () => {
+    const real = join(dir, 'virsh-real');
+    writeFileSync(real, '#!/bin/sh\nexit 0\n');
+    chmodSync(real, 0o755);
+    const w = createVirshWrapper(dir, real);
+    const batch = Array.from({ length: 200 }, (_, i) => `echo @@m-${i}@@; dumpxml --domain=g${i} --xpath /domain/name --wrap`).join('; ');
+    const runs: string[][] = [];
+    for (let i = 0; i < 60; i++) {
+      runs.push(['-c', 'qemu:///system', 'managedsave', '--verbose', `--domain=g${i}`]);
+      runs.push(['-c', 'qemu:///system', 'domstate', '--reason', `--domain=g${i}`]);
+      runs.push(['-c', 'qemu:///system', batch]);
+    }
+    await Promise.all(runs.map((argv) => promisify(execFile)(w.path, argv)));
+    const calls = w.calls();
+    const key = (argv: readonly string[]): string => argv.join('\u0000');
+    expect(calls.map((c) => key(c.argv)).sort()).toEqual(runs.map(key).sort());
+    expect(calls.filter((c) => c.sub === 'batch')).toHaveLength(60);
+    for (const c of calls) expect(c.exitCode, c.argv.join(' ')).toBe(0);
+  }, 60_000);
 });

@@ -58,8 +58,10 @@ export function writeFakeVirsh(script: string, opts: { connect?: string; xpath?:
     path,
     `#!/bin/sh
 # One write per call, so that calls made at once do not interleave in the log.
+# (dash's printf writes an argument longer than its buffer apart from the rest: one argument, newline included).
 line=; for a in "$@"; do line="$line$a|"; done
-printf '%s LC_ALL=%s\\n' "$line" "$LC_ALL" >> '${callsFile}'
+printf '%s' "$line LC_ALL=$LC_ALL
+" >> '${callsFile}'
 one() {
 ${script}
 }
